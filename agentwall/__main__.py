@@ -1,0 +1,5 @@
+import sys
+
+from agentwall.cli import main
+
+sys.exit(main())
