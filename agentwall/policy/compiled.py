@@ -79,11 +79,12 @@ def _describe_type(name: str) -> str:
 
 
 class CompiledParam:
-    __slots__ = ("enum_keys", "expect", "max_length", "maximum", "min_length", "minimum",
-                 "name", "pattern", "roots", "rule", "rule_base", "schema", "type_check")
+    __slots__ = ("enum_keys", "expect", "items", "max_items", "max_length", "maximum",
+                 "min_items", "min_length", "minimum", "name", "pattern", "roots", "rule",
+                 "rule_base", "schema", "type_check")
 
     def __init__(self, rule: ParameterRule, rule_base: str, pattern: Any,
-                 schema: CompiledSchema | None) -> None:
+                 schema: CompiledSchema | None, items: CompiledParam | None = None) -> None:
         self.rule = rule
         self.name = rule.name
         self.rule_base = rule_base
@@ -95,6 +96,9 @@ class CompiledParam:
             expect = "string"
         if expect is None and (rule.minimum is not None or rule.maximum is not None):
             expect = "number"
+        if expect is None and (rule.items is not None or rule.max_items is not None
+                               or rule.min_items is not None):
+            expect = "array"
         self.expect = expect
         self.type_check = _TYPE_CHECKS[expect] if expect is not None else None
         self.pattern = pattern
@@ -107,6 +111,9 @@ class CompiledParam:
         self.min_length = rule.min_length
         self.minimum = rule.minimum
         self.maximum = rule.maximum
+        self.items = items
+        self.max_items = rule.max_items
+        self.min_items = rule.min_items
 
     def check(self, value: Any, ptr: str) -> Violation | None:
         base = self.rule_base
@@ -135,6 +142,19 @@ class CompiledParam:
             if self.roots is not None and not is_within(value, self.roots):
                 return (f"{base}.within", f"parameter {name!r} is not a path inside "
                         f"{', '.join(self.roots)}", ptr, "parameter")
+        elif type(value) is list or type(value) is tuple:
+            n = len(value)
+            if self.max_items is not None and n > self.max_items:
+                return (f"{base}.max_items", f"parameter {name!r} has more than "
+                        f"{self.max_items} items", ptr, "parameter")
+            if self.min_items is not None and n < self.min_items:
+                return (f"{base}.min_items", f"parameter {name!r} has fewer than "
+                        f"{self.min_items} items", ptr, "parameter")
+            if self.items is not None:
+                for i, item in enumerate(value):
+                    item_problem = self.items.check(item, f"{ptr}/{i}")
+                    if item_problem is not None:
+                        return item_problem
         elif self.minimum is not None or self.maximum is not None:
             if self.minimum is not None and value < self.minimum:
                 return (f"{base}.minimum", f"parameter {name!r} is below {self.minimum}",
