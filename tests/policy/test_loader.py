@@ -193,6 +193,7 @@ def test_seed_example_loads() -> None:
     assert tool.parameters[1].schema == {
         "type": "object", "properties": {"limit": {"type": "integer", "maximum": 100}},
         "required": ["limit"], "additionalProperties": False,
+        "$schema": "http://json-schema.org/draft-07/schema#",
     }
 
 
