@@ -427,3 +427,58 @@ async def wrap_identity(authenticator: OidcAuthenticator, source: TokenFile) -> 
     """The identity of a ``wrap`` session, checked per call (a cache hit while
     the token is unchanged and unexpired).  Raises ``IdentityError``."""
     return await authenticator.verify(source.read())
+
+
+_HEADER_NAME_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
+# Headers the proxy owns on the upstream leg; credentials may not override them.
+_RESERVED_UPSTREAM = frozenset(
+    {b"host", b"content-length", b"transfer-encoding", b"connection", b"mcp-session-id",
+     b"mcp-protocol-version", b"mcp-method", b"mcp-name", b"content-type", b"accept"}
+)  # fmt: skip
+
+
+class UpstreamCredentials:
+    """The proxy's own credentials for the upstream MCP server.
+
+    The client's token never goes upstream (MCP authorization: "MUST NOT pass
+    through the token it received"); when the upstream needs authentication,
+    the operator gives the proxy its own, with ``--upstream-header "Name:
+    value"`` (repeatable) and/or ``--upstream-token-file F`` (sent as
+    ``Authorization: Bearer <content>``, re-read when the file changes).
+    """
+
+    def __init__(
+        self, headers: Sequence[str] = (), token_file: str | os.PathLike[str] | None = None
+    ) -> None:
+        self._static: list[tuple[bytes, bytes]] = [parse_upstream_header(h) for h in headers]
+        names = [name for name, _ in self._static]
+        if token_file is not None and b"authorization" in names:
+            raise ConfigError("--upstream-token-file and an Authorization --upstream-header clash")
+        self._token = None if token_file is None else TokenFile(token_file)
+        if self._token is not None:
+            self._token.read()  # fail at start-up, not on the first call
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """Headers to add to every upstream request (names lower-case)."""
+        out = list(self._static)
+        if self._token is not None:
+            token = self._token.read()
+            if not token or b"\r" in token or b"\n" in token:
+                raise ConfigError("--upstream-token-file: empty or multi-line token")
+            out.append((b"authorization", b"Bearer " + token))
+        return out
+
+
+def parse_upstream_header(text: str) -> tuple[bytes, bytes]:
+    """``"Name: value"`` -> (b"name", b"value"); refuses what would break
+    framing or let a credential override the proxy's own headers."""
+    name, sep, value = text.partition(":")
+    raw_name = name.strip().lower().encode("ascii", "replace")
+    raw_value = value.strip().encode("latin-1", "replace")
+    if not sep or not raw_name or not _HEADER_NAME_CHARS.issuperset(raw_name):
+        raise ConfigError(f"--upstream-header {text!r}: expected 'Name: value'")
+    if any((c < 0x20 and c != 0x09) or c == 0x7F for c in raw_value):
+        raise ConfigError(f"--upstream-header {name.strip()}: control characters in the value")
+    if raw_name in _RESERVED_UPSTREAM:
+        raise ConfigError(f"--upstream-header {name.strip()}: set by the proxy itself")
+    return raw_name, raw_value

@@ -384,3 +384,32 @@ def test_wrap_token_file_and_env(
         await auth.aclose()
 
     run(scenario())
+
+
+def test_upstream_credentials(tmp_path: Path) -> None:
+    from agentwall.io.oidc import UpstreamCredentials
+
+    token_file = tmp_path / "upstream-token"
+    token_file.write_text("upstream-secret-1\n")
+    creds = UpstreamCredentials(["X-Api-Key: k1", "x-tenant:acme"], token_file)
+    assert creds.headers() == [
+        (b"x-api-key", b"k1"),
+        (b"x-tenant", b"acme"),
+        (b"authorization", b"Bearer upstream-secret-1"),
+    ]
+    token_file.write_text("upstream-secret-2")
+    os.utime(token_file, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    assert creds.headers()[-1] == (b"authorization", b"Bearer upstream-secret-2")
+    for bad in (
+        "no-colon",
+        "X-A: b\r\nInjected: 1",
+        "Host: evil",
+        "Mcp-Session-Id: x",
+        "bad name: v",
+    ):
+        with pytest.raises(ConfigError):
+            UpstreamCredentials([bad])
+    with pytest.raises(ConfigError, match="clash"):
+        UpstreamCredentials(["Authorization: Bearer x"], token_file)
+    with pytest.raises(ConfigError):
+        UpstreamCredentials([], tmp_path / "absent")
