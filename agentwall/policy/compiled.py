@@ -14,6 +14,8 @@ from typing import Any
 import msgspec
 
 from agentwall.core.canonical import canonical_json, sha256_hex
+from agentwall.identity.rules import IdentityRule as SharedIdentityRule
+from agentwall.identity.rules import check_identity_rule
 from agentwall.policy.methods import builtin_allows
 from agentwall.policy.model import (
     IdentityConfig,
@@ -225,56 +227,59 @@ class CompiledArgs:
         return None
 
 
-def identity_problem(rule: IdentityRule, identity: Identity | None, what: str) -> str | None:
-    """Why ``identity`` may not use ``what``, or None when it may."""
-    if identity is None:
-        return f"{what} requires an authenticated caller"
-    if rule.subjects and identity.subject not in rule.subjects:
-        return f"the caller's subject may not use {what}"
-    for claim, allowed in rule.claims.items():
-        have = identity.claims.get(claim)
-        allowed_keys = {enum_key(v) for v in allowed}
-        values = have if isinstance(have, list | tuple) else [have]
-        if have is None or not any(enum_key(v) in allowed_keys for v in values):
-            return f"the caller's {claim!r} claim does not allow {what}"
-    if rule.scopes:
-        granted = set(identity.scopes)
-        missing = [s for s in rule.scopes if s not in granted]
-        if missing:
-            return f"{what} needs scope {' '.join(missing)!r}"
-    return None
+def shared_rule(rule: IdentityRule) -> SharedIdentityRule:
+    """The identity part's form of a rule.  Claims are always tuples of values
+    here, so ``true`` means "equals true", never "present"."""
+    return SharedIdentityRule(subjects=rule.subjects, claims=dict(rule.claims),
+                              scopes=rule.scopes)
+
+
+def identity_problem(rule: SharedIdentityRule, identity: Identity | None,
+                     what: str) -> tuple[str, str] | None:
+    """(category, reason) when ``identity`` may not use ``what``, else None.
+    The check itself is the identity part's (``check_identity_rule``), so the
+    HTTP front-end's 401/403 mapping and this decision agree on every case;
+    categories are identity_required, identity_subject, identity_claims and
+    identity_scope."""
+    refusal = check_identity_rule(rule, identity)
+    if refusal is None:
+        return None
+    return refusal.category, f"{what}: {refusal.reason}"
 
 
 class CompiledTool:
-    __slots__ = ("args", "engine", "rule", "rule_base")
+    __slots__ = ("args", "engine", "identity", "rule", "rule_base")
 
     def __init__(self, rule: ToolRule, args: CompiledArgs | None, engine: SafeModeEngine) -> None:
         self.rule = rule
         self.args = args
         self.engine = engine
         self.rule_base = f"tools[{rule.name}]"
+        self.identity = shared_rule(rule.identity) if rule.identity is not None else None
 
 
 class CompiledResource:
-    __slots__ = ("index", "pattern", "rule", "rule_base")
+    __slots__ = ("identity", "index", "pattern", "rule", "rule_base")
 
     def __init__(self, rule: ResourceRule, index: int, pattern: Any) -> None:
         self.rule = rule
         self.index = index
         self.pattern = pattern
         self.rule_base = f"resources[{index}]"
+        self.identity = shared_rule(rule.identity) if rule.identity is not None else None
 
     def matches(self, uri: str) -> bool:
         return bool(self.pattern.search(uri) is not None)
 
 
 class CompiledPrompt:
-    __slots__ = ("args", "rule", "rule_base")
+    __slots__ = ("args", "identity", "rule", "rule_base")
 
     def __init__(self, rule: PromptRule, args: CompiledArgs | None) -> None:
         self.rule = rule
         self.args = args
         self.rule_base = f"prompts[{rule.name}]"
+        self.identity = shared_rule(rule.identity) if rule.identity is not None else None
 
 
 SAFE_MODE_ONLY_WARNING = (

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from agentwall.identity.rules import IdentityRule as SharedIdentityRule
 from agentwall.policy.compiled import (
     CompiledArgs,
     Policy,
     Violation,
     identity_problem,
 )
-from agentwall.policy.model import IdentityRule
 from agentwall.policy.safemode import SafeModeEngine
 from agentwall.policy.secrets import shown
 from agentwall.policy.values import Loc, ShapeProblem, pointer, walk
@@ -180,14 +180,15 @@ def _judge(policy: Policy, call: Call) -> _Outcome:
     return _Outcome("allow", rule_id, f"method {method!r} is allowed", category="method")
 
 
-def _identity_denial(rule: IdentityRule | None, identity: Identity | None, what: str,
+def _identity_denial(rule: SharedIdentityRule | None, identity: Identity | None, what: str,
                      rule_base: str) -> _Outcome | None:
     if rule is None:
         return None
     problem = identity_problem(rule, identity, what)
     if problem is None:
         return None
-    return _Outcome("deny", f"{rule_base}.identity", problem, category="identity",
+    category, reason = problem
+    return _Outcome("deny", f"{rule_base}.identity", reason, category=category,
                     cacheable=False)
 
 
@@ -222,7 +223,7 @@ def _judge_tool(policy: Policy, params: Any, identity: Identity | None) -> _Outc
     if rule.action == "deny":
         return _Outcome("deny", tool.rule_base, f"tool {name!r} is denied by the policy",
                         pointer="/name", category="tool")
-    denial = _identity_denial(rule.identity, identity, f"tool {name!r}", tool.rule_base)
+    denial = _identity_denial(tool.identity, identity, f"tool {name!r}", tool.rule_base)
     if denial is not None:
         return denial
     violation = _check_args(tool.args, args)
@@ -251,7 +252,7 @@ def _judge_resource(policy: Policy, params: Any, identity: Identity | None) -> _
             return _Outcome("deny", f"{res.rule_base}.within",
                             f"the resource is not a file:// URI inside {', '.join(rule.within)}",
                             pointer="/uri", category="resource")
-        denial = _identity_denial(rule.identity, identity, "the resource", res.rule_base)
+        denial = _identity_denial(res.identity, identity, "the resource", res.rule_base)
         if denial is not None:
             return denial
         return _Outcome("allow", res.rule_base, "the resource is allowed", category="resource",
@@ -295,7 +296,8 @@ def _judge_prompt(policy: Policy, params: Any, identity: Identity | None) -> _Ou
     if rule.action == "deny":
         return _Outcome("deny", prompt.rule_base, f"prompt {name!r} is denied by the policy",
                         pointer="/name", category="prompt")
-    denial = _identity_denial(rule.identity, identity, f"prompt {name!r}", prompt.rule_base)
+    denial = _identity_denial(prompt.identity, identity, f"prompt {name!r}",
+                              prompt.rule_base)
     if denial is not None:
         return denial
     violation = _check_args(prompt.args, args)
@@ -314,7 +316,7 @@ def may_call_tool(policy: Policy, name: str, identity: Identity | None) -> bool:
         return policy.model.safe_mode_only or policy.model.default_action == "allow"
     if tool.rule.action != "allow":
         return False
-    rule = tool.rule.identity
+    rule = tool.identity
     return rule is None or identity_problem(rule, identity, name) is None
 
 
