@@ -235,8 +235,9 @@ def shared_rule(rule: IdentityRule) -> SharedIdentityRule:
 
 
 def identity_problem(rule: SharedIdentityRule, identity: Identity | None,
-                     what: str) -> tuple[str, str] | None:
-    """(category, reason) when ``identity`` may not use ``what``, else None.
+                     what: str) -> tuple[str, str, tuple[str, ...]] | None:
+    """(category, reason, required scopes) when ``identity`` may not use
+    ``what``, else None.
     The check itself is the identity part's (``check_identity_rule``), so the
     HTTP front-end's 401/403 mapping and this decision agree on every case;
     categories are identity_required, identity_subject, identity_claims and
@@ -244,7 +245,7 @@ def identity_problem(rule: SharedIdentityRule, identity: Identity | None,
     refusal = check_identity_rule(rule, identity)
     if refusal is None:
         return None
-    return refusal.category, f"{what}: {refusal.reason}"
+    return refusal.category, f"{what}: {refusal.reason}", refusal.required_scopes
 
 
 class CompiledTool:

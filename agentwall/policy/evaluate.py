@@ -50,13 +50,13 @@ _URI_LOC: Loc = (None, "uri")
 class _Outcome:
     """What step 3 decided, before Safe Mode has its say."""
 
-    __slots__ = ("cacheable", "category", "engine", "pointer", "reason", "rule_id", "uri_loc",
-                 "verdict")
+    __slots__ = ("cacheable", "category", "engine", "pointer", "reason", "required_scopes",
+                 "rule_id", "uri_loc", "verdict")
 
     def __init__(self, verdict: str, rule_id: str | None, reason: str, *,
                  pointer: str | None = None, category: str | None = None,
                  engine: SafeModeEngine | None = None, cacheable: bool = True,
-                 uri_loc: Loc = None) -> None:
+                 uri_loc: Loc = None, required_scopes: tuple[str, ...] = ()) -> None:
         self.verdict = verdict
         self.rule_id = rule_id
         self.reason = reason
@@ -65,14 +65,16 @@ class _Outcome:
         self.engine = engine
         self.cacheable = cacheable
         self.uri_loc = uri_loc
+        self.required_scopes = required_scopes
 
 
 def _decision(call: Call, policy: Policy, verdict: str, rule_id: str | None, reason: str,
-              ptr: str | None, category: str | None, cacheable: bool = True) -> Decision:
+              ptr: str | None, category: str | None, cacheable: bool = True,
+              required_scopes: tuple[str, ...] = ()) -> Decision:
     return Decision(
         call_id=call.call_id, verdict=verdict,  # type: ignore[arg-type]
         rule_id=rule_id, reason=reason, pointer=ptr, policy_hash=policy.hash,
-        category=category, cacheable=cacheable,
+        category=category, cacheable=cacheable, required_scopes=required_scopes,
     )
 
 
@@ -125,7 +127,8 @@ def _evaluate(policy: Policy, call: Call, now_ns: int) -> Decision:
     outcome = _judge(policy, call)
     if outcome.verdict != "allow":
         return _decision(call, policy, outcome.verdict, outcome.rule_id, outcome.reason,
-                         outcome.pointer, outcome.category, outcome.cacheable)
+                         outcome.pointer, outcome.category, outcome.cacheable,
+                         outcome.required_scopes)
     if strings:
         engine = outcome.engine or policy.engine
         uri_loc = outcome.uri_loc
@@ -187,9 +190,9 @@ def _identity_denial(rule: SharedIdentityRule | None, identity: Identity | None,
     problem = identity_problem(rule, identity, what)
     if problem is None:
         return None
-    category, reason = problem
+    category, reason, scopes = problem
     return _Outcome("deny", f"{rule_base}.identity", reason, category=category,
-                    cacheable=False)
+                    cacheable=False, required_scopes=scopes)
 
 
 def _args_of(params: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:

@@ -145,6 +145,8 @@ def test_identity_rule_parts(policy: Policy, identity: Identity, category: str,
     assert d.verdict == ("allow" if category == "tool" else "deny"), d
     assert d.category == category
     assert why in d.reason
+    if category in ("identity_scope", "identity_claims"):
+        assert d.required_scopes == ("deploy:write",)
 
 
 def test_filter_tools_list(policy: Policy) -> None:

@@ -144,3 +144,38 @@ def test_audit_log_replay(policy_file: Path, tmp_path: Path,
     assert "masked before logging" in lines[1]
     assert "1 of 3 decision entries have no params" in out
     assert "--log-params" in out
+
+
+def test_replay_of_a_real_audit_log(policy_file: Path, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A log written by the audit part itself, with and without --log-params."""
+    from agentwall.audit.keys import AuditKey
+    from agentwall.audit.log import AuditLog
+    from agentwall.audit.record import decision_event
+    from agentwall.policy import evaluate, load_policy
+
+    from .helpers import tool_call
+
+    old_policy = load_policy(None)  # what the proxy ran with: Safe Mode only
+    calls = [
+        tool_call("read_file", {"path": "/workspace/a"}),
+        tool_call("read_file", {"path": "/etc/hosts"}),
+        tool_call("read_file", {"path": "/workspace/b", "token": "ghp_" + "a1B2" * 9}),
+    ]
+    log_path = tmp_path / "audit.log"
+    with AuditLog.open(log_path, AuditKey(b"k" * 32, source="test")) as log:
+        events = [decision_event(c, evaluate(old_policy, c, 0), latency_us=1, log_params=True)
+                  for c in calls]
+        events.append(decision_event(calls[0], evaluate(old_policy, calls[0], 0),
+                                     latency_us=1, log_params=False))
+        log.append_batch(events)
+    assert main(["test", "--policy", str(policy_file), str(log_path), "--format",
+                 "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    got = [(c["verdict"], c.get("logged")) for c in out["cases"]]
+    # New policy: /etc/hosts is outside /workspace, and an undeclared argument
+    # is denied even though its secret was masked before logging.
+    assert got == [("allow", "allow"), ("deny", "allow"), ("deny", "deny")]
+    assert out["cases"][2]["masked"] == ["/arguments/token"]
+    assert out["cases"][2]["rule_id"] == "tools[read_file].additional_parameters"
+    assert any("1 of 4 decision entries have no params" in n for n in out["notes"])
