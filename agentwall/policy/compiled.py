@@ -31,8 +31,10 @@ from agentwall.policy.paths import is_within
 from agentwall.policy.safemode import SafeModeEngine
 from agentwall.policy.schema import CompiledSchema
 from agentwall.policy.secrets import shown
-from agentwall.policy.values import pointer_of
+from agentwall.policy.values import Loc, pointer, pointer_of
 from agentwall.types import Identity, Origin
+
+_ARGUMENTS: Loc = (None, "arguments")
 
 # Bumped when the meaning of a policy file changes with the same text.
 POLICY_FORMAT = "agentwall-policy/2"
@@ -117,58 +119,60 @@ class CompiledParam:
         self.max_items = rule.max_items
         self.min_items = rule.min_items
 
-    def check(self, value: Any, ptr: str) -> Violation | None:
+    def check(self, value: Any, loc: Loc) -> Violation | None:
+        """``loc`` is where the value sits; the pointer is rendered only for a
+        violation, so an allowed call never pays for it."""
         base = self.rule_base
         name = self.name
         if self.expect is not None:
             if value is None:
                 return (f"{base}.type", f"parameter {name!r} is null but must be "
-                        f"{_describe_type(self.expect)}", ptr, "parameter")
+                        f"{_describe_type(self.expect)}", pointer(loc), "parameter")
             if self.type_check is not None and not self.type_check(value):
                 return (f"{base}.type", f"parameter {name!r} must be "
-                        f"{_describe_type(self.expect)}", ptr, "parameter")
+                        f"{_describe_type(self.expect)}", pointer(loc), "parameter")
         if self.enum_keys is not None and enum_key(value) not in self.enum_keys:
             return (f"{base}.enum", f"parameter {name!r} is not one of the allowed values",
-                    ptr, "parameter")
+                    pointer(loc), "parameter")
         if type(value) is str:
             n = len(value)
             if self.max_length is not None and n > self.max_length:
                 return (f"{base}.max_length", f"parameter {name!r} is longer than "
-                        f"{self.max_length} characters", ptr, "parameter")
+                        f"{self.max_length} characters", pointer(loc), "parameter")
             if self.min_length is not None and n < self.min_length:
                 return (f"{base}.min_length", f"parameter {name!r} is shorter than "
-                        f"{self.min_length} characters", ptr, "parameter")
+                        f"{self.min_length} characters", pointer(loc), "parameter")
             if self.pattern is not None and self.pattern.search(value) is None:
                 return (f"{base}.pattern", f"parameter {name!r} does not match its pattern",
-                        ptr, "parameter")
+                        pointer(loc), "parameter")
             if self.roots is not None and not is_within(value, self.roots):
                 return (f"{base}.within", f"parameter {name!r} is not a path inside "
-                        f"{', '.join(self.roots)}", ptr, "parameter")
+                        f"{', '.join(self.roots)}", pointer(loc), "parameter")
         elif type(value) is list or type(value) is tuple:
             n = len(value)
             if self.max_items is not None and n > self.max_items:
                 return (f"{base}.max_items", f"parameter {name!r} has more than "
-                        f"{self.max_items} items", ptr, "parameter")
+                        f"{self.max_items} items", pointer(loc), "parameter")
             if self.min_items is not None and n < self.min_items:
                 return (f"{base}.min_items", f"parameter {name!r} has fewer than "
-                        f"{self.min_items} items", ptr, "parameter")
+                        f"{self.min_items} items", pointer(loc), "parameter")
             if self.items is not None:
                 for i, item in enumerate(value):
-                    item_problem = self.items.check(item, f"{ptr}/{i}")
+                    item_problem = self.items.check(item, (loc, i))
                     if item_problem is not None:
                         return item_problem
         elif self.minimum is not None or self.maximum is not None:
             if self.minimum is not None and value < self.minimum:
                 return (f"{base}.minimum", f"parameter {name!r} is below {self.minimum}",
-                        ptr, "parameter")
+                        pointer(loc), "parameter")
             if self.maximum is not None and value > self.maximum:
                 return (f"{base}.maximum", f"parameter {name!r} is above {self.maximum}",
-                        ptr, "parameter")
+                        pointer(loc), "parameter")
         if self.schema is not None:
             problem = _schema_problem(self.schema, value)
             if problem is not None:
                 sub, message = problem
-                return (f"{base}.schema", f"parameter {name!r}: {message}", ptr + sub,
+                return (f"{base}.schema", f"parameter {name!r}: {message}", pointer(loc) + sub,
                         "parameter")
         return None
 
@@ -221,7 +225,7 @@ class CompiledArgs:
                             f"{self.noun} {shown(key)} is not declared in the policy",
                             pointer_of("arguments", key), "parameter")
                 continue
-            problem = param.check(value, pointer_of("arguments", key))
+            problem = param.check(value, (_ARGUMENTS, key))
             if problem is not None:
                 return problem
         return None
