@@ -266,6 +266,7 @@ class UpstreamPool:
         # drop ours a little sooner so a request rarely races that close.
         self.idle_keepalive = idle_keepalive
         self._idle: list[_Conn] = []
+        self._all: set[_Conn] = set()
         self._open = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._ssl: ssl.SSLContext | None = (
@@ -297,6 +298,7 @@ class UpstreamPool:
         except OSError as exc:
             raise UpstreamError(f"cannot connect to upstream {target.url}: {exc}") from exc
         self.connects += 1
+        self._all.add(conn)
         return conn
 
     async def _acquire(self, deadline: float) -> tuple[_Conn, bool]:
@@ -352,6 +354,7 @@ class UpstreamPool:
 
     def _discard(self, conn: _Conn) -> None:
         conn.close()
+        self._all.discard(conn)
         if conn in self._idle:
             self._idle.remove(conn)
         self._open = max(0, self._open - 1)
@@ -365,8 +368,10 @@ class UpstreamPool:
                 return
 
     async def close(self) -> None:
-        for conn in self._idle:
+        """Close every connection, idle or busy (shutdown)."""
+        for conn in list(self._all):
             conn.close()
+        self._all.clear()
         self._idle.clear()
 
     # requests ------------------------------------------------------------------
@@ -428,4 +433,5 @@ class UpstreamPool:
         except UpstreamError:
             return False
         conn.close()
+        self._all.discard(conn)
         return True
