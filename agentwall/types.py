@@ -135,3 +135,5 @@ class AuditEvent(msgspec.Struct, frozen=True, omit_defaults=True):
     # Free-form structured detail for non-decision events (reload errors,
     # recovery reports).
     detail: dict[str, Any] | None = None
+    # Safe Mode / policy rule category of a deny (Decision.category).
+    category: str | None = None
