@@ -500,6 +500,7 @@ class CallLoop:
         "_rpc_id",
         "_schedule",
         "_t0",
+        "_tag",
         "failure",
     )
 
@@ -512,8 +513,10 @@ class CallLoop:
         budget: Budget,
         done: Callable[[CallLoop], None],
         first_id: int,
+        tag: bytes = b"",
     ) -> None:
         self._channel = channel
+        self._tag = tag
         self._bodies = workload.kinds
         self._schedule = schedule
         self._recorder = recorder
@@ -539,7 +542,7 @@ class CallLoop:
         self._kind = kind = schedule[self._i % len(schedule)]
         self._i += 1
         self._rpc_id += 1
-        body = self._bodies[kind].body(self._rpc_id)
+        body = self._bodies[kind].body(self._rpc_id, self._tag)
         self._t0 = _now()
         try:
             self._channel.send(body)

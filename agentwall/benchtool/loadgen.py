@@ -188,8 +188,20 @@ async def _run_loops(
         if pending == 0 and not finished.done():
             finished.set_result(None)
 
+    # Unique-argument kinds carry this run's random tag and the channel number,
+    # so no two calls anywhere (any channel, process or run) share arguments.
+    run_tag = os.urandom(3).hex().encode()
     loops = [
-        CallLoop(ch, workload, schedules[i], recorder, budget, done, first_ids[i])
+        CallLoop(
+            ch,
+            workload,
+            schedules[i],
+            recorder,
+            budget,
+            done,
+            first_ids[i],
+            b"%s-%d" % (run_tag, i),
+        )
         for i, ch in enumerate(channels)
     ]
     for call_loop in loops:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import importlib.util
 import os
 import signal
 import socket
@@ -26,6 +27,14 @@ from agentwall.benchtool.channels import child_env
 
 class ProcessError(Exception):
     """A process under test failed to start or to become ready."""
+
+
+def has_module(name: str) -> bool:
+    """Whether ``name`` is importable here (e.g. a CLI command not built yet)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -8,7 +8,8 @@ estimates from per-process summaries.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from statistics import median
 
 import msgspec
@@ -48,3 +49,13 @@ def summarize(sorted_ns: Sequence[int]) -> LatencySummary | None:
 
 def median_of(values: Sequence[float]) -> float:
     return float(median(values))
+
+
+def timed_median_ns(fn: Callable[[], object], n: int) -> float:
+    """Median wall time of ``n`` calls of ``fn`` (for interleaved comparisons)."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        fn()
+        times.append(time.perf_counter_ns() - t0)
+    return float(median(times))

@@ -2,7 +2,11 @@
 
 A realistic agent session is mostly small allowed tool calls, some large
 arguments (file contents, pasted documents), a few calls the policy refuses,
-and the occasional ``tools/list``.  Each kind says what the policy is
+and the occasional ``tools/list``.  The ``echo`` calls (62% of the mix) carry
+a per-call unique prefix, so they can never be served from a decision cache:
+real arguments vary.  The other kinds repeat exactly (an agent re-reading the
+same file, re-running a search, or retrying a refused call), so a cache can
+help there; the bench reports the hit rate it actually saw.  Each kind says what the policy is
 expected to do with it (``expect``), so a run can tell an intended denial from
 a misconfigured proxy.  Argument text is plain words: a high-entropy filler
 would trip secret scanning and turn "allowed" calls into denials.
@@ -41,24 +45,36 @@ def filler(size: int) -> str:
     return " ".join(out)[:size]
 
 
+UNIQUE: Final = "@@unique@@"
+
+
 @dataclass(frozen=True, slots=True)
 class Kind:
     """One kind of request in the mix.
 
     ``tail`` is the JSON body after ``{"jsonrpc":"2.0","id":N,``, so that the
-    per-request id is the only thing built at send time.
+    per-request id (and, for unique kinds, a tag) is all that is built at send
+    time.  A unique kind's tail is split where ``UNIQUE`` was: the tag and the
+    id go there.
     """
 
     name: str
     expect: Expect
     weight: int
     tail: bytes
+    rest: bytes | None = None
 
-    def body(self, rpc_id: int) -> bytes:
-        return b'{"jsonrpc":"2.0","id":%d,%s' % (rpc_id, self.tail)
+    def body(self, rpc_id: int, tag: bytes = b"") -> bytes:
+        if self.rest is None:
+            return b'{"jsonrpc":"2.0","id":%d,%s' % (rpc_id, self.tail)
+        return b'{"jsonrpc":"2.0","id":%d,%s%s.%d %s' % (rpc_id, self.tail, tag, rpc_id, self.rest)
 
-    def line(self, rpc_id: int) -> bytes:
-        return self.body(rpc_id) + b"\n"
+
+def _unique(name: str, expect: Expect, weight: int, tail: bytes) -> Kind:
+    marker = UNIQUE.encode()
+    head, found, rest = tail.partition(marker)
+    assert found, "a unique kind needs the UNIQUE marker in its arguments"
+    return Kind(name, expect, weight, head, rest)
 
 
 def _tail(method: str, params: dict[str, Any] | None) -> bytes:
@@ -98,10 +114,10 @@ class Workload:
 def default_mix() -> Workload:
     """80% allowed calls (tiny to 64 KiB), 12% denied, 8% ``tools/list``."""
     kinds = (
-        Kind("echo_tiny", "allow", 40, _tool("echo", text="hello")),
-        Kind("echo_1k", "allow", 14, _tool("echo", text=filler(1024))),
-        Kind("echo_8k", "allow", 6, _tool("echo", text=filler(8 * 1024))),
-        Kind("echo_64k", "allow", 2, _tool("echo", text=filler(64 * 1024))),
+        _unique("echo_tiny", "allow", 40, _tool("echo", text=UNIQUE + "hello")),
+        _unique("echo_1k", "allow", 14, _tool("echo", text=UNIQUE + filler(1024))),
+        _unique("echo_8k", "allow", 6, _tool("echo", text=UNIQUE + filler(8 * 1024))),
+        _unique("echo_64k", "allow", 2, _tool("echo", text=UNIQUE + filler(64 * 1024))),
         Kind("search", "allow", 12, _tool("search", query="mcp proxy latency", limit=3)),
         Kind("read_file", "allow", 6, _tool("read_file", path="/workspace/notes/today.md")),
         Kind("deny_tool", "deny", 6, _tool("run_command", command="ls -la /")),

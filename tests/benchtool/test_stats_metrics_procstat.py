@@ -114,7 +114,13 @@ def test_workload_mix_shape() -> None:
     biggest = max(len(k.body(1)) for k in mix.kinds)
     assert 64 * 1024 < biggest < 65 * 1024
     for kind in mix.kinds:
-        message = orjson.loads(kind.body(42))
+        message = orjson.loads(kind.body(42, b"tag"))
         assert message["jsonrpc"] == "2.0"
         assert message["id"] == 42
+    # Unique kinds never repeat their arguments; the others repeat exactly.
+    echo = mix.kinds[mix.index("echo_tiny")]
+    assert orjson.loads(echo.body(1, b"a"))["params"] != orjson.loads(echo.body(2, b"a"))["params"]
+    assert orjson.loads(echo.body(1, b"a"))["params"]["arguments"]["text"] == "a.1 hello"
+    search = mix.kinds[mix.index("search")]
+    assert orjson.loads(search.body(1, b"a"))["params"] == orjson.loads(search.body(2))["params"]
     assert len(filler(1000)) == 1000
