@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 import msgspec
 import re2
@@ -501,12 +501,3 @@ def review(view: PolicyView | None) -> Review:
         sorted(findings, key=lambda f: (f.severity != "blocking", f.tool or "", f.code))
     )
     return Review(findings=ordered, score=score(view, ordered))
-
-
-def review_as_json(result: Review) -> dict[str, Any]:
-    return {
-        "ready": result.ready,
-        "blocking": not result.ready,
-        "findings": [msgspec.to_builtins(f) for f in result.findings],
-        "score": msgspec.to_builtins(result.score),
-    }
