@@ -63,6 +63,8 @@ class IdentityView(msgspec.Struct, frozen=True):
 class ResourceView(msgspec.Struct, frozen=True):
     pattern: str
     action: str = "allow"
+    # A ``within`` confines file:// URIs to roots, whatever the pattern says.
+    has_within: bool = False
 
 
 class PolicyView(msgspec.Struct, frozen=True):
@@ -76,6 +78,8 @@ class PolicyView(msgspec.Struct, frozen=True):
     resources: tuple[ResourceView, ...] = ()
     # Methods the policy allows beyond AgentWall's shipped defaults.
     extra_methods_allowed: tuple[str, ...] = ()
+    # Hosts/ranges the SSRF private-network rule lets through.
+    safe_mode_allow_private: tuple[str, ...] = ()
 
 
 # --- what the review says ---------------------------------------------------------------
@@ -134,6 +138,7 @@ CODES: Final[dict[str, Severity]] = {
     "no_max_length": "warning",
     "no_tool_rate_limit": "warning",
     "safe_mode_rules_disabled": "warning",
+    "safe_mode_private_allowed": "warning",
     "broad_resource_pattern": "warning",
     "extra_methods_allowed": "warning",
     "nothing_allowed": "warning",
@@ -417,8 +422,20 @@ def _policy_findings(view: PolicyView) -> Iterable[Finding]:
                 "Safe Mode is switched off",
                 "turn Safe Mode back on (switch single rules off by id if you must)",
             )
+    if view.safe_mode_allow_private:
+        yield _finding(
+            "safe_mode_private_allowed",
+            None,
+            "Safe Mode lets URLs reach private addresses: "
+            + ", ".join(view.safe_mode_allow_private),
+            "allow only the exact hosts the agent must reach (a /32, not a whole range)",
+        )
     for resource in view.resources:
-        if resource.action == "allow" and matches_anything(resource.pattern):
+        if (
+            resource.action == "allow"
+            and not resource.has_within
+            and matches_anything(resource.pattern)
+        ):
             yield _finding(
                 "broad_resource_pattern",
                 None,

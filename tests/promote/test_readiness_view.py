@@ -197,7 +197,8 @@ def test_warnings_do_not_block() -> None:
     view = msgspec.structs.replace(
         CLEAN,
         tools=(READ, search, msgspec.structs.replace(DEPLOY, rate_limit=None)),
-        resources=(r.ResourceView(pattern=".*"),),
+        resources=(r.ResourceView(pattern=".*"), r.ResourceView(pattern=".*", has_within=True)),
+        safe_mode_allow_private=("10.0.0.5/32",),
         extra_methods_allowed=("sampling/createMessage",),
     )
     result = r.review(view)
@@ -207,7 +208,9 @@ def test_warnings_do_not_block() -> None:
         "no_tool_rate_limit",
         "broad_resource_pattern",
         "extra_methods_allowed",
+        "safe_mode_private_allowed",
     }
+    assert [f.code for f in result.findings].count("broad_resource_pattern") == 1
     assert all(f.severity == "warning" for f in result.findings)
 
 
