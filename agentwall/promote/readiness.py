@@ -136,6 +136,7 @@ CODES: Final[dict[str, Severity]] = {
     "broad_pattern": "warning",
     "path_without_within": "warning",
     "no_max_length": "warning",
+    "unbounded_number": "warning",
     "no_tool_rate_limit": "warning",
     "safe_mode_rules_disabled": "warning",
     "safe_mode_private_allowed": "warning",
@@ -354,6 +355,13 @@ def _parameter_findings(tool: ToolView, param: ParameterView) -> Iterable[Findin
             name,
             f"{where} looks like a path but has no `within`: `..` is checked only by pattern",
             f"add `within: [ROOT]` to {where}",
+        )
+    if param.type in ("integer", "number") and not (param.has_bounds or param.has_enum):
+        yield _finding(
+            "unbounded_number",
+            name,
+            f"{where} has no `minimum`/`maximum` or `enum`",
+            f"bound {where} to the values the tool needs",
         )
     if param.type == "string" and param.max_length is None and not param.has_enum:
         yield _finding(

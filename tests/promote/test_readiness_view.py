@@ -193,7 +193,9 @@ def test_identity_rules_without_identity_section_block() -> None:
 
 def test_warnings_do_not_block() -> None:
     param = r.ParameterView(name="query", type="string", pattern="[a-z ]+")
-    search = r.ToolView(name="search", risk="medium", parameters=(param,))
+    limit = r.ParameterView(name="limit", type="integer")
+    bounded = r.ParameterView(name="page", type="integer", has_bounds=True)
+    search = r.ToolView(name="search", risk="medium", parameters=(param, limit, bounded))
     view = msgspec.structs.replace(
         CLEAN,
         tools=(READ, search, msgspec.structs.replace(DEPLOY, rate_limit=None)),
@@ -209,6 +211,7 @@ def test_warnings_do_not_block() -> None:
         "broad_resource_pattern",
         "extra_methods_allowed",
         "safe_mode_private_allowed",
+        "unbounded_number",
     }
     assert [f.code for f in result.findings].count("broad_resource_pattern") == 1
     assert all(f.severity == "warning" for f in result.findings)
