@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable
 from typing import Final, Literal
 
 import msgspec
-import re2
+
+from agentwall.policy.patterns import PatternSyntaxError, compile_anchored
 
 Severity = Literal["blocking", "warning"]
 Risk = Literal["low", "medium", "high", "critical"]
@@ -154,7 +155,7 @@ def _finding(code: str, tool: str | None, reason: str, fix: str) -> Finding:
 
 # Strings of every shape an attacker might send.  A pattern that accepts all of
 # them accepts anything worth worrying about: it is ``.*`` in effect, however
-# it is spelt (``.+``, ``[\s\S]*``, ``[^\x00]+``, ``.{1,4096}``, ...).
+# it is spelt (``.+``, ``(?s).*``, ``[^\x00]+``, ``.{1,1000}``, ...).
 _MATCH_ALL_PROBES: Final = (
     "x",
     "../../../etc/passwd",
@@ -177,9 +178,11 @@ _META: Final = frozenset("\\^$.|?*+()[]{}")
 
 
 def _compile(pattern: str) -> Callable[[str], bool] | None:
+    # Exactly the evaluator's compilation (RE2, ^(?:...)$), so the review judges
+    # what is enforced.  A loaded policy's patterns always compile.
     try:
-        compiled = re2.compile(f"^(?:{pattern})$")
-    except Exception:  # noqa: BLE001 - a pattern we cannot analyse is reported, not fatal
+        compiled = compile_anchored(pattern)
+    except PatternSyntaxError:
         return None
     return lambda text: compiled.match(text) is not None
 

@@ -101,7 +101,17 @@ def test_unconstrained_arguments_on_high_risk_tool_block(
 
 
 @pytest.mark.parametrize(
-    "pattern", [".*", ".+", "(.*)", "(?s).*", "[\\s\\S]*", "[^\\x00]+", ".{0,4096}", "(?:.|\\n)*"]
+    "pattern",
+    [
+        ".*",
+        ".+",
+        "(.*)",
+        "(?s).*",
+        "[\\x00-\\x{10FFFF}]*",
+        "[^\\x00]+",
+        "(?s).{0,1000}",
+        "(?:.|\\n)*",
+    ],
 )
 def test_match_all_patterns_on_risky_tool_block(pattern: str) -> None:
     param = r.ParameterView(name="command", type="string", pattern=pattern, max_length=100)
