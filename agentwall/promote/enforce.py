@@ -2,7 +2,11 @@
 
 A shell calls ``add_signing_arguments(parser)`` once and, after every
 ``load_policy`` (start-up and each reload), ``check_policy_signature(args,
-policy)`` before the policy is used.  With ``--require-signed`` anything but a
+policy)`` before the policy is used.  ``SignedPolicyLoader(args)`` bundles the
+two into one load function, which is also what the evaluator pool's
+``PolicyEngine.load`` should be: then the pool's parent and every worker load
+only a policy that passed the check, and the pool's hash comparison proves they
+all hold that same policy.  With ``--require-signed`` anything but a
 signature by a ``--trusted-key`` over the policy's current content raises
 ``SignatureError`` (exit code 2 at start-up; at reload the caller keeps the
 running policy and audits the refusal).  ``signature_audit_detail`` is what
@@ -12,12 +16,16 @@ goes into the ``policy_loaded`` audit entry.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+import msgspec
+
 from agentwall.errors import ConfigError, SignatureError
+from agentwall.policy import Policy, load_policy
 from agentwall.promote import keyfiles, signing
 from agentwall.promote.signing import SignatureInfo
 
@@ -128,3 +136,49 @@ def describe_signature(info: SignatureInfo | None) -> str:
     trust = "trusted key" if info.trusted else "UNTRUSTED key (informational check only)"
     demo = ", DEMO key" if info.demo else ""
     return f"policy signature: {info.key_id} ({trust}{demo}), signed {info.signed_at}"
+
+
+class SignatureCheck(msgspec.Struct, frozen=True):
+    """What the signature check said about one loaded policy."""
+
+    info: SignatureInfo | None
+    # Without --require-signed: why an existing signature did not verify.
+    problem: str | None = None
+
+
+class SignedPolicyLoader:
+    """``load_policy`` then ``check_policy_signature``: the one load function
+    for start-up, SIGHUP reloads and the evaluator pool's ``PolicyEngine``.
+
+    Raises ``PolicyError`` or ``SignatureError`` (the caller keeps the running
+    policy on reload).  ``check_for(policy.hash)`` gives what the check said,
+    for the ``policy_loaded`` audit entry.
+    """
+
+    _KEEP = 16  # checks remembered (one per distinct policy hash loaded)
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self._args = args
+        self._checks: dict[str, SignatureCheck] = {}
+
+    def __call__(self, path: str | os.PathLike[str] | None) -> Policy:
+        policy = load_policy(path)
+        args = argparse.Namespace(**vars(self._args))
+        args.policy = None if path is None else os.fspath(path)
+        problems: list[str] = []
+        info = check_policy_signature(args, None if path is None else policy, warn=problems.append)
+        self._checks.pop(policy.hash, None)
+        self._checks[policy.hash] = SignatureCheck(info, problems[0] if problems else None)
+        while len(self._checks) > self._KEEP:
+            del self._checks[next(iter(self._checks))]
+        return policy
+
+    def check_for(self, policy_hash: str) -> SignatureCheck:
+        return self._checks.get(policy_hash, SignatureCheck(None))
+
+    def audit_detail(self, policy_hash: str) -> dict[str, Any]:
+        check = self.check_for(policy_hash)
+        detail = signature_audit_detail(check.info)
+        if check.problem is not None:
+            detail["signature_problem"] = check.problem
+        return detail

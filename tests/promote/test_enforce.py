@@ -153,3 +153,52 @@ def test_informational_with_trusted_key_reports_trust(setup: Path) -> None:
     info = enforce.check_policy_signature(args, POLICY)
     assert info is not None
     assert info.trusted
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "policies" / "promotable" / "policy.yaml"
+
+
+def _real(tmp_path: Path) -> Path:
+    """The promotable example, signed by prod.key, in tmp_path."""
+    from agentwall.policy import load_policy
+
+    (tmp_path / "policy.yaml").write_bytes(EXAMPLE.read_bytes())
+    keyfiles.write_keypair(tmp_path / "prod", signing.generate_private_key())
+    _sign(tmp_path, "prod", load_policy(tmp_path / "policy.yaml").hash)
+    return tmp_path / "policy.yaml"
+
+
+def test_signed_policy_loader_accepts_and_records_the_signer(tmp_path: Path) -> None:
+    policy_path = _real(tmp_path)
+    loader = enforce.SignedPolicyLoader(
+        _parse("--require-signed", "--trusted-key", str(tmp_path / "prod.pub"))
+    )
+    policy = loader(policy_path)
+    detail = loader.audit_detail(policy.hash)
+    assert detail["signature_key_id"].startswith("sha256:")
+    assert detail["signature_trusted"] is True
+    assert loader.check_for("0" * 64) == enforce.SignatureCheck(None)
+
+
+def test_signed_policy_loader_refuses_an_edit(tmp_path: Path) -> None:
+    policy_path = _real(tmp_path)
+    loader = enforce.SignedPolicyLoader(
+        _parse("--require-signed", "--trusted-key", str(tmp_path / "prod.pub"))
+    )
+    policy_path.write_text(policy_path.read_text().replace("maximum: 100", "maximum: 101"))
+    with pytest.raises(SignatureError) as exc:
+        loader(policy_path)
+    assert exc.value.reason == "stale"
+    with pytest.raises(SignatureError, match="Safe Mode alone cannot be signed"):
+        loader(None)
+
+
+def test_signed_policy_loader_informational_problem_is_kept(tmp_path: Path) -> None:
+    policy_path = _real(tmp_path)
+    loader = enforce.SignedPolicyLoader(_parse())
+    policy_path.write_text(policy_path.read_text().replace("maximum: 100", "maximum: 101"))
+    policy = loader(policy_path)  # not enforced: loads
+    detail = loader.audit_detail(policy.hash)
+    assert detail["signature_key_id"] is None
+    assert "hashes to" in detail["signature_problem"]
+    assert loader(None).safe_mode_only
