@@ -1,0 +1,248 @@
+"""One audit entry on disk: its fields, its canonical bytes and its MAC.
+
+An entry is one line of JSON::
+
+    <body without its final "}"> ,"mac":"<64 lowercase hex>"} \\n
+
+where *body* is ``canonical_json`` of every field except ``mac`` (sorted keys,
+no whitespace, UTF-8) and
+
+    mac = HMAC-SHA256(key, prev_mac_raw || body)
+
+with ``prev_mac_raw`` the 32 raw bytes of the previous entry's mac (32 zero
+bytes for the first entry of a chain).  ``mac`` is appended last, outside the
+sorted order, so a verifier never has to re-encode anything: it cuts the fixed
+74-byte suffix off the line, puts the ``}`` back and has the exact MAC input.
+docs/audit.md documents this for third-party verifiers.
+
+Nothing here does I/O; ``agentwall.audit.log`` owns the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import importlib
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import msgspec
+
+from agentwall.core.canonical import canonical_json, sha256_hex
+from agentwall.errors import ConfigError
+from agentwall.types import AuditEvent, AuditOutcome, Call, Decision
+
+FORMAT_VERSION: Final = 1
+GENESIS_MAC: Final = "0" * 64
+GENESIS_MAC_RAW: Final = bytes(32)
+
+# Fields the sealer adds around an AuditEvent.  ``mac`` is not part of the body.
+ENVELOPE_FIELDS: Final = frozenset({"v", "seq", "ts", "key_id", "prev"})
+
+MAC_PREFIX: Final = b',"mac":"'
+# ,"mac":"<64 hex>"}  — the fixed tail of every entry line (newline excluded).
+MAC_SUFFIX_LEN: Final = len(MAC_PREFIX) + 64 + 2
+
+_HEX_DIGITS: Final = frozenset(b"0123456789abcdef")
+
+_overlap = ENVELOPE_FIELDS.intersection(AuditEvent.__struct_fields__) | (
+    {"mac"} & set(AuditEvent.__struct_fields__)
+)
+if _overlap:  # pragma: no cover - guards a future edit of types.py
+    raise RuntimeError(f"AuditEvent fields collide with the audit envelope: {sorted(_overlap)}")
+
+
+def key_id_for(key: bytes) -> str:
+    """A public name for a key: it identifies, it does not reveal."""
+    return hashlib.sha256(b"agentwall-audit-key-id\x00" + key).hexdigest()[:16]
+
+
+class MacKey:
+    """HMAC-SHA256 with the key schedule done once.
+
+    ``hmac.digest`` re-derives the inner and outer pads on every call; copying
+    two pre-keyed sha256 states is about twice as fast, and sealing and
+    verification are dominated by this function.
+    """
+
+    __slots__ = ("_inner", "_outer", "key_id")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 32:
+            raise ConfigError(f"an audit key must be at least 32 bytes, got {len(key)}")
+        block = hashlib.sha256().block_size
+        key_block = hashlib.sha256(key).digest() if len(key) > block else key
+        key_block = key_block.ljust(block, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key_block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key_block))
+        self.key_id = key_id_for(key)
+
+    def mac(self, prev_raw: bytes, body: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(prev_raw)
+        inner.update(body)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+    def matches(self, prev_raw: bytes, body: bytes, mac_hex: bytes | str) -> bool:
+        expected = self.mac(prev_raw, body).hex()
+        given = mac_hex.decode("ascii", "replace") if isinstance(mac_hex, bytes) else mac_hex
+        return hmac.compare_digest(expected, given)
+
+
+def format_ts(ts_us: int) -> str:
+    """UTC with microseconds, e.g. ``2025-06-01T12:00:00.123456Z``."""
+    seconds, micros = divmod(ts_us, 1_000_000)
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{micros:06d}Z"
+
+
+def event_fields(event: AuditEvent) -> dict[str, Any]:
+    fields: dict[str, Any] = msgspec.to_builtins(event)
+    return fields
+
+
+def entry_body(fields: dict[str, Any], *, seq: int, ts: str, key_id: str, prev: str) -> bytes:
+    """Canonical bytes of an entry without its mac.  ``fields`` is consumed."""
+    fields["v"] = FORMAT_VERSION
+    fields["seq"] = seq
+    fields["ts"] = ts
+    fields["key_id"] = key_id
+    fields["prev"] = prev
+    return canonical_json(fields)
+
+
+def sealed_line(body: bytes, mac: bytes) -> bytes:
+    return b"".join((body[:-1], MAC_PREFIX, mac.hex().encode("ascii"), b'"}\n'))
+
+
+def split_line(line: bytes) -> tuple[bytes, bytes] | None:
+    """``(body, mac_hex)`` of one line (without its newline), or None when the
+    line does not have the shape every entry has."""
+    if len(line) <= MAC_SUFFIX_LEN + 1 or not line.endswith(b'"}'):
+        return None
+    cut = len(line) - MAC_SUFFIX_LEN
+    if line[cut : cut + len(MAC_PREFIX)] != MAC_PREFIX or line[0:1] != b"{":
+        return None
+    mac_hex = line[cut + len(MAC_PREFIX) : -2]
+    if not _HEX_DIGITS.issuperset(mac_hex):
+        return None
+    return line[:cut] + b"}", mac_hex
+
+
+class EntryHead(msgspec.Struct, frozen=True):
+    """The fields verification looks at; every other field is skipped unparsed."""
+
+    v: int
+    seq: int
+    key_id: str
+    prev: str
+    event: str
+    ts: str = ""
+
+
+HEAD_DECODER: Final = msgspec.json.Decoder(EntryHead)
+
+
+def parse_head(body: bytes) -> EntryHead | None:
+    try:
+        head = HEAD_DECODER.decode(body)
+    except msgspec.DecodeError:
+        return None
+    if len(head.prev) != 64 or head.seq < 1:
+        return None
+    return head
+
+
+# --- building events in the shells -------------------------------------------------
+
+
+def _outcome(decision: Decision, dry_run: bool) -> AuditOutcome:
+    if dry_run and decision.verdict == "deny":
+        return "dry_run_deny"
+    return decision.verdict
+
+
+def decision_event(
+    call: Call,
+    decision: Decision,
+    *,
+    latency_us: int,
+    dry_run: bool = False,
+    log_params: bool = False,
+) -> AuditEvent:
+    """The audit event for one judged message, as every transport writes it.
+
+    ``args_sha256`` is sha256 of the canonical JSON of the message's whole
+    ``params`` member (``Call.params_json``), so equal calls have equal
+    digests whatever their original spelling.  With ``log_params`` the params
+    themselves are logged after Safe Mode's secret masking; the entry lists
+    the JSON pointers that were masked.  Without masking available the call
+    fails (never logs secrets in clear).
+    """
+    params: Any = None
+    masked: tuple[str, ...] = ()
+    if log_params:
+        params, masked = mask_params(call.params)
+    identity = call.identity
+    return AuditEvent(
+        event="decision",
+        session=call.session,
+        transport=call.transport,
+        subject=identity.subject if identity else None,
+        issuer=identity.issuer if identity else None,
+        call_id=call.call_id,
+        rpc_id=call.rpc_id,
+        method=call.method,
+        target=call.target or None,
+        decision=_outcome(decision, dry_run),
+        rule_id=decision.rule_id,
+        reason=decision.reason,
+        pointer=decision.pointer,
+        category=decision.category,
+        args_sha256=sha256_hex(call.params_json),
+        latency_us=latency_us,
+        policy_hash=decision.policy_hash,
+        cached=decision.cached,
+        params=params,
+        masked=masked,
+    )
+
+
+def mask_params(params: Any) -> tuple[Any, tuple[str, ...]]:
+    """Safe Mode's secret masking, applied before params reach the log.
+
+    Looked up at call time so that a build without the policy package fails
+    this one request (the caller then denies) instead of logging in clear.
+    """
+    try:
+        secrets_module = importlib.import_module("agentwall.policy.secrets")
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            "--log-params needs Safe Mode's secret masking (agentwall.policy.secrets), "
+            "which this build lacks; refusing to log parameters unmasked"
+        ) from exc
+    masked_value, pointers = secrets_module.mask_secrets(params)
+    return masked_value, tuple(str(p) for p in pointers)
+
+
+__all__ = [
+    "ENVELOPE_FIELDS",
+    "FORMAT_VERSION",
+    "GENESIS_MAC",
+    "GENESIS_MAC_RAW",
+    "HEAD_DECODER",
+    "MAC_PREFIX",
+    "MAC_SUFFIX_LEN",
+    "EntryHead",
+    "MacKey",
+    "decision_event",
+    "entry_body",
+    "event_fields",
+    "format_ts",
+    "key_id_for",
+    "mask_params",
+    "parse_head",
+    "sealed_line",
+    "split_line",
+]
