@@ -50,9 +50,19 @@ class FrameError(AgentwallError):
 
     rpc_code = PARSE_ERROR
 
-    def __init__(self, message: str, *, rpc_code: int = PARSE_ERROR) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        rpc_code: int = PARSE_ERROR,
+        rpc_id: int | str | None = None,
+    ) -> None:
         super().__init__(message)
         self.rpc_code = rpc_code
+        # The offending request's id when it could be read (so the error
+        # response can be matched by the client); None otherwise, as JSON-RPC
+        # prescribes for unreadable requests.
+        self.rpc_id = rpc_id
 
 
 class PolicyError(AgentwallError):
