@@ -1,6 +1,7 @@
 """Per-tool identity rules end to end: a real issuer on 127.0.0.1, tokens
 verified by the OIDC shell, the resulting Identity in a Call judged by the
-policy's own ``evaluate``, and the HTTP answer derived from the decision."""
+policy's own ``evaluate``, and the HTTP answer derived from the decision
+(``challenge_for_decision``)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,7 @@ from oidc_testkit import AUDIENCE, TestIssuer, ec_key
 
 from agentwall.core.canonical import canonical_json
 from agentwall.identity import coerce_identity_config
-from agentwall.identity.challenge import challenge_for_refusal
-from agentwall.identity.policy_glue import identity_refusal
+from agentwall.identity.challenge import challenge_for_decision
 from agentwall.identity.rules import (
     CATEGORY_IDENTITY_CLAIMS,
     CATEGORY_IDENTITY_REQUIRED,
@@ -105,8 +105,7 @@ def tool(name: str, identity: Identity | None) -> Call:
 
 def judge(policy: Policy, c: Call) -> tuple[Decision, Any]:
     decision = evaluate(policy, c, 0)
-    refusal = identity_refusal(policy, decision, c.identity)
-    return decision, refusal
+    return decision, challenge_for_decision(decision, PRM)
 
 
 def _scope_param(header: str | None) -> str:
@@ -134,31 +133,33 @@ def test_per_tool_claims_scopes_and_subjects(issuer: TestIssuer, policy: Policy)
     # The claims class covers what rules look at (groups), not the rest.
     assert set(alice.claims) == {"groups"}
 
-    decision, refusal = judge(policy, tool("deploy", alice))
+    decision, challenge = judge(policy, tool("deploy", alice))
     assert decision.verdict == "allow"
-    assert refusal is None
+    assert challenge is None
     assert judge(policy, tool("read_file", alice))[0].verdict == "allow"
 
-    decision, refusal = judge(policy, tool("deploy", who["carol"]))
+    decision, challenge = judge(policy, tool("deploy", who["carol"]))
     assert decision.verdict == "deny"
-    assert refusal.category == CATEGORY_IDENTITY_SUBJECT
-    assert challenge_for_refusal(refusal, PRM) is None  # plain JSON-RPC error
+    assert decision.category == CATEGORY_IDENTITY_SUBJECT
+    assert challenge is None  # a plain JSON-RPC error: another token would not help
 
-    decision, refusal = judge(policy, tool("deploy", who["alice_no_scope"]))
+    decision, challenge = judge(policy, tool("deploy", who["alice_no_scope"]))
     assert decision.verdict == "deny"
     assert decision.rule_id == "tools[deploy].identity"
-    assert refusal.category == CATEGORY_IDENTITY_SCOPE
-    challenge = challenge_for_refusal(refusal, PRM)
+    assert decision.category == CATEGORY_IDENTITY_SCOPE
     assert challenge is not None
     assert challenge.status == 403
     assert 'error="insufficient_scope"' in (challenge.www_authenticate or "")
+    assert f'resource_metadata="{PRM}"' in (challenge.www_authenticate or "")
     # Every scope the call needs, in one challenge (MCP 2026-07-28).
     assert _scope_param(challenge.www_authenticate) == full
 
-    decision, refusal = judge(policy, tool("deploy", who["alice_dev"]))
+    decision, challenge = judge(policy, tool("deploy", who["alice_dev"]))
     assert decision.verdict == "deny"
-    assert refusal.category == CATEGORY_IDENTITY_CLAIMS
-    assert challenge_for_refusal(refusal, PRM).status == 403
+    assert decision.category == CATEGORY_IDENTITY_CLAIMS
+    assert challenge is not None
+    assert challenge.status == 403
+    assert _scope_param(challenge.www_authenticate) == full
 
     # Policy-level required_claims: a valid token for another tenant is 403
     # at authentication, before any rule is looked at.
@@ -168,9 +169,10 @@ def test_per_tool_claims_scopes_and_subjects(issuer: TestIssuer, policy: Policy)
     assert refused.reason == "required_claims"
     assert 'error="insufficient_scope"' in (refused.www_authenticate or "")
 
-    decision, refusal = judge(policy, tool("deploy", None))
+    decision, challenge = judge(policy, tool("deploy", None))
     assert decision.verdict == "deny"
-    assert refusal.category == CATEGORY_IDENTITY_REQUIRED
+    assert decision.category == CATEGORY_IDENTITY_REQUIRED
+    assert challenge is None
 
 
 def test_prompts_resources_and_tools_list(issuer: TestIssuer, policy: Policy) -> None:
@@ -186,18 +188,22 @@ def test_prompts_resources_and_tools_list(issuer: TestIssuer, policy: Policy) ->
     notes = call("prompts/get", {"name": "release_notes"}, releaser, "release_notes")
     assert judge(policy, notes)[0].verdict == "allow"
     notes_reader = call("prompts/get", {"name": "release_notes"}, reader, "release_notes")
-    decision, refusal = judge(policy, notes_reader)
+    decision, challenge = judge(policy, notes_reader)
     assert decision.verdict == "deny"
-    assert refusal.category == CATEGORY_IDENTITY_CLAIMS
+    assert decision.category == CATEGORY_IDENTITY_CLAIMS
+    assert challenge is not None
+    assert challenge.status == 403
 
     uri = "file:///srv/secret/keys.txt"
     secret = call("resources/read", {"uri": uri}, reader, uri)
     assert judge(policy, secret)[0].verdict == "allow"
     secret_releaser = call("resources/read", {"uri": uri}, releaser, uri)
-    decision, refusal = judge(policy, secret_releaser)
+    decision, challenge = judge(policy, secret_releaser)
     assert decision.verdict == "deny"
-    assert refusal.category == CATEGORY_IDENTITY_SCOPE
-    assert refusal.required_scopes == ("secrets:read",)
+    assert decision.category == CATEGORY_IDENTITY_SCOPE
+    assert decision.required_scopes == ("secrets:read",)
+    assert challenge is not None
+    assert _scope_param(challenge.www_authenticate) == "secrets:read"
 
     listing = {"tools": [{"name": "read_file"}, {"name": "deploy"}]}
     assert [t["name"] for t in filter_tools_list(policy, listing, releaser)["tools"]] == [
