@@ -238,7 +238,15 @@ class SessionBindingError(IdentityError):
 
 
 class SignatureError(AgentwallError):
-    """A policy signature that is missing, bad, untrusted or stale."""
+    """A policy signature that is missing, bad, untrusted or stale.
+
+    ``reason`` is a stable machine-readable word (see docs/promote.md):
+    unsigned, malformed, bad_signature, untrusted_key, stale, demo_key, key_file.
+    """
+
+    def __init__(self, message: str, *, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class ConfigError(AgentwallError):

@@ -137,7 +137,7 @@ TEXT_RULES: tuple[SafeRule, ...] = (
     ),
     SafeRule(
         "safe_mode.rce.disk_wipe", RCE, "a command that overwrites a disk",
-        r"\bmkfs(?:\.[a-z0-9]+)?\s+(?:-[a-z]+\s+)*/dev/"
+        r"\bmkfs(?:\.[a-z0-9]+)?\s[^\n;|&]*/dev/"
         r"|\bdd\b[^\n]*\bof=/dev/(?:sd|hd|vd|xvd|nvme|mmcblk|disk)",
     ),
     SafeRule(
