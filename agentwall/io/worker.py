@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import json
 import os
 import select
@@ -355,3 +356,64 @@ def fork_zygote(state: PolicyState) -> tuple[int, int, socket.socket]:
         raise
     return pid, pidfd, parent_end
 
+
+
+# ------------------------------------------------- a replacement zygote (exec)
+
+
+def engine_reference(engine: PolicyEngine) -> list[str]:
+    """``module:qualname`` of the engine's two functions, for an exec'd zygote."""
+    refs = []
+    for fn in (engine.load, engine.evaluate):
+        module = getattr(fn, "__module__", None)
+        qualname = getattr(fn, "__qualname__", "")
+        if not module or "<" in qualname:
+            raise ValueError(f"{fn!r} is not importable by name")
+        refs.append(f"{module}:{qualname}")
+    return refs
+
+
+def _resolve(ref: str) -> Any:
+    module_name, _, qualname = ref.partition(":")
+    target: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def zygote_command(control_fd: int, policy_path: str | None, engine: PolicyEngine) -> list[str]:
+    load, evaluate = engine_reference(engine)
+    return [
+        sys.executable, "-m", "agentwall.io.worker", "--zygote",
+        "--control-fd", str(control_fd),
+        "--policy", "" if policy_path is None else policy_path,
+        "--load", load, "--evaluate", evaluate,
+    ]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """``python -m agentwall.io.worker --zygote ...``: a zygote started with
+    fork+exec by a pool whose first zygote died.  It loads (and compiles) the
+    policy itself, then serves exactly like a forked one; the pool checks the
+    policy hash it reports before using it."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="agentwall.io.worker")
+    parser.add_argument("--zygote", action="store_true", required=True)
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--policy", default="")
+    parser.add_argument("--load", required=True)
+    parser.add_argument("--evaluate", required=True)
+    args = parser.parse_args(argv)
+    control = socket.socket(fileno=args.control_fd)
+    try:
+        engine = PolicyEngine(_resolve(args.load), _resolve(args.evaluate))
+        state = PolicyState(engine, engine.load(args.policy or None))
+    except BaseException as exc:  # noqa: BLE001 - said on stderr; EOF tells the parent
+        _last_words(f"replacement evaluator zygote cannot start: {describe_error(exc)}")
+        os._exit(1)
+    zygote_main(control, state)
+
+
+if __name__ == "__main__":
+    main()

@@ -401,20 +401,47 @@ def test_overload_is_a_fast_deny(policy_file: Path, make_pool: Callable[..., Har
     assert [d.category for d in decisions[2:]] == ["overload", "overload"]
 
 
-def test_dead_zygote_keeps_serving_but_cannot_replace(
+def test_dead_zygote_is_replaced_by_fork_exec(
     policy_file: Path, make_pool: Callable[..., Harness]
 ) -> None:
-    h = make_pool(policy_file, workers=2, deadline_s=0.5)
-    os.kill(h.pool.zygote_pid, signal.SIGKILL)
-    h.wait_for(lambda: not h.pool.health().zygote_alive)
+    h = make_pool(policy_file, workers=2, deadline_s=2.0)
+    old = h.pool.zygote_pid
+    os.kill(old, signal.SIGKILL)
+    assert h.evaluate(call("search")).verdict == "allow"  # workers keep serving
+    h.wait_for(lambda: h.pool.health().zygote_alive and h.pool.zygote_pid not in (-1, old), 60)
+    h.wait_for(lambda: not alive(old))  # and the dead one was reaped
+    with open(f"/proc/{h.pool.zygote_pid}/cmdline", "rb") as f:
+        assert b"agentwall.io.worker" in f.read()
+    victim = h.pool.worker_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    h.wait_for(lambda: len(h.pool.worker_pids()) == 2 and victim not in h.pool.worker_pids())
+    h.wait_for(lambda: h.pool.ready and all(w.ready for w in h.pool.health().workers))
+    assert {w.policy_hash for w in h.run(h.pool.ping()).workers} == {h.pool.policy_hash}
     assert h.evaluate(call("search")).verdict == "allow"
-    for pid in h.pool.worker_pids():
-        os.kill(pid, signal.SIGKILL)
-    h.wait_for(lambda: not h.pool.worker_pids())
-    decision = h.evaluate(call("search"))
-    assert decision.verdict == "deny"
-    assert decision.category == "evaluator_unavailable"
-    assert not h.pool.ready
+    assert h.evaluate(call("drop_db")).verdict == "deny"
+
+
+def test_replacement_zygote_refuses_a_changed_policy_until_reload(
+    policy_file: Path, make_pool: Callable[..., Harness], caplog: pytest.LogCaptureFixture
+) -> None:
+    h = make_pool(policy_file, workers=1, deadline_s=2.0)
+    policy_file.write_text(POLICY_V2)  # changed on disk, not reloaded
+    old = h.pool.zygote_pid
+    os.kill(old, signal.SIGKILL)
+    # A replacement loads V2, reports its hash, and is refused.
+    h.wait_for(lambda: "was loaded); stopping it" in caplog.text, 60)
+    h.run(asyncio.sleep(0.5))
+    assert not h.pool.health().zygote_alive
+    assert h.evaluate(call("drop_db")).verdict == "deny"  # the running policy still rules
+    result = h.run(h.pool.reload())
+    assert result.ok
+    assert result.changed
+    h.wait_for(lambda: h.pool.health().zygote_alive, 60)
+    assert h.evaluate(call("drop_db")).verdict == "allow"
+    (pid,) = h.pool.worker_pids()
+    os.kill(pid, signal.SIGKILL)
+    h.wait_for(lambda: h.pool.ready and h.pool.worker_pids() not in ([], [pid]))
+    assert h.evaluate(call("drop_db")).verdict == "allow"
 
 
 def test_metrics_and_prometheus_text(policy_file: Path, make_pool: Callable[..., Harness]) -> None:
