@@ -273,6 +273,21 @@ def _reap() -> None:
             return
 
 
+def _close_inherited_fds(keep: set[int]) -> None:
+    """Drops every descriptor inherited from the supervisor (listening and
+    client sockets, the audit writer's pipes, shared-memory regions) except
+    stdio and ``keep``: the zygote and its workers must not keep the
+    supervisor's connections open or hold its files."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return
+    for fd in fds:
+        if fd > 2 and fd not in keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 def _spawn(control: socket.socket, state: PolicyState, msg: Spawn) -> None:
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = os.fork()
@@ -300,8 +315,11 @@ def zygote_main(control: socket.socket, state: PolicyState) -> NoReturn:
     try:
         _child_signals()
         # Objects that exist now are shared copy-on-write with every worker;
-        # keep the collector from touching (and so copying) them.
+        # keep the collector from touching (and so copying) them.  Frozen, the
+        # parent's socket and file objects are also never finalised here, which
+        # is what makes closing their descriptors below safe.
         gc.freeze()
+        _close_inherited_fds(keep={control.fileno()})
         decoder = msgspec.msgpack.Decoder(ToZygote)
         frames = FrameDecoder()
         while True:

@@ -500,3 +500,20 @@ def test_safe_mode_only_without_a_policy(make_pool: Callable[..., Harness]) -> N
     h = make_pool(None, workers=1)
     assert h.evaluate(call("anything", {"x": "hello"})).verdict == "allow"
     assert h.evaluate(call("anything", {"x": "/home/u/.ssh/id_rsa"})).verdict == "deny"
+
+
+def test_workers_hold_none_of_the_supervisors_descriptors(
+    policy_file: Path, make_pool: Callable[..., Harness]
+) -> None:
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    try:
+        h = make_pool(policy_file, workers=2, cache=DecisionCache.create(slots=64))
+        for pid in [h.pool.zygote_pid, *h.pool.worker_pids()]:
+            extra = [fd for fd in os.listdir(f"/proc/{pid}/fd") if int(fd) > 2]
+            assert len(extra) == 1, (pid, extra)  # its own channel only
+    finally:
+        listener.close()
