@@ -50,9 +50,19 @@ class FrameError(AgentwallError):
 
     rpc_code = PARSE_ERROR
 
-    def __init__(self, message: str, *, rpc_code: int = PARSE_ERROR) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        rpc_code: int = PARSE_ERROR,
+        rpc_id: int | str | None = None,
+    ) -> None:
         super().__init__(message)
         self.rpc_code = rpc_code
+        # The offending request's id when it could be read (so the error
+        # response can be matched by the client); None otherwise, as JSON-RPC
+        # prescribes for unreadable requests.
+        self.rpc_id = rpc_id
 
 
 class PolicyError(AgentwallError):
@@ -238,7 +248,15 @@ class SessionBindingError(IdentityError):
 
 
 class SignatureError(AgentwallError):
-    """A policy signature that is missing, bad, untrusted or stale."""
+    """A policy signature that is missing, bad, untrusted or stale.
+
+    ``reason`` is a stable machine-readable word (see docs/promote.md):
+    unsigned, malformed, bad_signature, untrusted_key, stale, demo_key, key_file.
+    """
+
+    def __init__(self, message: str, *, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class ConfigError(AgentwallError):

@@ -107,6 +107,7 @@ class OidcAuthenticator:
         self._clock = clock
         self._ssl = ssl_context
         self._on_change = on_change
+        self._subject_in_class = subject_in_class
         jwks = JwksCache(
             config.algorithms,
             max_age=self.settings.key_max_age,
@@ -146,6 +147,39 @@ class OidcAuthenticator:
                     await task
         self._background = None
         self._inflight = None
+
+    async def reconfigure(
+        self, config: IdentityConfig, *, class_claims: Sequence[str] | None = None
+    ) -> None:
+        """A reloaded policy (SIGHUP): a fresh verifier (empty token cache, so
+        nothing verified under the old rules survives).  The key set is kept
+        when the issuer, key URL and algorithms are unchanged, otherwise it is
+        fetched anew before this returns (failing closed meanwhile)."""
+        same_keys = (
+            config.issuer == self.config.issuer
+            and config.jwks_uri == self.config.jwks_uri
+            and config.algorithms == self.config.algorithms
+        )
+        for url in filter(None, (config.issuer, config.jwks_uri)):
+            _check_url(url, self.settings.unsafe_allow_http)
+        old = self.verifier.jwks
+        jwks = (
+            old
+            if same_keys
+            else JwksCache(
+                config.algorithms,
+                max_age=old.max_age,
+                refresh_interval=old.refresh_interval,
+                unknown_kid_interval=old.unknown_kid_interval,
+            )
+        )
+        self.config = config
+        self.verifier = TokenVerifier(
+            config, jwks, class_claims=class_claims, subject_in_class=self._subject_in_class
+        )
+        if not same_keys:
+            self.jwks_uri = config.jwks_uri
+            await self.refresh("reconfigure")
 
     @property
     def ready(self) -> bool:

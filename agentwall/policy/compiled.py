@@ -14,6 +14,8 @@ from typing import Any
 import msgspec
 
 from agentwall.core.canonical import canonical_json, sha256_hex
+from agentwall.identity.rules import IdentityRule as SharedIdentityRule
+from agentwall.identity.rules import check_identity_rule
 from agentwall.policy.methods import builtin_allows
 from agentwall.policy.model import (
     IdentityConfig,
@@ -29,8 +31,10 @@ from agentwall.policy.paths import is_within
 from agentwall.policy.safemode import SafeModeEngine
 from agentwall.policy.schema import CompiledSchema
 from agentwall.policy.secrets import shown
-from agentwall.policy.values import pointer_of
+from agentwall.policy.values import Loc, pointer, pointer_of
 from agentwall.types import Identity, Origin
+
+_ARGUMENTS: Loc = (None, "arguments")
 
 # Bumped when the meaning of a policy file changes with the same text.
 POLICY_FORMAT = "agentwall-policy/2"
@@ -79,11 +83,12 @@ def _describe_type(name: str) -> str:
 
 
 class CompiledParam:
-    __slots__ = ("enum_keys", "expect", "max_length", "maximum", "min_length", "minimum",
-                 "name", "pattern", "roots", "rule", "rule_base", "schema", "type_check")
+    __slots__ = ("enum_keys", "expect", "items", "max_items", "max_length", "maximum",
+                 "min_items", "min_length", "minimum", "name", "pattern", "roots", "rule",
+                 "rule_base", "schema", "type_check")
 
     def __init__(self, rule: ParameterRule, rule_base: str, pattern: Any,
-                 schema: CompiledSchema | None) -> None:
+                 schema: CompiledSchema | None, items: CompiledParam | None = None) -> None:
         self.rule = rule
         self.name = rule.name
         self.rule_base = rule_base
@@ -95,6 +100,9 @@ class CompiledParam:
             expect = "string"
         if expect is None and (rule.minimum is not None or rule.maximum is not None):
             expect = "number"
+        if expect is None and (rule.items is not None or rule.max_items is not None
+                               or rule.min_items is not None):
+            expect = "array"
         self.expect = expect
         self.type_check = _TYPE_CHECKS[expect] if expect is not None else None
         self.pattern = pattern
@@ -107,46 +115,64 @@ class CompiledParam:
         self.min_length = rule.min_length
         self.minimum = rule.minimum
         self.maximum = rule.maximum
+        self.items = items
+        self.max_items = rule.max_items
+        self.min_items = rule.min_items
 
-    def check(self, value: Any, ptr: str) -> Violation | None:
+    def check(self, value: Any, loc: Loc) -> Violation | None:
+        """``loc`` is where the value sits; the pointer is rendered only for a
+        violation, so an allowed call never pays for it."""
         base = self.rule_base
         name = self.name
         if self.expect is not None:
             if value is None:
                 return (f"{base}.type", f"parameter {name!r} is null but must be "
-                        f"{_describe_type(self.expect)}", ptr, "parameter")
+                        f"{_describe_type(self.expect)}", pointer(loc), "parameter")
             if self.type_check is not None and not self.type_check(value):
                 return (f"{base}.type", f"parameter {name!r} must be "
-                        f"{_describe_type(self.expect)}", ptr, "parameter")
+                        f"{_describe_type(self.expect)}", pointer(loc), "parameter")
         if self.enum_keys is not None and enum_key(value) not in self.enum_keys:
             return (f"{base}.enum", f"parameter {name!r} is not one of the allowed values",
-                    ptr, "parameter")
+                    pointer(loc), "parameter")
         if type(value) is str:
             n = len(value)
             if self.max_length is not None and n > self.max_length:
                 return (f"{base}.max_length", f"parameter {name!r} is longer than "
-                        f"{self.max_length} characters", ptr, "parameter")
+                        f"{self.max_length} characters", pointer(loc), "parameter")
             if self.min_length is not None and n < self.min_length:
                 return (f"{base}.min_length", f"parameter {name!r} is shorter than "
-                        f"{self.min_length} characters", ptr, "parameter")
+                        f"{self.min_length} characters", pointer(loc), "parameter")
             if self.pattern is not None and self.pattern.search(value) is None:
                 return (f"{base}.pattern", f"parameter {name!r} does not match its pattern",
-                        ptr, "parameter")
+                        pointer(loc), "parameter")
             if self.roots is not None and not is_within(value, self.roots):
                 return (f"{base}.within", f"parameter {name!r} is not a path inside "
-                        f"{', '.join(self.roots)}", ptr, "parameter")
+                        f"{', '.join(self.roots)}", pointer(loc), "parameter")
+        elif type(value) is list or type(value) is tuple:
+            n = len(value)
+            if self.max_items is not None and n > self.max_items:
+                return (f"{base}.max_items", f"parameter {name!r} has more than "
+                        f"{self.max_items} items", pointer(loc), "parameter")
+            if self.min_items is not None and n < self.min_items:
+                return (f"{base}.min_items", f"parameter {name!r} has fewer than "
+                        f"{self.min_items} items", pointer(loc), "parameter")
+            if self.items is not None:
+                for i, item in enumerate(value):
+                    item_problem = self.items.check(item, (loc, i))
+                    if item_problem is not None:
+                        return item_problem
         elif self.minimum is not None or self.maximum is not None:
             if self.minimum is not None and value < self.minimum:
                 return (f"{base}.minimum", f"parameter {name!r} is below {self.minimum}",
-                        ptr, "parameter")
+                        pointer(loc), "parameter")
             if self.maximum is not None and value > self.maximum:
                 return (f"{base}.maximum", f"parameter {name!r} is above {self.maximum}",
-                        ptr, "parameter")
+                        pointer(loc), "parameter")
         if self.schema is not None:
             problem = _schema_problem(self.schema, value)
             if problem is not None:
                 sub, message = problem
-                return (f"{base}.schema", f"parameter {name!r}: {message}", ptr + sub,
+                return (f"{base}.schema", f"parameter {name!r}: {message}", pointer(loc) + sub,
                         "parameter")
         return None
 
@@ -199,62 +225,66 @@ class CompiledArgs:
                             f"{self.noun} {shown(key)} is not declared in the policy",
                             pointer_of("arguments", key), "parameter")
                 continue
-            problem = param.check(value, pointer_of("arguments", key))
+            problem = param.check(value, (_ARGUMENTS, key))
             if problem is not None:
                 return problem
         return None
 
 
-def identity_problem(rule: IdentityRule, identity: Identity | None, what: str) -> str | None:
-    """Why ``identity`` may not use ``what``, or None when it may."""
-    if identity is None:
-        return f"{what} requires an authenticated caller"
-    if rule.subjects and identity.subject not in rule.subjects:
-        return f"the caller's subject may not use {what}"
-    for claim, allowed in rule.claims.items():
-        have = identity.claims.get(claim)
-        allowed_keys = {enum_key(v) for v in allowed}
-        values = have if isinstance(have, list | tuple) else [have]
-        if have is None or not any(enum_key(v) in allowed_keys for v in values):
-            return f"the caller's {claim!r} claim does not allow {what}"
-    if rule.scopes:
-        granted = set(identity.scopes)
-        missing = [s for s in rule.scopes if s not in granted]
-        if missing:
-            return f"{what} needs scope {' '.join(missing)!r}"
-    return None
+def shared_rule(rule: IdentityRule) -> SharedIdentityRule:
+    """The identity part's form of a rule.  Claims are always tuples of values
+    here, so ``true`` means "equals true", never "present"."""
+    return SharedIdentityRule(subjects=rule.subjects, claims=dict(rule.claims),
+                              scopes=rule.scopes)
+
+
+def identity_problem(rule: SharedIdentityRule, identity: Identity | None,
+                     what: str) -> tuple[str, str, tuple[str, ...]] | None:
+    """(category, reason, required scopes) when ``identity`` may not use
+    ``what``, else None.
+    The check itself is the identity part's (``check_identity_rule``), so the
+    HTTP front-end's 401/403 mapping and this decision agree on every case;
+    categories are identity_required, identity_subject, identity_claims and
+    identity_scope."""
+    refusal = check_identity_rule(rule, identity)
+    if refusal is None:
+        return None
+    return refusal.category, f"{what}: {refusal.reason}", refusal.required_scopes
 
 
 class CompiledTool:
-    __slots__ = ("args", "engine", "rule", "rule_base")
+    __slots__ = ("args", "engine", "identity", "rule", "rule_base")
 
     def __init__(self, rule: ToolRule, args: CompiledArgs | None, engine: SafeModeEngine) -> None:
         self.rule = rule
         self.args = args
         self.engine = engine
         self.rule_base = f"tools[{rule.name}]"
+        self.identity = shared_rule(rule.identity) if rule.identity is not None else None
 
 
 class CompiledResource:
-    __slots__ = ("index", "pattern", "rule", "rule_base")
+    __slots__ = ("identity", "index", "pattern", "rule", "rule_base")
 
     def __init__(self, rule: ResourceRule, index: int, pattern: Any) -> None:
         self.rule = rule
         self.index = index
         self.pattern = pattern
         self.rule_base = f"resources[{index}]"
+        self.identity = shared_rule(rule.identity) if rule.identity is not None else None
 
     def matches(self, uri: str) -> bool:
         return bool(self.pattern.search(uri) is not None)
 
 
 class CompiledPrompt:
-    __slots__ = ("args", "rule", "rule_base")
+    __slots__ = ("args", "identity", "rule", "rule_base")
 
     def __init__(self, rule: PromptRule, args: CompiledArgs | None) -> None:
         self.rule = rule
         self.args = args
         self.rule_base = f"prompts[{rule.name}]"
+        self.identity = shared_rule(rule.identity) if rule.identity is not None else None
 
 
 SAFE_MODE_ONLY_WARNING = (

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from agentwall.identity.rules import IdentityRule as SharedIdentityRule
 from agentwall.policy.compiled import (
     CompiledArgs,
     Policy,
     Violation,
     identity_problem,
 )
-from agentwall.policy.model import IdentityRule
 from agentwall.policy.safemode import SafeModeEngine
 from agentwall.policy.secrets import shown
 from agentwall.policy.values import Loc, ShapeProblem, pointer, walk
@@ -50,13 +50,13 @@ _URI_LOC: Loc = (None, "uri")
 class _Outcome:
     """What step 3 decided, before Safe Mode has its say."""
 
-    __slots__ = ("cacheable", "category", "engine", "pointer", "reason", "rule_id", "uri_loc",
-                 "verdict")
+    __slots__ = ("cacheable", "category", "engine", "pointer", "reason", "required_scopes",
+                 "rule_id", "uri_loc", "verdict")
 
     def __init__(self, verdict: str, rule_id: str | None, reason: str, *,
                  pointer: str | None = None, category: str | None = None,
                  engine: SafeModeEngine | None = None, cacheable: bool = True,
-                 uri_loc: Loc = None) -> None:
+                 uri_loc: Loc = None, required_scopes: tuple[str, ...] = ()) -> None:
         self.verdict = verdict
         self.rule_id = rule_id
         self.reason = reason
@@ -65,14 +65,16 @@ class _Outcome:
         self.engine = engine
         self.cacheable = cacheable
         self.uri_loc = uri_loc
+        self.required_scopes = required_scopes
 
 
 def _decision(call: Call, policy: Policy, verdict: str, rule_id: str | None, reason: str,
-              ptr: str | None, category: str | None, cacheable: bool = True) -> Decision:
+              ptr: str | None, category: str | None, cacheable: bool = True,
+              required_scopes: tuple[str, ...] = ()) -> Decision:
     return Decision(
         call_id=call.call_id, verdict=verdict,  # type: ignore[arg-type]
         rule_id=rule_id, reason=reason, pointer=ptr, policy_hash=policy.hash,
-        category=category, cacheable=cacheable,
+        category=category, cacheable=cacheable, required_scopes=required_scopes,
     )
 
 
@@ -125,7 +127,8 @@ def _evaluate(policy: Policy, call: Call, now_ns: int) -> Decision:
     outcome = _judge(policy, call)
     if outcome.verdict != "allow":
         return _decision(call, policy, outcome.verdict, outcome.rule_id, outcome.reason,
-                         outcome.pointer, outcome.category, outcome.cacheable)
+                         outcome.pointer, outcome.category, outcome.cacheable,
+                         outcome.required_scopes)
     if strings:
         engine = outcome.engine or policy.engine
         uri_loc = outcome.uri_loc
@@ -180,15 +183,16 @@ def _judge(policy: Policy, call: Call) -> _Outcome:
     return _Outcome("allow", rule_id, f"method {method!r} is allowed", category="method")
 
 
-def _identity_denial(rule: IdentityRule | None, identity: Identity | None, what: str,
+def _identity_denial(rule: SharedIdentityRule | None, identity: Identity | None, what: str,
                      rule_base: str) -> _Outcome | None:
     if rule is None:
         return None
     problem = identity_problem(rule, identity, what)
     if problem is None:
         return None
-    return _Outcome("deny", f"{rule_base}.identity", problem, category="identity",
-                    cacheable=False)
+    category, reason, scopes = problem
+    return _Outcome("deny", f"{rule_base}.identity", reason, category=category,
+                    cacheable=False, required_scopes=scopes)
 
 
 def _args_of(params: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
@@ -222,7 +226,7 @@ def _judge_tool(policy: Policy, params: Any, identity: Identity | None) -> _Outc
     if rule.action == "deny":
         return _Outcome("deny", tool.rule_base, f"tool {name!r} is denied by the policy",
                         pointer="/name", category="tool")
-    denial = _identity_denial(rule.identity, identity, f"tool {name!r}", tool.rule_base)
+    denial = _identity_denial(tool.identity, identity, f"tool {name!r}", tool.rule_base)
     if denial is not None:
         return denial
     violation = _check_args(tool.args, args)
@@ -251,7 +255,7 @@ def _judge_resource(policy: Policy, params: Any, identity: Identity | None) -> _
             return _Outcome("deny", f"{res.rule_base}.within",
                             f"the resource is not a file:// URI inside {', '.join(rule.within)}",
                             pointer="/uri", category="resource")
-        denial = _identity_denial(rule.identity, identity, "the resource", res.rule_base)
+        denial = _identity_denial(res.identity, identity, "the resource", res.rule_base)
         if denial is not None:
             return denial
         return _Outcome("allow", res.rule_base, "the resource is allowed", category="resource",
@@ -295,7 +299,8 @@ def _judge_prompt(policy: Policy, params: Any, identity: Identity | None) -> _Ou
     if rule.action == "deny":
         return _Outcome("deny", prompt.rule_base, f"prompt {name!r} is denied by the policy",
                         pointer="/name", category="prompt")
-    denial = _identity_denial(rule.identity, identity, f"prompt {name!r}", prompt.rule_base)
+    denial = _identity_denial(prompt.identity, identity, f"prompt {name!r}",
+                              prompt.rule_base)
     if denial is not None:
         return denial
     violation = _check_args(prompt.args, args)
@@ -314,7 +319,7 @@ def may_call_tool(policy: Policy, name: str, identity: Identity | None) -> bool:
         return policy.model.safe_mode_only or policy.model.default_action == "allow"
     if tool.rule.action != "allow":
         return False
-    rule = tool.rule.identity
+    rule = tool.identity
     return rule is None or identity_problem(rule, identity, name) is None
 
 

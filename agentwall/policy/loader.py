@@ -56,7 +56,10 @@ TOP_KEYS = ("version", "description", "default_action", "identity", "session", "
 TOOL_KEYS = ("name", "action", "risk", "description", "parameters", "additional_parameters",
              "identity", "rate_limit", "safe_mode")
 PARAM_KEYS = ("name", "type", "required", "description", "pattern", "max_length", "min_length",
-              "within", "enum", "minimum", "maximum", "schema")
+              "within", "enum", "minimum", "maximum", "items", "max_items", "min_items",
+              "schema")
+# An array's items rule is a parameter rule without a name or "required".
+ITEM_KEYS = tuple(k for k in PARAM_KEYS if k not in ("name", "required"))
 RESOURCE_KEYS = ("uri", "action", "risk", "description", "within", "identity")
 PROMPT_KEYS = ("name", "action", "risk", "description", "arguments", "additional_arguments",
                "identity")
@@ -182,10 +185,10 @@ def _version(ctx: _Ctx, node: YNode) -> str:
 
 
 def _claims(ctx: _Ctx, node: YNode, what: str) -> dict[str, tuple[str | int | bool, ...]]:
-    m = ctx.map(node, what, allowed=tuple(e.key for e in node.entries)
-                if isinstance(node, YMap) else ())
+    if not isinstance(node, YMap):
+        ctx.fail(f"{what} must be a mapping of claim name to value(s)", node.pos)
     out: dict[str, tuple[str | int | bool, ...]] = {}
-    for entry in m.entries:
+    for entry in node.entries:
         items = entry.value.items if isinstance(entry.value, YSeq) else [entry.value]
         values: list[str | int | bool] = []
         for item in items:
@@ -378,58 +381,79 @@ def _parameters(ctx: _Ctx, node: YNode, what: str, rule_base: str,
             ctx.fail(f"{noun} {name!r} is declared twice (first at line {seen[name].line})",
                      m.index["name"].value.pos, key="name")
         seen[name] = m.index["name"].value.pos
-        label = f"{noun} {name!r}"
-        ptype = ctx.choice(n, f"{label} type", PARAM_TYPES) if (n := m.get("type")) else None
-        required = ctx.boolean(n, f"{label} required") if (n := m.get("required")) else False
-        description = ctx.string(n, f"{label} description", allow_empty=True) \
-            if (n := m.get("description")) else None
-        string_keys: list[str] = [k for k in ("pattern", "max_length", "min_length", "within")
-                                  if k in m.index]
-        if string_keys and ptype not in (None, "string"):
-            k = string_keys[0]
-            ctx.fail(f"{label}: {k} applies to strings, but the type is {ptype}",
-                     m.key_pos(k), key=k)
-        number_keys: list[str] = [k for k in ("minimum", "maximum") if k in m.index]
-        if number_keys and ptype not in (None, "integer", "number"):
-            k = number_keys[0]
-            ctx.fail(f"{label}: {k} applies to numbers, but the type is {ptype}",
-                     m.key_pos(k), key=k)
-        if string_keys and number_keys:
-            ctx.fail(f"{label}: string and number constraints cannot be combined",
-                     m.key_pos(number_keys[0]), key=number_keys[0])
-        pattern_src, pattern = (None, None)
-        if (n := m.get("pattern")) is not None:
-            pattern_src, pattern = _pattern(ctx, n, f"{label} pattern")
-        max_length = ctx.integer(n, f"{label} max_length", 0, MAX_BYTES_LIMIT) \
-            if (n := m.get("max_length")) is not None else None
-        min_length = ctx.integer(n, f"{label} min_length", 0, MAX_BYTES_LIMIT) \
-            if (n := m.get("min_length")) is not None else None
-        if max_length is not None and min_length is not None and min_length > max_length:
-            ctx.fail(f"{label}: min_length is greater than max_length", m.key_pos("min_length"),
-                     key="min_length")
-        within = _roots(ctx, n, f"{label} within") if (n := m.get("within")) else None
-        enum = _enum(ctx, n, f"{label} enum", ptype) if (n := m.get("enum")) else None
-        minimum = ctx.number(n, f"{label} minimum") if (n := m.get("minimum")) is not None \
-            else None
-        maximum = ctx.number(n, f"{label} maximum") if (n := m.get("maximum")) is not None \
-            else None
-        if minimum is not None and maximum is not None and minimum > maximum:
-            ctx.fail(f"{label}: minimum is greater than maximum", m.key_pos("minimum"),
-                     key="minimum")
-        schema_node = m.get("schema")
-        schema = compile_schema(schema_node, ctx.source, f"{label} schema") \
-            if schema_node is not None else None
-        rule = ParameterRule(
-            name=name, type=ptype,  # type: ignore[arg-type]
-            required=required, description=description, pattern=pattern_src,
-            max_length=max_length, min_length=min_length, within=within, enum=enum,
-            minimum=minimum, maximum=maximum,
-            schema=schema.effective if schema is not None and isinstance(schema.effective, dict)
-            else None,
-        )
         base = f"{rule_base}.{noun}s[{name}]"
-        out.append((rule, CompiledParam(rule, base, pattern, schema)))
+        out.append(_parameter(ctx, m, name, f"{noun} {name!r}", base))
     return out
+
+
+def _parameter(ctx: _Ctx, m: YMap, name: str, label: str,
+               base: str) -> tuple[ParameterRule, CompiledParam]:
+    ptype = ctx.choice(n, f"{label} type", PARAM_TYPES) if (n := m.get("type")) else None
+    required = ctx.boolean(n, f"{label} required") if (n := m.get("required")) else False
+    description = ctx.string(n, f"{label} description", allow_empty=True) \
+        if (n := m.get("description")) else None
+    groups: dict[str, list[str]] = {
+        "string": [k for k in ("pattern", "max_length", "min_length", "within") if k in m.index],
+        "number": [k for k in ("minimum", "maximum") if k in m.index],
+        "array": [k for k in ("items", "max_items", "min_items") if k in m.index],
+    }
+    allowed_types = {"string": ("string",), "number": ("integer", "number"),
+                     "array": ("array",)}
+    used = [g for g, keys in groups.items() if keys]
+    for group in used:
+        if ptype is not None and ptype not in allowed_types[group]:
+            k = groups[group][0]
+            ctx.fail(f"{label}: {k} applies to {group}s, but the type is {ptype}",
+                     m.key_pos(k), key=k)
+    if len(used) > 1:
+        k = groups[used[1]][0]
+        ctx.fail(f"{label}: {used[0]} and {used[1]} constraints cannot be combined",
+                 m.key_pos(k), key=k)
+    pattern_src, pattern = (None, None)
+    if (n := m.get("pattern")) is not None:
+        pattern_src, pattern = _pattern(ctx, n, f"{label} pattern")
+    max_length = ctx.integer(n, f"{label} max_length", 0, MAX_BYTES_LIMIT) \
+        if (n := m.get("max_length")) is not None else None
+    min_length = ctx.integer(n, f"{label} min_length", 0, MAX_BYTES_LIMIT) \
+        if (n := m.get("min_length")) is not None else None
+    if max_length is not None and min_length is not None and min_length > max_length:
+        ctx.fail(f"{label}: min_length is greater than max_length", m.key_pos("min_length"),
+                 key="min_length")
+    within = _roots(ctx, n, f"{label} within") if (n := m.get("within")) else None
+    enum = _enum(ctx, n, f"{label} enum", ptype) if (n := m.get("enum")) else None
+    minimum = ctx.number(n, f"{label} minimum") if (n := m.get("minimum")) is not None \
+        else None
+    maximum = ctx.number(n, f"{label} maximum") if (n := m.get("maximum")) is not None \
+        else None
+    if minimum is not None and maximum is not None and minimum > maximum:
+        ctx.fail(f"{label}: minimum is greater than maximum", m.key_pos("minimum"),
+                 key="minimum")
+    max_items = ctx.integer(n, f"{label} max_items", 0, MAX_BYTES_LIMIT) \
+        if (n := m.get("max_items")) is not None else None
+    min_items = ctx.integer(n, f"{label} min_items", 0, MAX_BYTES_LIMIT) \
+        if (n := m.get("min_items")) is not None else None
+    if max_items is not None and min_items is not None and min_items > max_items:
+        ctx.fail(f"{label}: min_items is greater than max_items", m.key_pos("min_items"),
+                 key="min_items")
+    items_rule: ParameterRule | None = None
+    items_compiled: CompiledParam | None = None
+    if (n := m.get("items")) is not None:
+        im = ctx.map(n, f"{label} items", ITEM_KEYS)
+        items_rule, items_compiled = _parameter(ctx, im, f"{name}[]", f"{label} items",
+                                                f"{base}.items")
+    schema_node = m.get("schema")
+    schema = compile_schema(schema_node, ctx.source, f"{label} schema") \
+        if schema_node is not None else None
+    rule = ParameterRule(
+        name=name, type=ptype,  # type: ignore[arg-type]
+        required=required, description=description, pattern=pattern_src,
+        max_length=max_length, min_length=min_length, within=within, enum=enum,
+        minimum=minimum, maximum=maximum, max_items=max_items, min_items=min_items,
+        items=items_rule,
+        schema=schema.effective if schema is not None and isinstance(schema.effective, dict)
+        else None,
+    )
+    return rule, CompiledParam(rule, base, pattern, schema, items_compiled)
 
 
 def _tool(ctx: _Ctx, node: YNode, global_disabled: tuple[str, ...],

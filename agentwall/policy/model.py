@@ -81,8 +81,13 @@ class ParameterRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Numbers.
     minimum: int | float | None = None
     maximum: int | float | None = None
-    # JSON Schema for the value, as written (before additionalProperties
-    # injection; see ``compiled`` for the effective form).
+    # Arrays: bounds on the number of items, and a rule every item must meet
+    # (its name is "<parameter>[]").
+    max_items: int | None = None
+    min_items: int | None = None
+    items: ParameterRule | None = None
+    # JSON Schema for the value, with additionalProperties: false injected
+    # wherever an object schema names none (the form that is enforced).
     schema: dict[str, Any] | None = None
 
 

@@ -12,6 +12,8 @@ that does not follow links out of its roots (see docs/policy.md).
 
 from __future__ import annotations
 
+import unicodedata
+
 
 def normalise_path(path: str) -> str | None:
     """Lexically normalised absolute POSIX path, or None when it cannot be
@@ -38,9 +40,31 @@ def normalise_root(root: str) -> str | None:
     return normalise_path(root)
 
 
+_ENCODED = ("%2e", "%2f", "%5c")
+
+
 def is_within(path: str, roots: tuple[str, ...]) -> bool:
     """True when ``path`` normalises to one of ``roots`` (already normalised)
-    or to something below one."""
+    or to something below one.
+
+    Two spellings that some servers (not the filesystem) would read as
+    separators or dots are refused outright rather than guessed at:
+    percent-encoded ``.``, ``/`` and ``\\``, and compatibility characters
+    (fullwidth ``／``, ``．``) that NFKC or Windows "best fit" turn into them;
+    for the latter the folded form must be inside a root too.
+    """
+    if "%" in path and any(enc in path.lower() for enc in _ENCODED):
+        return False
+    if not _inside(path, roots):
+        return False
+    if not path.isascii():
+        folded = unicodedata.normalize("NFKC", path)
+        if folded != path and not _inside(folded, roots):
+            return False
+    return True
+
+
+def _inside(path: str, roots: tuple[str, ...]) -> bool:
     norm = normalise_path(path)
     if norm is None:
         return False

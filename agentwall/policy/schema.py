@@ -207,6 +207,9 @@ def compile_schema(node: YNode, source: str | None, where: str) -> CompiledSchem
     if isinstance(effective, dict):
         effective = copy.deepcopy(effective)
         _inject(effective)
+        # fastjsonschema picks its newest generator when $schema is absent;
+        # pin draft-07, the keyword and format set checked above.
+        effective.setdefault("$schema", _DRAFT07[0])
     try:
         validate = fastjsonschema.compile(
             effective,
@@ -226,9 +229,15 @@ def compile_schema(node: YNode, source: str | None, where: str) -> CompiledSchem
 
 def _swap_regexes(validate: Any, patterns: dict[str, Any], source: str | None, pos: Pos,
                   where: str) -> None:
-    table = getattr(validate, "__globals__", {}).get("REGEX_PATTERNS")
+    # fastjsonschema returns the generated function, or a functools.partial of
+    # it when custom formats are given; its module globals hold the table.
+    func = getattr(validate, "func", validate)
+    table = getattr(func, "__globals__", {}).get("REGEX_PATTERNS")
     if table is None:
-        return
+        # Fail closed: without the table we cannot prove no backtracking
+        # regex runs on data.
+        raise _err(f"{where}: internal: cannot find the compiled schema's regex table",
+                   source, pos)
     for key in list(table):
         if key in patterns:
             table[key] = patterns[key]

@@ -99,7 +99,8 @@ def shown(text: str) -> str:
             return "<a name containing a secret>"
     except UnicodeError:
         return "<a name that is not valid Unicode>"
-    return repr(text if len(text) <= 64 else text[:64] + "...")
+    # ascii() makes confusables visible: a Cyrillic "е" shows as \u0435.
+    return ascii(text if len(text) <= 64 else text[:64] + "...")
 
 
 def _mask_text(text: str) -> str | None:

@@ -107,13 +107,18 @@ def _pos(mark: Any) -> Pos:
 
 def parse_yaml(text: str, source: str | None) -> YNode:
     """Parse one YAML document into a positioned tree, or raise PolicyError."""
-    loader = _NoAliasLoader(text)
+    try:
+        loader = _NoAliasLoader(text)
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(exc, text, source) from None
     try:
         try:
             root = loader.get_single_node()
         except _Refused as exc:
             p = _pos(exc.mark)
             raise PolicyError(exc.message, path=source, line=p.line, column=p.column) from None
+        except yaml.reader.ReaderError as exc:
+            raise _reader_error(exc, text, source) from None
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = int(mark.line) + 1 if mark is not None else None
@@ -124,11 +129,26 @@ def parse_yaml(text: str, source: str | None) -> YNode:
             ) from None
         except yaml.YAMLError as exc:
             raise PolicyError(f"YAML error: {exc}", path=source) from None
+        except RecursionError:
+            raise PolicyError("the policy nests too deeply", path=source) from None
         if root is None:
-            raise PolicyError("the policy file is empty", path=source, line=1, column=1)
+            raise PolicyError("the policy is empty", path=source, line=1, column=1)
         return _convert(loader, root, source, depth=0)
     finally:
         loader.dispose()
+
+
+def _reader_error(exc: yaml.reader.ReaderError, text: str, source: str | None) -> PolicyError:
+    """A character YAML does not allow; ReaderError gives only an offset."""
+    offset = max(0, min(int(exc.position), len(text)))
+    line = text.count("\n", 0, offset) + 1
+    column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    char = exc.character
+    shown = f"U+{char:04X}" if isinstance(char, int) else repr(char)
+    return PolicyError(
+        f"character {shown} is not allowed in YAML", path=source, line=line,
+        column=column,
+    )
 
 
 _MAX_YAML_DEPTH = 200
@@ -181,7 +201,13 @@ def _convert(loader: yaml.SafeLoader, node: Any, source: str | None, depth: int)
             f"unsupported YAML value type {tag!r}: write it as a quoted string",
             path=source, line=pos.line, column=pos.column,
         )
-    value = loader.construct_object(node, deep=True)
+    try:
+        value = loader.construct_object(node, deep=True)
+    except (ValueError, OverflowError, yaml.YAMLError) as exc:
+        # e.g. an integer beyond Python's digit limit
+        raise PolicyError(
+            f"unreadable value: {exc}", path=source, line=pos.line, column=pos.column
+        ) from None
     if isinstance(value, float) and not math.isfinite(value):
         raise PolicyError(
             "non-finite numbers (.inf, .nan) are not allowed",

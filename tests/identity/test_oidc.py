@@ -413,3 +413,30 @@ def test_upstream_credentials(tmp_path: Path) -> None:
         UpstreamCredentials(["Authorization: Bearer x"], token_file)
     with pytest.raises(ConfigError):
         UpstreamCredentials([], tmp_path / "absent")
+
+
+def test_reconfigure_keeps_or_refetches_keys(issuer: TestIssuer) -> None:
+    clock = Clock()
+
+    async def scenario() -> None:
+        auth = await started(make_auth(issuer, clock))
+        tok = issuer.token()
+        await auth.verify(tok)
+        same = coerce_identity_config(
+            {"issuer": issuer.url, "audience": "another-audience", "clock_skew_seconds": 5}
+        )
+        await auth.reconfigure(same, class_claims=["groups"])
+        assert issuer.jwks_hits() == 1  # keys reused
+        with pytest.raises(TokenInvalid, match="audience"):
+            await auth.verify(tok)  # not served from the old cache
+        narrower = coerce_identity_config(
+            {"issuer": issuer.url, "audience": AUDIENCE, "algorithms": ["ES256"]}
+        )
+        await auth.reconfigure(narrower)
+        assert issuer.jwks_hits() == 2  # algorithms changed: keys re-fetched
+        with pytest.raises(TokenInvalid, match="allow-list"):
+            await auth.verify(tok)  # RS256 no longer allowed
+        assert (await auth.verify(issuer.token(issuer.keys[1]))).subject == "alice"
+        await auth.aclose()
+
+    run(scenario())

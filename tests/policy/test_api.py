@@ -118,27 +118,35 @@ def test_identity_rule_denies_without_identity(policy: Policy) -> None:
     d = decide(policy, tool_call("deploy", {}))
     assert d.verdict == "deny"
     assert d.rule_id == "tools[deploy].identity"
-    assert d.category == "identity"
+    assert d.category == "identity_required"
     assert "authenticated" in d.reason
     assert d.cacheable is False
 
 
 @pytest.mark.parametrize(
-    ("identity", "verdict", "why"),
+    ("identity", "category", "why"),
     [
         (Identity("alice", "i", ("deploy:write",), claims={"groups": ["dev", "release"]}),
-         "allow", ""),
+         "tool", ""),
+        (Identity("alice", "i", ("deploy:write", "x"), claims={"groups": "release"}), "tool", ""),
         (Identity("carol", "i", ("deploy:write",), claims={"groups": ["release"]}),
-         "deny", "subject"),
-        (Identity("alice", "i", ("deploy:write",), claims={"groups": ["dev"]}), "deny", "groups"),
-        (Identity("alice", "i", ("deploy:write",), claims={}), "deny", "groups"),
-        (Identity("alice", "i", (), claims={"groups": "release"}), "deny", "scope"),
+         "identity_subject", "subject"),
+        (Identity("alice", "i", ("deploy:write",), claims={"groups": ["dev"]}),
+         "identity_claims", "groups"),
+        (Identity("alice", "i", ("deploy:write",), claims={}), "identity_claims", "groups"),
+        (Identity("alice", "i", ("deploy:write",), claims={"groups": [True]}),
+         "identity_claims", "groups"),
+        (Identity("alice", "i", (), claims={"groups": "release"}), "identity_scope", "scope"),
     ],
 )
-def test_identity_rule_parts(policy: Policy, identity: Identity, verdict: str, why: str) -> None:
+def test_identity_rule_parts(policy: Policy, identity: Identity, category: str,
+                             why: str) -> None:
     d = decide(policy, tool_call("deploy", {}, identity=identity))
-    assert d.verdict == verdict, d
+    assert d.verdict == ("allow" if category == "tool" else "deny"), d
+    assert d.category == category
     assert why in d.reason
+    if category in ("identity_scope", "identity_claims"):
+        assert d.required_scopes == ("deploy:write",)
 
 
 def test_filter_tools_list(policy: Policy) -> None:
