@@ -185,11 +185,13 @@ class _Worker(asyncio.Protocol):
     def _deliver(self, msg: Any) -> None:
         if not self.pending:
             raise _ProtocolError(f"unsolicited {type(msg).__name__}")
-        entry = self.pending.popleft()
+        entry = self.pending[0]
+        if entry.id != msg.id:
+            # Left queued: killing the worker denies it with the others.
+            raise _ProtocolError(f"reply {msg.id} to request {entry.id}")
+        self.pending.popleft()
         if entry.timer is not None:
             entry.timer.cancel()
-        if entry.id != msg.id:
-            raise _ProtocolError(f"reply {msg.id} to request {entry.id}")
         if isinstance(msg, wire.Pong):
             self.policy_hash = msg.policy_hash
             self.evaluated = msg.evaluated

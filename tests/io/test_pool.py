@@ -544,3 +544,38 @@ def test_workers_hold_none_of_the_supervisors_descriptors(
             assert not any("agentwall" in name or "memfd" in name for name in held), held
     finally:
         listener.close()
+
+
+def faulty_evaluate(policy: Any, c: Call, now_ns: int) -> Decision:
+    """The real evaluator, except for three tools that misbehave in the worker."""
+    if c.target == "boom":
+        raise ZeroDivisionError("evaluator bug")
+    if c.target == "liar":
+        return msgspec.structs.replace(evaluate(policy, c, now_ns), call_id="someone-else")
+    if c.target == "garbage":
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                    os.write(int(fd), b"\x00\x00\x00\x03\xc1\xc1\xc1")  # not msgpack
+    return evaluate(policy, c, now_ns)
+
+
+def test_misbehaving_evaluator_is_denied_never_trusted(
+    policy_file: Path, make_pool: Callable[..., Harness]
+) -> None:
+    from agentwall.io.worker import PolicyEngine
+
+    h = make_pool(policy_file, workers=1, engine=PolicyEngine(load_policy, faulty_evaluate))
+    boom = h.evaluate(call("boom"))
+    assert boom.verdict == "deny"
+    assert boom.category == "evaluator_error"
+    assert "ZeroDivisionError" in boom.reason
+    liar = h.evaluate(call("liar"))
+    assert liar.verdict == "deny"
+    assert liar.category == "evaluator_error"
+    (pid,) = h.pool.worker_pids()
+    garbage = h.evaluate(call("garbage"))
+    assert garbage.verdict == "deny"  # its channel is corrupt: killed, call denied
+    assert garbage.category in ("evaluator_crash", "evaluator_error")
+    h.wait_for(lambda: h.pool.ready and h.pool.worker_pids() not in ([], [pid]))
+    assert h.evaluate(call("search")).verdict == "allow"
