@@ -52,6 +52,7 @@ from agentwall.core.jsonrpc import (
     encode_message,
     error_response,
     parse,
+    sniff_id,
 )
 from agentwall.core.mcp import make_call
 from agentwall.errors import (
@@ -593,6 +594,7 @@ class StdioWrap:
                 FrameError(
                     f"message line longer than {item.limit} bytes; discarded",
                     rpc_code=INVALID_REQUEST,
+                    rpc_id=sniff_id(item.head),
                 )
             )
             return
@@ -749,7 +751,9 @@ class StdioWrap:
 
     async def _from_server(self, item: bytes | LineTooLong | TruncatedLine) -> None:
         if isinstance(item, LineTooLong):
-            await self._dropped_server_output(f"a line longer than {item.limit} bytes", None)
+            await self._dropped_server_output(
+                f"a line longer than {item.limit} bytes", sniff_id(item.head), item.head
+            )
             return
         data = item.data if isinstance(item, TruncatedLine) else item
         received_ns = time.time_ns()
