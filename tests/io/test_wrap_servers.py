@@ -83,8 +83,40 @@ def sdk_server() -> None:
     server.run("stdio")
 
 
-def _reply(rpc_id: Any, result: Any) -> bytes:
-    return json.dumps({"jsonrpc": "2.0", "id": rpc_id, "result": result}).encode() + b"\n"
+def _answer(msg: dict[str, Any], mode: str, out: Any) -> dict[str, Any] | None:
+    rpc_id = msg.get("id")
+    method = msg.get("method")
+    if rpc_id is None or method is None:
+        return None
+    if method == "initialize":
+        result: Any = {
+            "protocolVersion": msg["params"]["protocolVersion"],
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": f"raw-{mode}", "version": "1"},
+        }
+    elif method == "tools/list":
+        names = ("echo", "big", "run_command")
+        result = {"tools": [{"name": n, "inputSchema": {"type": "object"}} for n in names]}
+    elif method == "tools/call":
+        name = msg["params"]["name"]
+        if mode == "interleave":
+            out.write(b"this is not JSON\n{not json either}\n\n[1,2\n")
+        if name == "crash":
+            sys.stderr.write("raw server: crashing on purpose\n")
+            sys.stderr.flush()
+            os._exit(3)
+        if name == "big":
+            size = int(msg["params"]["arguments"]["size"])
+            result = {"content": [{"type": "text", "text": "y" * size}]}
+        elif name == "exit-partial":
+            out.write(b'{"jsonrpc":"2.0","id":' + json.dumps(rpc_id).encode() + b',"res')
+            out.flush()
+            os._exit(0)
+        else:
+            result = {"content": [{"type": "text", "text": json.dumps(msg["params"])}]}
+    else:
+        return {"jsonrpc": "2.0", "id": rpc_id, "error": {"code": -32601, "message": method}}
+    return {"jsonrpc": "2.0", "id": rpc_id, "result": result}
 
 
 def raw_server(mode: str) -> None:
@@ -121,50 +153,14 @@ def raw_server(mode: str) -> None:
         if not line.strip():
             continue
         msg = json.loads(line)
-        rpc_id = msg.get("id")
-        method = msg.get("method")
-        if rpc_id is None:
-            continue
-        if method == "initialize":
-            result: Any = {
-                "protocolVersion": msg["params"]["protocolVersion"],
-                "capabilities": {"tools": {}},
-                "serverInfo": {"name": f"raw-{mode}", "version": "1"},
-            }
-        elif method == "tools/list":
-            result = {
-                "tools": [
-                    {"name": n, "inputSchema": {"type": "object"}}
-                    for n in ("echo", "big", "run_command")
-                ]
-            }
-        elif method == "tools/call":
-            name = msg["params"]["name"]
-            if mode == "interleave":
-                out.write(b"this is not JSON\n{not json either}\n\n[1,2\n")
-            if name == "crash":
-                sys.stderr.write("raw server: crashing on purpose\n")
-                sys.stderr.flush()
-                os._exit(3)
-            if name == "big":
-                size = int(msg["params"]["arguments"]["size"])
-                result = {"content": [{"type": "text", "text": "y" * size}]}
-            elif name == "exit-partial":
-                out.write(b'{"jsonrpc":"2.0","id":' + json.dumps(rpc_id).encode() + b',"res')
-                out.flush()
-                os._exit(0)
-            else:
-                result = {"content": [{"type": "text", "text": json.dumps(msg["params"])}]}
+        if isinstance(msg, list):
+            replies = [r for r in (_answer(m, mode, out) for m in msg) if r is not None]
+            if replies:
+                out.write(json.dumps(replies).encode() + b"\n")
         else:
-            out.write(
-                json.dumps(
-                    {"jsonrpc": "2.0", "id": rpc_id, "error": {"code": -32601, "message": method}}
-                ).encode()
-                + b"\n"
-            )
-            out.flush()
-            continue
-        out.write(_reply(rpc_id, result))
+            reply = _answer(msg, mode, out)
+            if reply is not None:
+                out.write(json.dumps(reply).encode() + b"\n")
         out.flush()
     if mode == "ignore-term":
         # Ignore stdin EOF too: only SIGKILL stops this one.
