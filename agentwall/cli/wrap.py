@@ -84,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from agentwall.audit.keys import load_audit_key
-    from agentwall.audit.log import AuditLog, LocalAuditSink
+    from agentwall.audit.log import AuditLog
     from agentwall.io.stdio_wrap import StdioWrap, WrapConfig, run_wrap, split_command
     from agentwall.promote.enforce import SignedPolicyLoader
 
@@ -111,8 +111,9 @@ def run(args: argparse.Namespace) -> int:
     key = load_audit_key(args.audit_key_file)
     for warning in key.warnings:
         print(f"agentwall wrap: {warning}", file=sys.stderr)
+    # In-process and synchronous: wrap serves one agent, whose call cannot
+    # proceed before its entry is durable anyway (see docs/wrap.md).
     audit_log = AuditLog.open(args.log_path, key)
-    sink = LocalAuditSink(audit_log)
 
     def reload_policy() -> tuple[Any, dict[str, Any]]:
         fresh = loader(args.policy)
@@ -134,10 +135,10 @@ def run(args: argparse.Namespace) -> int:
             lambda: StdioWrap(
                 config,
                 policy=policy,
-                audit=sink,
+                audit=audit_log,
                 reload_policy=reload_policy,
                 start_detail=detail,
             )
         )
     finally:
-        sink.close()
+        audit_log.close()

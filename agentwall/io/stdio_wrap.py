@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import itertools
 import logging
 import os
@@ -36,7 +37,7 @@ import stat
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, cast
 
 import msgspec
 
@@ -64,7 +65,6 @@ from agentwall.errors import (
     AuditError,
     FrameError,
 )
-from agentwall.io.contracts import AuditSink
 from agentwall.types import (
     PASSING_VERDICTS,
     AuditEvent,
@@ -304,51 +304,18 @@ class AgentKiller:
 # --- the wrapper ------------------------------------------------------------------------
 
 
+class SyncAudit(Protocol):
+    """The in-process audit log (``agentwall.audit.log.AuditLog``): returns
+    once the batch is written and fdatasynced; raises ``AuditError``."""
+
+    def append_batch(self, events: Sequence[AuditEvent]) -> list[int]: ...
+
+
 def _pollable(fd: int) -> bool:
     """Pipes and sockets can join the event loop; a regular file, /dev/null
     or a terminal (an agent launched by hand) is read or written directly."""
     mode = os.fstat(fd).st_mode
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
-
-
-class _Pipe:
-    """A write side (our stdout or the server's stdin).  ``writer`` None means
-    a blocking fd written directly (not a pipe)."""
-
-    def __init__(self, writer: asyncio.StreamWriter | None, fd: int = -1) -> None:
-        self.writer = writer
-        self.fd = fd
-        self.broken = False
-
-    async def send(self, line: bytes) -> bool:
-        if self.broken:
-            return False
-        try:
-            if self.writer is None:
-                _write_all(self.fd, line + b"\n")
-                return True
-            self.writer.write(line + b"\n")
-            if self.writer.transport.get_write_buffer_size() > _READ_CHUNK:
-                await self.writer.drain()
-        except (ConnectionError, RuntimeError, OSError):
-            self.broken = True
-            return False
-        return True
-
-    async def flush(self) -> None:
-        if self.broken or self.writer is None:
-            return
-        try:
-            await self.writer.drain()
-        except (ConnectionError, RuntimeError, OSError):
-            self.broken = True
-
-    def close(self) -> None:
-        if not self.broken:
-            self.broken = True
-            if self.writer is not None:
-                with contextlib.suppress(Exception):
-                    self.writer.close()
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -362,15 +329,120 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+class _Out:
+    """One line-oriented write side: a pipe transport (non-blocking, with
+    flow control) or, for anything else, direct writes to the fd."""
+
+    def __init__(self, transport: asyncio.WriteTransport | None, fd: int = -1) -> None:
+        self.transport = transport
+        self.fd = fd
+        self.broken = False
+
+    def write(self, line: bytes) -> bool:
+        if self.broken:
+            return False
+        transport = self.transport
+        try:
+            if transport is None:
+                _write_all(self.fd, line + b"\n")
+            elif transport.is_closing():
+                self.broken = True
+                return False
+            else:
+                transport.write(line + b"\n")
+        except (OSError, RuntimeError):
+            self.broken = True
+            return False
+        return True
+
+    def buffered(self) -> int:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return 0
+        return transport.get_write_buffer_size()
+
+    def close(self) -> None:
+        self.broken = True
+        if self.transport is not None:
+            with contextlib.suppress(Exception):
+                self.transport.close()
+
+
+class _HostReader(asyncio.Protocol):
+    def __init__(self, wrap: StdioWrap) -> None:
+        self.wrap = wrap
+
+    def data_received(self, data: bytes) -> None:
+        self.wrap._on_host_data(data)
+
+    def eof_received(self) -> bool:
+        self.wrap._on_host_eof()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.wrap._on_host_eof()
+
+
+class _HostWriter(asyncio.Protocol):
+    def __init__(self, wrap: StdioWrap) -> None:
+        self.wrap = wrap
+
+    def pause_writing(self) -> None:
+        self.wrap._server_reading(False)
+
+    def resume_writing(self) -> None:
+        self.wrap._server_reading(True)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.wrap._on_host_gone()
+
+
+class _ServerProtocol(asyncio.SubprocessProtocol):
+    def __init__(self, wrap: StdioWrap) -> None:
+        self.wrap = wrap
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd == 1:
+            self.wrap._on_server_data(data)
+        else:
+            self.wrap._on_server_stderr(data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        self.wrap._on_server_pipe_closed(fd)
+
+    def process_exited(self) -> None:
+        self.wrap._on_server_exit()
+
+    # Flow control of the server's stdin: stop reading the host meanwhile.
+    def pause_writing(self) -> None:
+        self.wrap._host_reading(False)
+
+    def resume_writing(self) -> None:
+        self.wrap._host_reading(True)
+
+
+# Run after the chunk's audit batch, with whether it was made durable.
+Action = Callable[[bool], object]
+Judged = tuple[Decision, AuditOutcome, Message]
+
+
 class StdioWrap:
-    """One wrapped session.  ``run()`` returns our exit status."""
+    """One wrapped session.  ``run()`` returns our exit status.
+
+    The data path is synchronous inside the event loop's read callbacks: a
+    chunk of input is framed and parsed, every message in it judged, their
+    audit entries appended as one durable batch (one fdatasync), and only
+    then are the resulting actions (forward, refuse, kill) carried out, in
+    input order.  Nothing waits on a task switch between reading a message
+    and forwarding it.
+    """
 
     def __init__(
         self,
         config: WrapConfig,
         *,
         policy: Any,
-        audit: AuditSink,
+        audit: SyncAudit,
         reload_policy: Callable[[], tuple[Any, dict[str, Any]]] | None = None,
         start_detail: dict[str, Any] | None = None,
         host_in: int = 0,
@@ -389,24 +461,31 @@ class StdioWrap:
         self._call_ids = itertools.count(1)
         self._host_framer = NdjsonFramer(config.max_line)
         self._server_framer = NdjsonFramer(config.max_line)
-        # Host requests forwarded to the server: id -> method.
+        # Host requests on their way to or at the server: id -> method.
         self._pending: dict[int | str, str] = {}
         # Server requests forwarded to the host: id -> method.
         self._server_pending: dict[int | str, str] = {}
-        self._proc: asyncio.subprocess.Process | None = None
-        self._host: _Pipe | None = None
-        self._server_in: _Pipe | None = None
+        # The batch being built from one chunk of input.
+        self._events: list[AuditEvent] = []
+        self._actions: list[Action] = []
+        self._server: asyncio.SubprocessTransport | None = None
+        self._server_pid: int | None = None
+        self._server_in: _Out | None = None
+        self._server_out: asyncio.ReadTransport | None = None
+        self._host: _Out | None = None
+        self._host_in: asyncio.ReadTransport | None = None
+        self._host_eof = False
         self._stderr_tail: deque[bytes] = deque()
         self._stderr_tail_size = 0
         self._server_spoke = False
         self._stopping = False
         self._stop_reason = ""
-        self._signalled: int | None = None
         self._session_killed = False
         self._dropped_server_lines = 0
-        self._shutdown_task: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Future[None]] = set()
+        self._background: set[asyncio.Future[Any]] = set()
         self._server_exited = asyncio.Event()
+        self._server_stdout_closed = asyncio.Event()
+        self._server_stderr_closed = asyncio.Event()
         self._mask: Callable[[Any], tuple[Any, tuple[str, ...]]] | None = None
         if config.log_params:
             from agentwall.policy.secrets import mask_secrets
@@ -419,9 +498,9 @@ class StdioWrap:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        await self._record(self._start_event())
+        self._record(self._start_event())
         if self.config.dry_run:
-            await self._record(
+            self._record(
                 AuditEvent(
                     event="dry_run_active",
                     session=self.session,
@@ -430,7 +509,8 @@ class StdioWrap:
                 )
             )
         try:
-            self._proc = await asyncio.create_subprocess_exec(
+            transport, _ = await loop.subprocess_exec(
+                lambda: _ServerProtocol(self),
                 *self.config.command,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
@@ -438,47 +518,38 @@ class StdioWrap:
                 preexec_fn=_child_setup,
             )
         except OSError as exc:
-            return await self._failed_to_spawn(exc)
-        proc = self._proc
-        assert proc.stdin is not None
-        assert proc.stdout is not None
-        assert proc.stderr is not None
-        self._server_in = _Pipe(proc.stdin)
-        if _pollable(self._host_out_fd):
-            self._host = _Pipe(await self._open_host_writer(loop))
-        else:
-            self._host = _Pipe(None, self._host_out_fd)
+            return self._failed_to_spawn(exc)
+        self._server = transport
+        self._server_pid = transport.get_pid()
+        # uvloop's pipe transports do not subclass asyncio's; same interface.
+        self._server_in = _Out(cast(asyncio.WriteTransport, transport.get_pipe_transport(0)))
+        self._server_out = cast(asyncio.ReadTransport, transport.get_pipe_transport(1))
+        await self._open_host(loop)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, sig)
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
-        waiter = asyncio.ensure_future(proc.wait())
-        waiter.add_done_callback(lambda _f: self._server_exited.set())
-        stderr_task = asyncio.ensure_future(self._relay_stderr(proc.stderr))
-        server_task = asyncio.ensure_future(self._server_pump(proc.stdout))
-        host_task = asyncio.ensure_future(self._host_pump(loop))
         try:
-            returncode = await waiter
-            await self._sweep_group(proc.pid)
-            # The server's last lines (and its stderr) are still in the pipes.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(server_task), timeout=2.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(stderr_task), timeout=1.0)
-            await self._fail_pending(returncode)
-            assert self._host is not None
-            await self._host.flush()
+            await self._server_exited.wait()
+            returncode = transport.get_returncode()
+            assert returncode is not None
+            await self._sweep_group(self._server_pid)
+            # The server's last lines (and its stderr) may still be in the pipes.
+            await self._wait(self._server_stdout_closed, 2.0)
+            await self._wait(self._server_stderr_closed, 1.0)
+            self._fail_pending(returncode)
+            await self._drain_host()
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            for task in (host_task, server_task, stderr_task):
+            for task in list(self._background):
                 task.cancel()
-            for task in (host_task, server_task, stderr_task):
+            for task in list(self._background):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            if self._shutdown_task is not None:
-                self._shutdown_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._shutdown_task
+            self._host_eof = True
+            if self._host_in is not None:
+                self._host_in.close()
+            transport.close()
             self.evaluator.close()
             if self.killer is not None:
                 self.killer.close()
@@ -487,7 +558,7 @@ class StdioWrap:
             self._explain_failed_start(status)
         if self._session_killed:
             status = EXIT_SESSION_KILLED
-        await self._record(
+        self._record(
             AuditEvent(
                 event="proxy_stop",
                 session=self.session,
@@ -504,8 +575,33 @@ class StdioWrap:
             self._host.close()
         return status
 
+    async def _open_host(self, loop: asyncio.AbstractEventLoop) -> None:
+        if _pollable(self._host_out_fd):
+            pipe = os.fdopen(self._host_out_fd, "wb", buffering=0, closefd=False)
+            out, _ = await loop.connect_write_pipe(lambda: _HostWriter(self), pipe)
+            self._host = _Out(out)
+        else:
+            self._host = _Out(None, self._host_out_fd)
+        if _pollable(self._host_in_fd):
+            pipe = os.fdopen(self._host_in_fd, "rb", buffering=0, closefd=False)
+            reader, _ = await loop.connect_read_pipe(lambda: _HostReader(self), pipe)
+            self._host_in = reader
+        else:
+            self._spawn(self._read_host_directly())
+
+    async def _read_host_directly(self) -> None:
+        """A host stdin that is a file or a terminal: read it in a thread."""
+        while not self._host_eof:
+            try:
+                chunk = await asyncio.to_thread(os.read, self._host_in_fd, _READ_CHUNK)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            self._on_host_data(chunk)
+        self._on_host_eof()
+
     def _start_event(self) -> AuditEvent:
-        policy = self.evaluator.policy
         detail: dict[str, Any] = {
             "command": list(self.config.command),
             "pid": os.getpid(),
@@ -518,26 +614,19 @@ class StdioWrap:
             event="proxy_start",
             session=self.session,
             transport="stdio",
-            policy_hash=policy.hash,
+            policy_hash=self.evaluator.policy.hash,
             detail=detail,
         )
 
-    async def _open_host_writer(self, loop: asyncio.AbstractEventLoop) -> asyncio.StreamWriter:
-        pipe = os.fdopen(self._host_out_fd, "wb", buffering=0, closefd=False)
-        transport, protocol = await loop.connect_write_pipe(
-            lambda: asyncio.streams.FlowControlMixin(loop), pipe
-        )
-        return asyncio.StreamWriter(transport, protocol, None, loop)
-
-    async def _failed_to_spawn(self, exc: OSError) -> int:
+    def _failed_to_spawn(self, exc: OSError) -> int:
         command = shlex.join(self.config.command)
         status = EXIT_NOT_FOUND if isinstance(exc, FileNotFoundError) else EXIT_NOT_EXECUTABLE
         message = f"cannot start the MCP server `{command}`: {exc.strerror or exc}"
         self._stderr(f"agentwall wrap: error: {message}\n".encode())
-        await self._record(
+        self._record(
             AuditEvent(event="error", session=self.session, transport="stdio", reason=message)
         )
-        await self._record(
+        self._record(
             AuditEvent(
                 event="proxy_stop",
                 session=self.session,
@@ -561,36 +650,70 @@ class StdioWrap:
         text += f"; its stderr ended with:\n{tail}\n" if tail else " (it wrote nothing to stderr)\n"
         self._stderr(text.encode())
 
+    # -- the batch: audit first, then act ------------------------------------------------
+
+    def _commit(self) -> None:
+        """Make this chunk's entries durable, then carry out its actions in
+        order.  If the entries cannot be made durable, every action is told
+        so (and refuses instead of forwarding)."""
+        while self._actions:
+            events, actions = self._events, self._actions
+            self._events, self._actions = [], []
+            durable = True
+            if events:
+                try:
+                    self.audit.append_batch(events)
+                except AuditError as exc:
+                    durable = False
+                    self._note(f"{len(events)} audit entries could not be made durable: {exc}")
+            for action in actions:
+                action(durable)
+
+    def _then(self, action: Action, event: AuditEvent | None = None) -> None:
+        if event is not None:
+            self._events.append(event)
+        self._actions.append(action)
+
+    def _record(self, event: AuditEvent) -> bool:
+        """One entry outside the data path (start, stop, reload, kills)."""
+        try:
+            self.audit.append_batch((event,))
+        except AuditError as exc:
+            self._note(f"audit entry ({event.event}) could not be written: {exc}")
+            return False
+        return True
+
     # -- host -> server ---------------------------------------------------------------
 
-    async def _host_pump(self, loop: asyncio.AbstractEventLoop) -> None:
-        reader = asyncio.StreamReader(limit=_READ_CHUNK, loop=loop)
-        read: Callable[[], Any]
-        if _pollable(self._host_in_fd):
-            pipe = os.fdopen(self._host_in_fd, "rb", buffering=0, closefd=False)
-            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
-            read = lambda: reader.read(_READ_CHUNK)  # noqa: E731
-        else:
-            read = lambda: asyncio.to_thread(os.read, self._host_in_fd, _READ_CHUNK)  # noqa: E731
-        framer = self._host_framer
-        try:
-            while True:
-                chunk = await read()
-                if not chunk:
-                    break
-                for item in framer.feed(chunk):
-                    await self._from_host(item)
-                if self._session_killed:
-                    return
-            for item in framer.eof():
-                await self._from_host(item)
-        except OSError as exc:
-            log.warning("reading from the host failed: %s", exc)
+    def _on_host_data(self, data: bytes) -> None:
+        if self._host_eof or self._session_killed:
+            return
+        for item in self._host_framer.feed(data):
+            self._from_host(item)
+        self._commit()
+
+    def _on_host_eof(self) -> None:
+        if self._host_eof:
+            return
+        if not self._session_killed:
+            for item in self._host_framer.eof():
+                self._from_host(item)
+            self._commit()
+        self._host_eof = True
         self._begin_shutdown("the host closed its end (stdin EOF)", graceful=True)
 
-    async def _from_host(self, item: bytes | LineTooLong | TruncatedLine) -> None:
+    def _on_host_gone(self) -> None:
+        self._begin_shutdown("the host stopped reading (stdout closed)", graceful=True)
+
+    def _host_reading(self, on: bool) -> None:
+        reader = self._host_in
+        if reader is not None and not reader.is_closing():
+            with contextlib.suppress(Exception):
+                reader.resume_reading() if on else reader.pause_reading()
+
+    def _from_host(self, item: bytes | LineTooLong | TruncatedLine) -> None:
         if isinstance(item, LineTooLong):
-            await self._host_frame_error(
+            self._host_frame_error(
                 FrameError(
                     f"message line longer than {item.limit} bytes; discarded",
                     rpc_code=INVALID_REQUEST,
@@ -598,12 +721,8 @@ class StdioWrap:
                 )
             )
             return
-        if isinstance(item, TruncatedLine):
-            data = item.data
-            partial = True
-        else:
-            data = item
-            partial = False
+        partial = isinstance(item, TruncatedLine)
+        data = item.data if isinstance(item, TruncatedLine) else item
         received_ns = time.time_ns()
         try:
             parsed = parse(data, max_size=self.config.max_line, max_depth=self.config.max_depth)
@@ -614,70 +733,133 @@ class StdioWrap:
                     rpc_code=exc.rpc_code,
                     rpc_id=exc.rpc_id,
                 )
-            await self._host_frame_error(exc)
+            self._host_frame_error(exc)
             return
         message = parsed.message
         if isinstance(message, list):
-            await self._host_batch(message, received_ns)
+            self._host_batch(message, received_ns)
             return
-        forward = await self._judge_host_message(message, received_ns)
-        if forward is not None:
-            wire = parsed.wire if forward is message else encode_message(forward)
-            await self._forward_to_server(forward, wire)
+        self._host_message(message, parsed.wire, received_ns)
 
-    async def _host_batch(self, batch: list[Message | FrameError], received_ns: int) -> None:
-        out: list[Message | FrameError] = []
-        for item in batch:
-            if isinstance(item, FrameError):
-                await self._host_frame_error(item)
-                continue
-            forward = await self._judge_host_message(item, received_ns)
-            if forward is not None:
-                out.append(forward)
-        if out:
-            wire = encode_message(out)
-            for item in out:
-                if isinstance(item, Request):
-                    self._pending[item.id] = item.method
-            if not await self._server_send(wire):
-                for item in out:
-                    if isinstance(item, Request):
-                        await self._server_unreachable(item)
-
-    async def _judge_host_message(self, message: Message, received_ns: int) -> Message | None:
-        """Returns what to forward to the server, or None (answered here)."""
+    def _host_message(self, message: Message, wire: bytes, received_ns: int) -> None:
         if isinstance(message, Response | ErrorResponse):
             if message.id is None or self._server_pending.pop(message.id, None) is None:
                 self._note(f"dropped a response from the host for unknown id {message.id!r}")
-                return None
-            return message
+                return
+            self._then(lambda _durable: self._to_server(wire))
+            return
         if isinstance(message, Request) and message.id in self._pending:
-            await self._to_host(
-                error_response(
-                    message.id,
-                    INVALID_REQUEST,
-                    f"request id {message.id!r} is already in use by a pending request",
-                )
+            reply = error_response(
+                message.id,
+                INVALID_REQUEST,
+                f"request id {message.id!r} is already in use by a pending request",
             )
-            return None
-        judged = await self._judge(message, "client", received_ns)
+            self._then(lambda _durable: self._to_host(reply))
+            return
+        judged = self._judge(message, "client", received_ns)
         if judged is None:
-            return None
+            return
         decision, outcome, forward = judged
-        if outcome in ("deny", "error"):
+        passes = outcome not in ("deny", "error")
+        if passes and isinstance(forward, Request):
+            self._pending[forward.id] = forward.method
+        if forward is not message:
+            wire = encode_message(forward)
+
+        def act(durable: bool) -> None:
+            if not durable:
+                self._refuse_host(message, decision, "error")
+            elif not passes:
+                self._refuse_host(message, decision, outcome)
+                if outcome == "deny":
+                    self._enforce_kill(decision)
+            else:
+                self._forward_host_message(forward, wire)
+
+        self._actions.append(act)
+
+    def _host_batch(self, batch: list[Message | FrameError], received_ns: int) -> None:
+        """Items are judged one by one; refusals are answered one by one; what
+        passes goes to the server as one batch."""
+        forward: list[Message | FrameError] = []
+        for item in batch:
+            if isinstance(item, FrameError):
+                self._host_frame_error(item)
+                continue
+            if isinstance(item, Response | ErrorResponse):
+                if item.id is not None and self._server_pending.pop(item.id, None) is not None:
+                    forward.append(item)
+                else:
+                    self._note(f"dropped a response from the host for unknown id {item.id!r}")
+                continue
+            if isinstance(item, Request) and item.id in self._pending:
+                reply = error_response(item.id, INVALID_REQUEST, "request id already in use")
+                self._then(functools.partial(self._reply_host, reply))
+                continue
+            judged = self._judge(item, "client", received_ns)
+            if judged is None:
+                continue
+            decision, outcome, passed = judged
+            if outcome in ("deny", "error"):
+
+                def refuse(
+                    durable: bool, m: Message = item, d: Decision = decision, o: str = outcome
+                ) -> None:
+                    self._refuse_host(m, d, o if durable else "error")
+                    if durable and o == "deny":
+                        self._enforce_kill(d)
+
+                self._actions.append(refuse)
+                continue
+            if isinstance(passed, Request):
+                self._pending[passed.id] = passed.method
+            forward.append(passed)
+        if not forward:
+            return
+        wire = encode_message(forward)
+
+        def send(durable: bool) -> None:
+            if not durable:
+                for m in forward:
+                    if isinstance(m, Request):
+                        self._pending.pop(m.id, None)
+                        self._to_host(
+                            error_response(m.id, AUDIT_UNAVAILABLE, "the audit log is unavailable")
+                        )
+                return
+            if not self._to_server(wire):
+                for m in forward:
+                    if isinstance(m, Request):
+                        self._server_unreachable(m.id)
+
+        self._actions.append(send)
+
+    def _reply_host(self, reply: bytes, _durable: bool) -> None:
+        self._to_host(reply)
+
+    def _forward_host_message(self, message: Message, wire: bytes) -> None:
+        if self._session_killed:
+            # Kill mode ended the session earlier in this same chunk.
             if isinstance(message, Request):
-                await self._to_host(self._refusal(message.id, decision, outcome))
-            if outcome == "deny":
-                await self._enforce_kill(decision)
-            return None
-        if isinstance(forward, Notification) and forward.method == "notifications/cancelled":
+                self._pending.pop(message.id, None)
+                self._to_host(
+                    error_response(message.id, POLICY_DENIED, "the session was ended by kill mode")
+                )
+            return
+        if isinstance(message, Notification) and message.method == "notifications/cancelled":
             # The server may never answer a cancelled request; nor must we.
-            params = forward.params
+            params = message.params
             if isinstance(params, dict):
                 cancelled = params.get("requestId")
                 if isinstance(cancelled, int | str) and not isinstance(cancelled, bool):
                     self._pending.pop(cancelled, None)
-        return forward
+        if not self._to_server(wire) and isinstance(message, Request):
+            self._server_unreachable(message.id)
+
+    def _refuse_host(self, message: Message, decision: Decision, outcome: str) -> None:
+        if isinstance(message, Request):
+            self._pending.pop(message.id, None)
+            self._to_host(self._refusal(message.id, decision, outcome))
 
     def _refusal(self, rpc_id: int | str, decision: Decision, outcome: str) -> bytes:
         if outcome == "error":
@@ -695,63 +877,65 @@ class StdioWrap:
                 f"retry after {decision.retry_after_ms} ms",
                 denial_data(decision),
             )
-        return error_response(
-            rpc_id, POLICY_DENIED, denial_message(decision), denial_data(decision)
+        message = denial_message(decision)
+        return error_response(rpc_id, POLICY_DENIED, message, denial_data(decision))
+
+    def _host_frame_error(self, exc: FrameError) -> None:
+        event = AuditEvent(
+            event="error",
+            session=self.session,
+            transport="stdio",
+            rpc_id=exc.rpc_id,
+            reason=f"invalid message from the host: {exc}",
+            detail={"direction": "host", "code": exc.rpc_code},
         )
+        reply = error_response(exc.rpc_id, exc.rpc_code, str(exc))
+        # The error is answered even when its entry cannot be written: it
+        # forwards nothing.
+        self._then(lambda _durable: self._to_host(reply), event)
 
-    async def _host_frame_error(self, exc: FrameError) -> None:
-        await self._record(
-            AuditEvent(
-                event="error",
-                session=self.session,
-                transport="stdio",
-                rpc_id=exc.rpc_id,
-                reason=f"invalid message from the host: {exc}",
-                detail={"direction": "host", "code": exc.rpc_code},
-            ),
-            quiet=True,
-        )
-        await self._to_host(error_response(exc.rpc_id, exc.rpc_code, str(exc)))
-
-    async def _forward_to_server(self, message: Message, wire: bytes) -> None:
-        if isinstance(message, Request):
-            self._pending[message.id] = message.method
-        if not await self._server_send(wire) and isinstance(message, Request):
-            await self._server_unreachable(message)
-
-    async def _server_unreachable(self, request: Request) -> None:
-        if self._pending.pop(request.id, None) is not None:
-            await self._to_host(
+    def _server_unreachable(self, rpc_id: int | str) -> None:
+        if self._pending.pop(rpc_id, None) is not None:
+            self._to_host(
                 error_response(
-                    request.id,
+                    rpc_id,
                     UPSTREAM_UNAVAILABLE,
                     "the MCP server is not reading its input; the request was not delivered",
                 )
             )
 
-    async def _server_send(self, wire: bytes) -> bool:
-        pipe = self._server_in
-        return pipe is not None and await pipe.send(wire)
+    def _to_server(self, wire: bytes) -> bool:
+        out = self._server_in
+        return out is not None and out.write(wire)
 
     # -- server -> host ---------------------------------------------------------------
 
-    async def _server_pump(self, stdout: asyncio.StreamReader) -> None:
-        framer = self._server_framer
-        try:
-            while True:
-                chunk = await stdout.read(_READ_CHUNK)
-                if not chunk:
-                    break
-                for item in framer.feed(chunk):
-                    await self._from_server(item)
-            for item in framer.eof():
-                await self._from_server(item)
-        except OSError as exc:
-            log.warning("reading from the MCP server failed: %s", exc)
+    def _on_server_data(self, data: bytes) -> None:
+        for item in self._server_framer.feed(data):
+            self._from_server(item)
+        self._commit()
 
-    async def _from_server(self, item: bytes | LineTooLong | TruncatedLine) -> None:
+    def _on_server_pipe_closed(self, fd: int) -> None:
+        if fd == 1:
+            for item in self._server_framer.eof():
+                self._from_server(item)
+            self._commit()
+            self._server_stdout_closed.set()
+        elif fd == 2:
+            self._server_stderr_closed.set()
+
+    def _on_server_exit(self) -> None:
+        self._server_exited.set()
+
+    def _server_reading(self, on: bool) -> None:
+        reader = self._server_out
+        if reader is not None and not reader.is_closing():
+            with contextlib.suppress(Exception):
+                reader.resume_reading() if on else reader.pause_reading()
+
+    def _from_server(self, item: bytes | LineTooLong | TruncatedLine) -> None:
         if isinstance(item, LineTooLong):
-            await self._dropped_server_output(
+            self._dropped_server_output(
                 f"a line longer than {item.limit} bytes", sniff_id(item.head), item.head
             )
             return
@@ -760,27 +944,37 @@ class StdioWrap:
         try:
             parsed = parse(data, max_size=self.config.max_line, max_depth=self.config.max_depth)
         except FrameError as exc:
-            await self._dropped_server_output(str(exc), exc.rpc_id, data)
+            self._dropped_server_output(str(exc), exc.rpc_id, data)
             return
         self._server_spoke = True
         message = parsed.message
-        if isinstance(message, list):
-            out: list[Message | FrameError] = []
-            for entry in message:
-                if isinstance(entry, FrameError):
-                    await self._dropped_server_output(str(entry), entry.rpc_id)
-                    continue
-                forward = await self._judge_server_message(entry, received_ns)
-                if forward is not None:
-                    out.append(forward)
-            if out:
-                await self._to_host(encode_message(out))
+        if not isinstance(message, list):
+            self._server_message(message, parsed.wire, received_ns)
             return
-        forward = await self._judge_server_message(message, received_ns)
-        if forward is not None:
-            await self._to_host(parsed.wire if forward is message else encode_message(forward))
+        forward: list[Message | FrameError] = []
+        for entry in message:
+            if isinstance(entry, FrameError):
+                self._dropped_server_output(str(entry), entry.rpc_id)
+                continue
+            passed = self._judge_server_message(entry, received_ns)
+            if passed is not None:
+                forward.append(passed)
+        if forward:
+            wire = encode_message(forward)
+            self._then(lambda durable: self._to_host(wire) if durable else None)
 
-    async def _judge_server_message(self, message: Message, received_ns: int) -> Message | None:
+    def _server_message(self, message: Message, wire: bytes, received_ns: int) -> None:
+        passed = self._judge_server_message(message, received_ns)
+        if passed is None:
+            return
+        if passed is not message:
+            wire = encode_message(passed)
+        self._then(lambda durable: self._to_host(wire) if durable else None)
+
+    def _judge_server_message(self, message: Message, received_ns: int) -> Message | None:
+        """What to forward to the host (None: answered or dropped here).  A
+        refused server request is answered to the server in the host's
+        place, so it does not wait forever."""
         if isinstance(message, Response | ErrorResponse):
             if message.id is None:
                 self._note(f"the MCP server reported an error without an id: {message.error}")
@@ -799,21 +993,32 @@ class StdioWrap:
                 result = filter_tools_list(self.evaluator.policy, message.result, None)
                 return msgspec.structs.replace(message, result=result)
             return message
-        judged = await self._judge(message, "server", received_ns)
+        judged = self._judge(message, "server", received_ns)
         if judged is None:
             return None
         decision, outcome, forward = judged
         if outcome in ("deny", "error"):
-            # The server must not wait forever for an answer the host will
-            # never see: refuse it in the host's place.
             if isinstance(message, Request):
-                await self._server_send(self._refusal(message.id, decision, outcome))
+                reply = self._refusal(message.id, decision, outcome)
+                self._then(lambda _durable: self._to_server_quietly(reply))
             return None
         if isinstance(forward, Request):
             self._server_pending[forward.id] = forward.method
+
+            def forget_if_lost(durable: bool, rpc_id: int | str = forward.id) -> None:
+                if not durable:
+                    self._server_pending.pop(rpc_id, None)
+                    self._to_server_quietly(
+                        error_response(rpc_id, AUDIT_UNAVAILABLE, "the audit log is unavailable")
+                    )
+
+            self._actions.append(forget_if_lost)
         return forward
 
-    async def _dropped_server_output(
+    def _to_server_quietly(self, wire: bytes) -> None:
+        self._to_server(wire)
+
+    def _dropped_server_output(
         self, why: str, rpc_id: int | str | None, data: bytes | None = None
     ) -> None:
         """Anything on the server's stdout that is not a valid message never
@@ -824,42 +1029,38 @@ class StdioWrap:
         if count <= _DROPPED_LINES_LOGGED or count % 1000 == 0:
             sample = "" if data is None else f": {data[:120]!r}"
             self._note(f"dropped invalid output #{count} from the MCP server ({why}){sample}")
+        event = None
         if count == 1:
-            await self._record(
-                AuditEvent(
-                    event="error",
-                    session=self.session,
-                    transport="stdio",
-                    reason=f"invalid output from the MCP server dropped: {why}",
-                    detail={"direction": "server", "note": "later drops are counted at stop"},
-                ),
-                quiet=True,
+            event = AuditEvent(
+                event="error",
+                session=self.session,
+                transport="stdio",
+                reason=f"invalid output from the MCP server dropped: {why}",
+                detail={"direction": "server", "note": "later drops are counted at stop"},
             )
+        reply = None
         if rpc_id is not None and self._pending.pop(rpc_id, None) is not None:
-            await self._to_host(
-                error_response(
-                    rpc_id, UPSTREAM_UNAVAILABLE, f"the MCP server sent an invalid answer: {why}"
-                )
+            reply = error_response(
+                rpc_id, UPSTREAM_UNAVAILABLE, f"the MCP server sent an invalid answer: {why}"
             )
+        if event is not None or reply is not None:
+            self._then(lambda _durable: reply is not None and self._to_host(reply), event)
 
-    async def _relay_stderr(self, stderr: asyncio.StreamReader) -> None:
-        while True:
-            chunk = await stderr.read(_READ_CHUNK)
-            if not chunk:
-                return
-            self._stderr(chunk)
-            self._stderr_tail.append(chunk)
-            self._stderr_tail_size += len(chunk)
-            while self._stderr_tail_size - len(self._stderr_tail[0]) >= _STDERR_TAIL:
-                self._stderr_tail_size -= len(self._stderr_tail.popleft())
+    def _on_server_stderr(self, chunk: bytes) -> None:
+        self._stderr(chunk)
+        self._stderr_tail.append(chunk)
+        self._stderr_tail_size += len(chunk)
+        while self._stderr_tail_size - len(self._stderr_tail[0]) >= _STDERR_TAIL:
+            self._stderr_tail_size -= len(self._stderr_tail.popleft())
 
     # -- judging ------------------------------------------------------------------------
 
-    async def _judge(
+    def _judge(
         self, message: Request | Notification, origin: Origin, received_ns: int
-    ) -> tuple[Decision, AuditOutcome, Message] | None:
-        """Evaluate and record.  Returns (decision, outcome, what to forward);
-        None when the message was malformed and has been answered."""
+    ) -> Judged | None:
+        """Evaluate and queue the decision's audit entry.  Returns (decision,
+        outcome, what to forward); None when the message was malformed (its
+        refusal is queued)."""
         call_id = f"{self.session}-{next(self._call_ids)}"
         try:
             call = make_call(
@@ -872,57 +1073,52 @@ class StdioWrap:
                 now_ns=received_ns,
             )
         except FrameError as exc:
-            await self._malformed(message, origin, call_id, exc)
+            self._malformed(message, origin, call_id, exc)
             return None
         decision = self.evaluator.decide(call, received_ns)
         verdict = decision.verdict
-        passes = verdict in PASSING_VERDICTS
         outcome: AuditOutcome
-        if passes:
+        if verdict in PASSING_VERDICTS:
             outcome = verdict
         elif self.config.dry_run:
             outcome = "dry_run_deny"
         else:
             outcome = "deny"
-        event = self._decision_event(call, decision, outcome, received_ns)
-        try:
-            await self.audit.record(event)
-        except AuditError as exc:
-            self._note(f"audit entry for {call_id} could not be made durable: {exc}; refused")
-            return decision, "error", message
+        self._events.append(self._decision_event(call, decision, outcome, received_ns))
         forward: Message = message
         if verdict == "redact" and decision.redactions and message.params is not msgspec.UNSET:
             params = apply_redactions(message.params, decision.redactions)
             forward = msgspec.structs.replace(message, params=params)
         return decision, outcome, forward
 
-    async def _malformed(
+    def _malformed(
         self, message: Request | Notification, origin: Origin, call_id: str, exc: FrameError
     ) -> None:
         rpc_id = message.id if isinstance(message, Request) else None
-        await self._record(
-            AuditEvent(
-                event="decision",
-                session=self.session,
-                transport="stdio",
-                call_id=call_id,
-                rpc_id=rpc_id,
-                method=message.method,
-                decision="deny",
-                rule_id="request.malformed",
-                reason=str(exc),
-                category="malformed",
-                detail={"origin": origin},
-            ),
-            quiet=True,
+        event = AuditEvent(
+            event="decision",
+            session=self.session,
+            transport="stdio",
+            call_id=call_id,
+            rpc_id=rpc_id,
+            method=message.method,
+            decision="deny",
+            rule_id="request.malformed",
+            reason=str(exc),
+            category="malformed",
+            detail={"origin": origin},
         )
-        if rpc_id is None:
-            return
-        reply = error_response(rpc_id, exc.rpc_code, str(exc))
-        if origin == "client":
-            await self._to_host(reply)
-        else:
-            await self._server_send(reply)
+        reply = None if rpc_id is None else error_response(rpc_id, exc.rpc_code, str(exc))
+
+        def answer(_durable: bool) -> None:
+            if reply is None:
+                return
+            if origin == "client":
+                self._to_host(reply)
+            else:
+                self._to_server_quietly(reply)
+
+        self._then(answer, event)
 
     def _decision_event(
         self, call: Call, decision: Decision, outcome: AuditOutcome, received_ns: int
@@ -952,59 +1148,47 @@ class StdioWrap:
             detail=None if call.origin == "client" else {"origin": "server"},
         )
 
-    async def _record(self, event: AuditEvent, *, quiet: bool = False) -> bool:
-        try:
-            await self.audit.record(event)
-        except AuditError as exc:
-            self._note(f"audit entry ({event.event}) could not be written: {exc}")
-            if not quiet:
-                log.error("audit entry %s could not be written: %s", event.event, exc)
-            return False
-        return True
-
     # -- kill modes ---------------------------------------------------------------------
 
-    async def _enforce_kill(self, decision: Decision) -> None:
+    def _enforce_kill(self, decision: Decision) -> None:
         mode = self.config.kill_mode
         if mode == "none" or self.config.dry_run:
             return
         if mode in ("process", "both") and self.killer is not None:
-            ok, detail = self.killer.kill(None if self._proc is None else self._proc.pid)
+            ok, detail = self.killer.kill(self._server_pid)
             self._note(f"kill-mode {mode}: {detail}")
-            await self._record(
+            self._record(
                 AuditEvent(
                     event="error",
                     session=self.session,
                     transport="stdio",
                     call_id=decision.call_id,
                     reason=detail,
-                    detail={
-                        "action": "kill",
-                        "kill_mode": mode,
-                        "ok": ok,
-                        "pid": self.killer.pid,
-                    },
+                    detail={"action": "kill", "kill_mode": mode, "ok": ok, "pid": self.killer.pid},
                 )
             )
         if mode in ("connection", "both"):
             self._session_killed = True
+            self._host_reading(False)
             self._begin_shutdown(
                 f"kill-mode {mode}: session ended after denial {decision.call_id}", graceful=False
             )
 
     # -- shutdown -----------------------------------------------------------------------
 
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def _on_signal(self, sig: int) -> None:
         name = signal.Signals(sig).name
-        self._signalled = sig
         self._note(f"received {name}; forwarding it to the MCP server")
         self._signal_group(sig)
         self._begin_shutdown(f"received {name}", graceful=True, close_stdin=False)
 
     def _on_sighup(self) -> None:
-        task = asyncio.ensure_future(self._reload())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._spawn(self._reload())
 
     async def _reload(self) -> None:
         if self._reload_policy is None:
@@ -1016,7 +1200,7 @@ class StdioWrap:
             diagnostics = getattr(exc, "diagnostics", None)
             reason = diagnostics() if callable(diagnostics) else str(exc)
             self._note(f"policy reload failed, keeping {old[:12]}: {reason}")
-            await self._record(
+            self._record(
                 AuditEvent(
                     event="policy_reload_failed",
                     session=self.session,
@@ -1028,7 +1212,7 @@ class StdioWrap:
             return
         self.evaluator.set_policy(policy)
         self._note(f"policy reloaded: {old[:12]} -> {policy.hash[:12]}")
-        await self._record(
+        self._record(
             AuditEvent(
                 event="policy_loaded",
                 session=self.session,
@@ -1043,47 +1227,50 @@ class StdioWrap:
             return
         self._stopping = True
         self._stop_reason = reason
-        self._shutdown_task = asyncio.ensure_future(self._stop_server(graceful, close_stdin))
+        self._spawn(self._stop_server(graceful, close_stdin))
 
     async def _stop_server(self, graceful: bool, close_stdin: bool) -> None:
         """MCP stdio shutdown: close the server's stdin, wait; SIGTERM, wait;
         SIGKILL.  Forwarded signals skip the first step (the server already
-        has the signal)."""
+        has the signal); kill mode connection skips the first wait."""
         grace = self.config.grace_s
         if close_stdin and self._server_in is not None:
-            await self._server_in.flush()
+            # close() lets what is buffered reach the server first.
             self._server_in.close()
-        if graceful and await self._wait_exit(grace):
+        if graceful and await self._wait(self._server_exited, grace):
             return
         self._signal_group(signal.SIGTERM)
-        if await self._wait_exit(grace):
+        if await self._wait(self._server_exited, grace):
             return
         self._note(f"the MCP server did not exit {grace:g}s after SIGTERM; sending SIGKILL")
         self._signal_group(signal.SIGKILL)
 
-    async def _wait_exit(self, seconds: float) -> bool:
+    @staticmethod
+    async def _wait(event: asyncio.Event, seconds: float) -> bool:
         try:
             async with asyncio.timeout(seconds):
-                await self._server_exited.wait()
+                await event.wait()
         except TimeoutError:
             return False
         return True
 
     def _signal_group(self, sig: int) -> None:
-        proc = self._proc
-        if proc is None or proc.returncode is not None:
+        pid = self._server_pid
+        if pid is None or self._server_exited.is_set():
             return
         try:
-            os.killpg(proc.pid, sig)
+            os.killpg(pid, sig)
         except ProcessLookupError:
             pass
         except PermissionError:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, sig)
+                os.kill(pid, sig)
 
-    async def _sweep_group(self, pgid: int) -> None:
+    async def _sweep_group(self, pgid: int | None) -> None:
         """The server has exited; anything it left in its process group
         would be an orphan: SIGTERM it, then SIGKILL what remains."""
+        if pgid is None:
+            return
         for sig, pause in ((signal.SIGTERM, min(self.config.grace_s, 1.0)), (signal.SIGKILL, 0.0)):
             try:
                 os.killpg(pgid, sig)
@@ -1098,7 +1285,7 @@ class StdioWrap:
                 except (ProcessLookupError, PermissionError):
                     return
 
-    async def _fail_pending(self, returncode: int) -> None:
+    def _fail_pending(self, returncode: int) -> None:
         """Every host request still waiting gets an error: the server will
         never answer it."""
         if not self._pending:
@@ -1111,7 +1298,7 @@ class StdioWrap:
         )
         pending = list(self._pending)
         self._pending.clear()
-        await self._record(
+        self._record(
             AuditEvent(
                 event="error",
                 session=self.session,
@@ -1121,16 +1308,23 @@ class StdioWrap:
             )
         )
         for rpc_id in pending:
-            await self._to_host(
-                error_response(rpc_id, UPSTREAM_UNAVAILABLE, f"{why} before answering")
-            )
+            self._to_host(error_response(rpc_id, UPSTREAM_UNAVAILABLE, f"{why} before answering"))
+
+    async def _drain_host(self) -> None:
+        """Let what we queued for the host reach it (bounded)."""
+        host = self._host
+        deadline = time.monotonic() + 5.0
+        while host is not None and host.buffered() and time.monotonic() < deadline:  # noqa: ASYNC110 -- a transport exposes a size, not an event
+            await asyncio.sleep(0.01)
 
     # -- output helpers ------------------------------------------------------------------
 
-    async def _to_host(self, line: bytes) -> None:
+    def _to_host(self, line: bytes) -> bool:
         host = self._host
-        if host is None or not await host.send(line):
-            self._begin_shutdown("the host stopped reading (stdout closed)", graceful=True)
+        if host is None or not host.write(line):
+            self._on_host_gone()
+            return False
+        return True
 
     def _note(self, text: str) -> None:
         self._stderr(f"agentwall wrap: {text}\n".encode("utf-8", "replace"))
@@ -1161,6 +1355,7 @@ __all__: Sequence[str] = (
     "AgentKiller",
     "InProcessEvaluator",
     "StdioWrap",
+    "SyncAudit",
     "WrapConfig",
     "apply_redactions",
     "denial_data",
