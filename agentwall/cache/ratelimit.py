@@ -100,6 +100,7 @@ class _Compiled(msgspec.Struct, frozen=True):
     rate_q: int
     capacity: int
     refill_ns: int
+    one: int  # the cost of one call in token units (capped at capacity)
 
 
 class SharedBuckets:
@@ -135,12 +136,15 @@ class SharedBuckets:
 
 
 def bucket_key(kind: str, *parts: str) -> int:
-    digest = blake2b(kind.encode(), digest_size=8, person=_PERSON)
+    """A non-zero 64-bit key; every part is length-prefixed, so no two
+    different (kind, parts) share an input."""
+    chunks = [kind.encode()]
     for part in parts:
         data = part.encode("utf-8", "surrogatepass")
-        digest.update(len(data).to_bytes(8, "little"))
-        digest.update(data)
-    return int.from_bytes(digest.digest(), "little") or 1
+        chunks.append(len(data).to_bytes(8, "little"))
+        chunks.append(data)
+    digest = blake2b(b"\0".join(chunks), digest_size=8, person=_PERSON).digest()
+    return int.from_bytes(digest, "little") or 1
 
 
 class RateLimiter:
@@ -153,6 +157,8 @@ class RateLimiter:
         self._buckets = shared.buckets
         self.tool_scope = tool_scope
         self._compiled: dict[RateSpec, _Compiled] = {}
+        # Recently used bucket keys (hashing a session id costs more than a take).
+        self._keys: dict[tuple[str, str, str], int] = {}
         self._reclaim_ticks = MIN_RECLAIM_NS >> layout.TICK_SHIFT
         self.allowed = 0
         self.refused = 0
@@ -180,7 +186,12 @@ class RateLimiter:
         if compiled is None:
             capacity = tokens.tokens_to_units(spec.capacity)
             refill_ns = math.ceil(capacity / layout.TOKEN_ONE / spec.calls_per_second * 1e9)
-            compiled = _Compiled(tokens.rate_to_q(spec.calls_per_second), capacity, refill_ns)
+            compiled = _Compiled(
+                tokens.rate_to_q(spec.calls_per_second),
+                capacity,
+                refill_ns,
+                min(layout.TOKEN_ONE, capacity),
+            )
             self._compiled[spec] = compiled
             # A bucket may only be re-keyed once it is certainly full again.
             reclaim_ns = max(MIN_RECLAIM_NS, 2 * refill_ns)
@@ -190,7 +201,10 @@ class RateLimiter:
     def take(self, key: int, spec: RateSpec, now_ns: int, cost: float = 1.0) -> int:
         """One take from bucket ``key``: 0 when allowed, else retry-after in ns."""
         compiled = self._compile(spec)
-        units = min(tokens.tokens_to_units(cost), compiled.capacity)
+        if cost == 1.0:
+            units = compiled.one
+        else:
+            units = min(tokens.tokens_to_units(cost), compiled.capacity)
         return self._buckets.take(
             key, compiled.rate_q, compiled.capacity, units, now_ns, self._reclaim_ticks
         )
@@ -205,21 +219,36 @@ class RateLimiter:
     ) -> RateVerdict:
         """Takes from the session bucket, then the tool bucket (when each has a rate)."""
         if session_rate is not None:
-            wait = self.take(bucket_key("session", session), session_rate, now_ns)
+            wait = self.take(self._key("session", session, ""), session_rate, now_ns)
             if wait:
                 self.refused += 1
                 return RateVerdict(False, "session", session_rate.calls_per_second, wait / 1e9)
         if tool is not None and tool_rate is not None:
             if self.tool_scope == "global":
-                key = bucket_key("tool", tool)
+                key = self._key("tool", "", tool)
             else:
-                key = bucket_key("session-tool", session, tool)
+                key = self._key("session-tool", session, tool)
             wait = self.take(key, tool_rate, now_ns)
             if wait:
                 self.refused += 1
                 return RateVerdict(False, "tool", tool_rate.calls_per_second, wait / 1e9)
         self.allowed += 1
         return ALLOWED
+
+    def _key(self, kind: str, session: str, tool: str) -> int:
+        memo = (kind, session, tool)
+        key = self._keys.get(memo)
+        if key is None:
+            if kind == "session":
+                key = bucket_key(kind, session)
+            elif kind == "tool":
+                key = bucket_key(kind, tool)
+            else:
+                key = bucket_key(kind, session, tool)
+            if len(self._keys) >= 8192:
+                self._keys.clear()
+            self._keys[memo] = key
+        return key
 
     def stats(self) -> dict[str, int]:
         shared = self._buckets.stats()

@@ -28,7 +28,7 @@ from agentwall.errors import (
 from agentwall.identity.config import IdentityConfig
 from agentwall.identity.rules import STEP_UP_CATEGORIES, IdentityRefusal
 from agentwall.identity.verifier import MAX_TOKEN_BYTES, TokenVerifier
-from agentwall.types import Identity
+from agentwall.types import Decision, Identity
 
 WELL_KNOWN_PRM = "/.well-known/oauth-protected-resource"
 
@@ -122,6 +122,20 @@ def challenge_for_category(
     return challenge_for_refusal(
         IdentityRefusal(category=category, reason=reason, required_scopes=tuple(required_scopes)),
         resource_metadata,
+    )
+
+
+def challenge_for_decision(
+    decision: Decision, resource_metadata: str | None
+) -> AuthChallenge | None:
+    """The HTTP answer for a policy decision: 403 + ``insufficient_scope`` (with
+    every scope the call needs) when ``evaluate`` refused an identity rule a
+    better token could satisfy; None for every other decision, which gets the
+    ordinary JSON-RPC answer."""
+    if decision.verdict != "deny":
+        return None
+    return challenge_for_category(
+        decision.category, decision.reason, decision.required_scopes, resource_metadata
     )
 
 

@@ -25,7 +25,7 @@ and the rest to a JSON-RPC error.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import msgspec
 
@@ -46,6 +46,17 @@ class IdentityRule(msgspec.Struct, frozen=True):
     subjects: tuple[str, ...] = ()
     claims: dict[str, Any] = msgspec.field(default_factory=dict)
     scopes: tuple[str, ...] = ()
+
+
+class IdentityRuleLike(Protocol):
+    """Ours or the policy model's ``IdentityRule``: same three fields."""
+
+    @property
+    def subjects(self) -> tuple[str, ...]: ...
+    @property
+    def claims(self) -> Mapping[str, Any]: ...
+    @property
+    def scopes(self) -> tuple[str, ...]: ...
 
 
 class IdentityRefusal(msgspec.Struct, frozen=True):
@@ -94,7 +105,9 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def check_identity_rule(rule: IdentityRule, identity: Identity | None) -> IdentityRefusal | None:
+def check_identity_rule(
+    rule: IdentityRuleLike, identity: Identity | None
+) -> IdentityRefusal | None:
     """None when ``identity`` satisfies ``rule``; otherwise why not."""
     if identity is None:
         return IdentityRefusal(
@@ -130,7 +143,7 @@ def check_identity_rule(rule: IdentityRule, identity: Identity | None) -> Identi
     return None
 
 
-def claims_looked_at(rules: Iterable[IdentityRule]) -> tuple[frozenset[str], bool]:
+def claims_looked_at(rules: Iterable[IdentityRuleLike]) -> tuple[frozenset[str], bool]:
     """The claim names and whether subjects matter, over a policy's rules: what
     ``TokenVerifier(class_claims=..., subject_in_class=...)`` should keep."""
     names: set[str] = set()

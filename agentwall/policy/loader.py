@@ -185,10 +185,10 @@ def _version(ctx: _Ctx, node: YNode) -> str:
 
 
 def _claims(ctx: _Ctx, node: YNode, what: str) -> dict[str, tuple[str | int | bool, ...]]:
-    m = ctx.map(node, what, allowed=tuple(e.key for e in node.entries)
-                if isinstance(node, YMap) else ())
+    if not isinstance(node, YMap):
+        ctx.fail(f"{what} must be a mapping of claim name to value(s)", node.pos)
     out: dict[str, tuple[str | int | bool, ...]] = {}
-    for entry in m.entries:
+    for entry in node.entries:
         items = entry.value.items if isinstance(entry.value, YSeq) else [entry.value]
         values: list[str | int | bool] = []
         for item in items:

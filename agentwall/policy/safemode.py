@@ -104,9 +104,15 @@ TEXT_RULES: tuple[SafeRule, ...] = (
         r"|mozilla/firefox|microsoft/edge|bravesoftware))(?:/|$)",
     ),
     SafeRule(
+        "safe_mode.path.process_secrets", SENSITIVE_PATH,
+        "access to another process's environment or memory",
+        r"/proc/(?:self|thread-self|[0-9]+)/(?:task/[0-9]+/)?(?:environ|mem|cmdline)(?:$|[^a-z0-9_])"
+        r"|/proc/kcore(?:$|[^a-z0-9_])",
+    ),
+    SafeRule(
         "safe_mode.rce.pipe_to_shell", RCE,
         "a download piped into a shell or interpreter",
-        r"\b(?:curl|wget|fetch|iwr|irm|invoke-webrequest|invoke-restmethod)\b[^\n]*\|\s*"
+        r"\b(?:curl|wget|fetch|iwr|irm|invoke-webrequest|invoke-restmethod)\b[^\n]*\|&?\s*"
         r"(?:sudo\s+(?:-[a-z-]+\s+)*)?(?:[a-z0-9_./-]*/)?(?:env\s+(?:[a-z0-9_./-]*/)?)?"
         r"(?:sh|bash|zsh|ksh|dash|ash|fish|csh|tcsh|python[0-9.]*|perl|ruby|node|php|pwsh"
         r"|powershell|iex|invoke-expression)\b",
@@ -131,7 +137,7 @@ TEXT_RULES: tuple[SafeRule, ...] = (
     ),
     SafeRule(
         "safe_mode.rce.destructive_rm", RCE, "a destructive removal of / or the home directory",
-        r"\brm\s+(?:-[a-z-]*\s+)*(?:/|/\*|/\.|~[a-z0-9_-]*/?\*?|\$\{?home\}?/?\*?)"
+        r"\brm\s+(?:-[a-z-]*\s+)*(?:/|/\*/?|/\.|~[a-z0-9_-]*/?\*?|\$\{?home\}?/?\*?)"
         r"(?:$|[\s;&|)`])"
         r"|\bfind\s+(?:/|~|\$\{?home\}?)\s[^\n]*-delete\b",
     ),
@@ -184,13 +190,14 @@ _URL = compile_re2(
 )
 _BARE_HOST = compile_re2(r"^\s*(\[[0-9a-f:.%a-z]+\]|[0-9a-fx.]+)(?::[0-9]*)?(?:[/?#].*)?\s*$")
 _DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
+_ESCAPE = compile_re2(r"\\u([0-9a-fA-F]{4})|\\x([0-9a-fA-F]{2})")
 
 
 def _percent_decode(text: str) -> str:
     for _ in range(4):
         if "%" not in text:
             break
-        decoded = unquote(text, errors="surrogateescape")
+        decoded = unquote(text, errors="replace")
         if decoded == text:
             break
         text = decoded
@@ -214,7 +221,10 @@ def _resolve_dots(text: str) -> str:
                     out.append("..")
                 continue
             out.append(seg)
-        tokens[i] = "/".join(out)
+        resolved = "/".join(out)
+        if tok.startswith("/") and not resolved.startswith("/"):
+            resolved = "/" + resolved  # "/.." is "/"
+        tokens[i] = resolved
     return " ".join(tokens)
 
 
@@ -233,9 +243,18 @@ def _deshell(text: str) -> str:
     return text
 
 
-def variants(text: str) -> tuple[str, list[str]]:
-    """(lowered decoded form for URL parsing, text-rule variants)."""
-    t = _percent_decode(text) if "%" in text else text
+def _unescape(text: str) -> str:
+    """\\uXXXX and \\xXX escapes written as text (a server that decodes the
+    argument again would see the characters).  Surrogate escapes stay as
+    written: a lone surrogate cannot be matched and is not a character."""
+    def _char(m: Any) -> str:
+        code = int(m.group(1) or m.group(2), 16)
+        return m.group(0) if 0xD800 <= code <= 0xDFFF else chr(code)
+
+    return str(_ESCAPE.sub(_char, text))
+
+
+def _forms(t: str) -> tuple[str, list[str]]:
     if not t.isascii():
         t = unicodedata.normalize("NFKC", t.translate(_DOTS))
     low = t.lower()
@@ -251,6 +270,20 @@ def variants(text: str) -> tuple[str, list[str]]:
         if "/." in v3:
             out.append(_resolve_dots(v3))
     return low, out
+
+
+def variants(text: str) -> tuple[list[str], list[str]]:
+    """(lowered decoded forms for URL parsing, text-rule variants)."""
+    t = _percent_decode(text) if "%" in text else text
+    low, out = _forms(t)
+    lows = [low]
+    if "\\u" in t or "\\x" in t:
+        unescaped = _unescape(t)
+        if unescaped != t:
+            low2, out2 = _forms(unescaped)
+            lows.append(low2)
+            out.extend(out2)
+    return lows, out
 
 
 _MEMO_MAX_LEN = 96
@@ -337,7 +370,7 @@ class SafeModeEngine:
         return self._check(text, resource_uri)
 
     def _check(self, text: str, resource_uri: bool) -> SafeHit | None:
-        low, texts = variants(text)
+        lows, texts = variants(text)
         if self._any is not None:
             for v in texts:
                 if self._any.search(v) is None:
@@ -346,9 +379,10 @@ class SafeModeEngine:
                 if hit is not None:
                     return hit
         if self._metadata_on or self._private_on:
-            hit = self._check_hosts(low)
-            if hit is not None:
-                return hit
+            for low in lows:
+                hit = self._check_hosts(low)
+                if hit is not None:
+                    return hit
         secret = find_secret(text, self._disabled)
         if secret is None and "%" in text:
             secret = find_secret(_percent_decode(text), self._disabled)

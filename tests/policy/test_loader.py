@@ -220,3 +220,20 @@ def test_parameters_absent_versus_empty() -> None:
 
 def test_version_may_be_a_number() -> None:
     assert loads_policy(BASE.replace('version: "2"', "version: 2")).hash == loads_policy(BASE).hash
+
+
+def test_a_quiet_fallback_elsewhere_still_cannot_sneak_in_python_re() -> None:
+    """Even if some other code switches pyre2 back to silent fallback, a
+    pattern that would run on Python's re is refused by the type check."""
+    import re2
+
+    from agentwall.policy.patterns import PatternSyntaxError, compile_anchored
+
+    re2.set_fallback_notification(re2.FALLBACK_QUIETLY)
+    try:
+        with pytest.raises(PatternSyntaxError, match="fallback"):
+            compile_anchored("(a)\\1")
+        with pytest.raises(PolicyError, match="RE2 cannot compile"):
+            loads_policy(BASE.replace('"/workspace/.*"', '"(?<=x)y"'))
+    finally:
+        re2.set_fallback_notification(re2.FALLBACK_EXCEPTION)

@@ -209,3 +209,16 @@ def test_within_never_lets_a_path_out(segments: list[str]) -> None:
         assert norm is not None
         assert norm == "/w" or norm.startswith("/w/")
         assert ".." not in norm.split("/")
+
+
+TRICKY = st.lists(st.sampled_from(
+    [*"%\\/.~$'\"`xu0123456789abcdefAF:[]@#?-_ |;&<>(){}",
+     "%2e", "%25", "\\u002f", "\\x2f", "..", "//", "\uff0f", "\u3002", "169.254", "0x",
+     "::ffff:", "http://", "rm -rf "]), max_size=30).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(TRICKY, st.text(max_size=200)))
+def test_safe_mode_check_never_raises(text: str) -> None:
+    hit = ENGINE.check(text)
+    assert hit is None or hit.rule_id.startswith("safe_mode.")
