@@ -293,3 +293,57 @@ def test_command_string_form(tmp_path: Path) -> None:
         assert host.wait() == 0
     finally:
         host.kill()
+
+
+def test_sighup_reloads_the_policy_and_a_bad_one_is_refused(tmp_path: Path) -> None:
+    host, _ = start(tmp_path)
+    try:
+        host.initialize()
+        host.call(1, "echo", {})
+        assert "result" in host.recv()
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(
+            policy.read_text().replace("{name: echo, action: allow}", "{name: echo, action: deny}")
+        )
+        host.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while b"policy reloaded" not in host.stderr and time.monotonic() < deadline:
+            time.sleep(0.05)
+        host.call(2, "echo", {})
+        assert host.recv()["error"]["code"] == POLICY_DENIED
+        policy.write_text("version: '2'\ntools: [oops\n")
+        host.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while b"policy reload failed" not in host.stderr and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # The running (second) policy stays.
+        host.call(3, "echo", {})
+        assert host.recv()["error"]["code"] == POLICY_DENIED
+        host.close_stdin()
+        assert host.wait() == 0
+    finally:
+        host.kill()
+    kinds = [e["event"] for e in entries(tmp_path)]
+    assert "policy_loaded" in kinds
+    assert "policy_reload_failed" in kinds
+    assert_log_verifies(tmp_path)
+
+
+def test_log_params_masks_secrets(tmp_path: Path) -> None:
+    host, _ = start(tmp_path, "--log-params")
+    secret = "ghp_" + "a1B2" * 9
+    try:
+        host.initialize()
+        host.call(1, "echo", {"text": f"token {secret}"})
+        # Safe Mode refuses a secret leaving in the arguments...
+        assert host.recv()["error"]["code"] == POLICY_DENIED
+        host.close_stdin()
+        assert host.wait() == 0
+    finally:
+        host.kill()
+    # ...and the logged parameters never contain it.
+    text = (tmp_path / "audit.log").read_text()
+    assert secret not in text
+    call = next(e for e in entries(tmp_path) if e.get("target") == "echo")
+    assert call["params"]["arguments"]["text"] == "token [MASKED:github]"
+    assert call["masked"] == ["/arguments/text"]
