@@ -31,7 +31,7 @@ from agentwall.benchtool.loadgen import (
     Target,
     run_load,
 )
-from agentwall.benchtool.procs import FastUpstream, Proxy, agentwall_command
+from agentwall.benchtool.procs import FastUpstream, Proxy, agentwall_command, has_module, key_env
 from agentwall.benchtool.stats import LatencySummary, summarize
 
 Mode = Literal["http", "stdio"]
@@ -456,7 +456,9 @@ def _run_http(
 def _verify(log_path: Path, proxy_exit: int | None) -> str:
     if not log_path.exists():
         return f"no audit log at {log_path} (proxy exit code {proxy_exit})"
-    done = agentwall_command("verify-log", str(log_path))
+    if not has_module("agentwall.cli.verify_log"):
+        return "written, not verified: `agentwall verify-log` is not in this tree"
+    done = agentwall_command("verify-log", str(log_path), env=key_env(log_path.parent))
     last = (done.stdout.strip() or done.stderr.strip()).splitlines()[-1:] or [""]
     verdict = "verified" if done.returncode == 0 else f"verify-log FAILED (exit {done.returncode})"
     return f"{verdict}: {last[0]}"
@@ -475,10 +477,14 @@ def _run_stdio(opts: BenchOptions, policy: str | None, workdir: Path) -> tuple[l
     ]
     if policy is not None:
         wrap += ["--policy", policy]
-    proxied_target = StdioTarget((*wrap, "--", *server), stderr_path=str(workdir / "wrap.stderr"))
+    proxied_target = StdioTarget(
+        (*wrap, "--", *server), env=key_env(workdir), stderr_path=str(workdir / "wrap.stderr")
+    )
 
     def is_server(pid: int) -> bool:
-        return STDIO_SERVER in procstat.cmdline(pid)
+        # The upstream itself (python -m agentwall.demo.stdio_server), not the
+        # wrap process whose command line merely mentions it after "--".
+        return procstat.cmdline(pid)[1:3] == ["-m", STDIO_SERVER]
 
     rows: list[Row] = []
     for c in opts.concurrency:
@@ -499,7 +505,10 @@ def _run_stdio(opts: BenchOptions, policy: str | None, workdir: Path) -> tuple[l
                     return _probing(s, servers, lambda: pids, is_server, None)
 
                 _measure(opts, f"wrapped c={c}", proxied_target, c, r, proxied, around_wrap)
-        rows.append(_row(c, direct, proxied, enforcing=True))
+        row = _row(c, direct, proxied, enforcing=True)
+        if row.proxied is not None:
+            row.proxied.metrics_note = "wrap serves no /metrics: fsync batches and cache n/a"
+        rows.append(row)
     audit = "not run"
     if opts.only != "direct":
         logs = sorted(workdir.glob("audit-*.log"))
