@@ -124,3 +124,14 @@ def test_workload_mix_shape() -> None:
     search = mix.kinds[mix.index("search")]
     assert orjson.loads(search.body(1, b"a"))["params"] == orjson.loads(search.body(2))["params"]
     assert len(filler(1000)) == 1000
+
+
+def test_fsync_batches_from_entry_and_batch_counters() -> None:
+    before = metrics.Scrape(
+        metrics.parse("agentwall_audit_entries_total 100\nagentwall_audit_batches_total 10\n")
+    )
+    after = metrics.Scrape(
+        metrics.parse("agentwall_audit_entries_total 400\nagentwall_audit_batches_total 30\n")
+    )
+    figs = metrics.figures(before, after)
+    assert (figs.fsync_batches, figs.fsync_batch_mean) == (20, 15)
