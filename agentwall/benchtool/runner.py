@@ -145,6 +145,7 @@ class _Side:
     def __init__(self) -> None:
         self.results: list[LoadResult] = []
         self.upstream_cpu = 0.0
+        self.upstream_measured = False
         self.proxy_cpu: float | None = None
         self.proxy_processes: int | None = None
         self.proxy_rss: float | None = None
@@ -179,7 +180,9 @@ class _Side:
             loadgen_processes=self.results[0].processes if self.results else 0,
             loadgen_cpu_s=cpu,
             loadgen_cpu_per_call_us=cpu / calls * 1e6 if calls else 0.0,
-            upstream_cpu_per_call_us=self.upstream_cpu / calls * 1e6 if calls else None,
+            upstream_cpu_per_call_us=(
+                self.upstream_cpu / calls * 1e6 if calls and self.upstream_measured else None
+            ),
             rounds_calls_per_s=[r.calls_per_s for r in self.results],
             rounds_p50_us=[_p(r, 50) for r in self.results],
             rounds_p99_us=[_p(r, 99) for r in self.results],
@@ -264,6 +267,7 @@ def _probing(
         side.proxy_processes = px.processes
         side.proxy_rss = px.rss_bytes / 2**20
     side.upstream_cpu += up.cpu_s
+    side.upstream_measured = side.upstream_measured or up.processes > 0
     if scrape is not None and before is not None:
         side.scrapes.append((before, scrape()))
 
