@@ -113,14 +113,21 @@ def scrape(host: str, port: int, path: str = "/metrics", timeout: float = 5.0) -
 # The series names the proxy exports, as (entries, batches) pairs for the
 # fsync batch size and (hits, misses) for the decision cache.  The first pair
 # present wins; a rename on the proxy side shows up as "n/a" here rather than
-# as a wrong number.  Cache names: agentwall.io.pool.EvaluatorPool.prometheus.
+# as a wrong number.  Audit: agentwall.io.audit_writer.render_metrics (the
+# agentwall_audit_batch_entries histogram: sum = entries, count = fsyncs).
+# Cache: agentwall.io.pool.EvaluatorPool.prometheus, which the supervisor
+# exports with the prefix agentwall_pool.
 FSYNC_PAIRS = (
+    ("agentwall_audit_batch_entries_sum", "agentwall_audit_batch_entries_count"),
     ("agentwall_audit_fsync_batch_size_sum", "agentwall_audit_fsync_batch_size_count"),
     ("agentwall_audit_batch_size_sum", "agentwall_audit_batch_size_count"),
     ("agentwall_audit_entries_total", "agentwall_audit_batches_total"),
     ("agentwall_audit_entries_total", "agentwall_audit_fsyncs_total"),
 )
-CACHE_PAIRS = (("agentwall_decision_cache_hits_total", "agentwall_decision_cache_misses_total"),)
+CACHE_PAIRS = (
+    ("agentwall_pool_decision_cache_hits_total", "agentwall_pool_decision_cache_misses_total"),
+    ("agentwall_decision_cache_hits_total", "agentwall_decision_cache_misses_total"),
+)
 
 
 def _pair_delta(
