@@ -147,6 +147,24 @@ class ProxyFigures:
     fsync_batch_mean: float | None
     cache_hit_rate: float | None
     cache_lookups: float | None
+    # Mean time per observation of each agentwall_*_seconds histogram the
+    # proxy exports (e.g. evaluate, audit, upstream), in microseconds, and how
+    # many observations it had over the run.
+    stages_us: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+def stage_means(before: Scrape, after: Scrape) -> dict[str, tuple[float, float]]:
+    out: dict[str, tuple[float, float]] = {}
+    for name in sorted(after.names()):
+        if not (name.startswith("agentwall_") and name.endswith("_seconds_sum")):
+            continue
+        base = name[: -len("_sum")]
+        pair = _pair_delta(before, after, ((name, base + "_count"),))
+        if pair is None or pair[1] <= 0:
+            continue
+        total, count = pair
+        out[base[len("agentwall_") : -len("_seconds")]] = (total / count * 1e6, count)
+    return out
 
 
 def figures(before: Scrape, after: Scrape) -> ProxyFigures:
@@ -160,4 +178,4 @@ def figures(before: Scrape, after: Scrape) -> ProxyFigures:
         hits, misses = cache
         lookups = hits + misses
         rate = hits / lookups if lookups else None
-    return ProxyFigures(batches, mean, rate, lookups)
+    return ProxyFigures(batches, mean, rate, lookups, stage_means(before, after))

@@ -84,6 +84,8 @@ class RunFigures(msgspec.Struct):
     fsync_batches: float | None = None
     fsync_batch_mean: float | None = None
     cache_hit_rate: float | None = None
+    # Mean µs per stage from the proxy's *_seconds histograms (where the time goes).
+    stages_us: dict[str, float] = msgspec.field(default_factory=dict)
     metrics_note: str | None = None
     rounds_calls_per_s: list[float] = msgspec.field(default_factory=list)
     rounds_p50_us: list[float] = msgspec.field(default_factory=list)
@@ -215,8 +217,13 @@ def _fill_metrics(figs: RunFigures, scrapes: list[tuple[metrics.Scrape, metrics.
         return
     batches = entries = hits = lookups = 0.0
     have_fsync = have_cache = True
+    stage_sum: dict[str, float] = {}
+    stage_n: dict[str, float] = {}
     for before, after in scrapes:
         f = metrics.figures(before, after)
+        for stage, (mean_us, n) in f.stages_us.items():
+            stage_sum[stage] = stage_sum.get(stage, 0.0) + mean_us * n
+            stage_n[stage] = stage_n.get(stage, 0.0) + n
         if f.fsync_batches is None or f.fsync_batch_mean is None:
             have_fsync = False
         else:
@@ -227,6 +234,7 @@ def _fill_metrics(figs: RunFigures, scrapes: list[tuple[metrics.Scrape, metrics.
         else:
             lookups += f.cache_lookups
             hits += f.cache_hit_rate * f.cache_lookups
+    figs.stages_us = {k: stage_sum[k] / stage_n[k] for k in stage_sum if stage_n[k]}
     if have_fsync and batches:
         figs.fsync_batches = batches
         figs.fsync_batch_mean = entries / batches
