@@ -140,11 +140,11 @@ def test_fsync_batches_from_entry_and_batch_counters() -> None:
 def test_stage_means_from_seconds_histograms() -> None:
     text = (
         'agentwall_audit_seconds_bucket{le="0.001"} 5\n'
-        "agentwall_audit_seconds_sum {}\nagentwall_audit_seconds_count {}\n"
+        "agentwall_audit_seconds_sum %s\nagentwall_audit_seconds_count %s\n"
         "agentwall_upstream_seconds_sum 1.0\n"  # no _count: skipped
     )
-    before = metrics.Scrape(metrics.parse(text.format(0.5, 1000)))
-    after = metrics.Scrape(metrics.parse(text.format(0.8, 2000)))
+    before = metrics.Scrape(metrics.parse(text % (0.5, 1000)))
+    after = metrics.Scrape(metrics.parse(text % (0.8, 2000)))
     stages = metrics.stage_means(before, after)
     assert list(stages) == ["audit"]
     mean_us, n = stages["audit"]
