@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import operator
+import re
 from itertools import accumulate, count
 from typing import Any, Literal, NamedTuple
 
@@ -173,6 +174,28 @@ def error_response(rpc_id: RpcId | None, code: int, message: str, data: Any = No
 
 def frame_error_response(error: FrameError) -> bytes:
     return error_response(error.rpc_id, error.rpc_code, str(error))
+
+
+# The id of a message seen only by its first bytes: top-level "jsonrpc" and
+# "method" strings may come first, then "id" with an integer or a string.
+_ID_PREFIX = re.compile(
+    rb'\s*\{\s*(?:"(?:jsonrpc|method)"\s*:\s*"(?:[^"\\\n]|\\.){0,200}"\s*,\s*){0,2}'
+    rb'"id"\s*:\s*(-?(?:0|[1-9][0-9]{0,30})(?=\s*[,}])|"(?:[^"\\\n]|\\.){0,200}")'
+)
+
+
+def sniff_id(prefix: bytes) -> RpcId | None:
+    """Best effort: the id of a message from its first bytes, for answering
+    a line too long to parse (so the sender is not left waiting).  Only ever
+    used to address an error; never to forward anything."""
+    match = _ID_PREFIX.match(prefix)
+    if match is None:
+        return None
+    try:
+        value = _any_decoder.decode(match.group(1))
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    return value if type(value) in (int, str) else None
 
 
 def _classify(env: _Envelope) -> Message:
