@@ -91,10 +91,18 @@ class MacKey:
         return hmac.compare_digest(expected, given)
 
 
+_ts_cache: list[tuple[int, str]] = [(-1, "")]
+
+
 def format_ts(ts_us: int) -> str:
     """UTC with microseconds, e.g. ``2025-06-01T12:00:00.123456Z``."""
     seconds, micros = divmod(ts_us, 1_000_000)
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{micros:06d}Z"
+    cached_seconds, prefix = _ts_cache[0]
+    if cached_seconds != seconds:
+        # strftime costs more than sealing an entry; a batch per second reuses it.
+        prefix = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _ts_cache[0] = (seconds, prefix)
+    return f"{prefix}.{micros:06d}Z"
 
 
 def event_fields(event: AuditEvent) -> dict[str, Any]:
