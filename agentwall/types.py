@@ -86,6 +86,13 @@ class Decision(msgspec.Struct, frozen=True):
     eval_ns: int = 0
     # True when this decision came from the shared decision cache.
     cached: bool = False
+    # For an identity refusal a better token could fix (category
+    # "identity_scope"/"identity_claims", see agentwall.identity.rules): every
+    # scope the call needs, for the HTTP 403 insufficient_scope challenge.
+    required_scopes: tuple[str, ...] = ()
+    # Set on rate-limit denials (category "rate_limit"): when a retry can
+    # succeed.  The front-end puts it in the -32029 error's data.
+    retry_after_ms: int | None = None
 
 
 AuditEventKind = Literal[

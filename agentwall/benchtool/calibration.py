@@ -1,0 +1,52 @@
+"""A fixed CPU workload that says how fast this machine is right now.
+
+The CI gate divides each micro-benchmark's median by the median of this loop,
+measured in the same process just before and after: a shared runner that is
+twice as slow today slows both, and the ratio stays put.  The loop is shaped
+like AgentWall's hot paths (dict and string work, small calls, JSON, a hash)
+so that it responds to the same kind of slowdown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import orjson
+
+
+def _small(x: int) -> int:
+    return (x * 31 + 7) & 0xFFFF
+
+
+def calibration_work() -> int:
+    table: dict[str, dict[str, object]] = {}
+    acc = 0
+    for i in range(400):
+        key = f"tool_{i % 37}"
+        entry = table.get(key)
+        if entry is None:
+            entry = table[key] = {"name": key, "calls": 0, "args": []}
+        entry["calls"] = int(str(entry["calls"])) + 1
+        args = entry["args"]
+        assert isinstance(args, list)
+        args.append(i)
+        acc += len(key)
+    blob = orjson.dumps(table, option=orjson.OPT_SORT_KEYS)
+    acc += len(orjson.loads(blob))
+    acc += hashlib.sha256(blob).digest()[0]
+    acc += sum(_small(x) for x in range(300))
+    return acc
+
+
+def calibration_samples(samples: int = 15, per_sample: int = 40) -> list[float]:
+    """ns per ``calibration_work()`` call, ``samples`` times (after one warm-up)."""
+    for _ in range(per_sample):
+        calibration_work()
+    out: list[float] = []
+    for _ in range(samples):
+        t0 = time.perf_counter_ns()
+        for _ in range(per_sample):
+            calibration_work()
+        out.append((time.perf_counter_ns() - t0) / per_sample)
+    return out

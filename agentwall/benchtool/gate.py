@@ -1,0 +1,345 @@
+"""The CI benchmark regression gate (``scripts/bench-gate``).
+
+One quick pytest-benchmark pass over ``bench/``, compared with the committed
+``bench/baseline.json``.  Every compared figure is a ratio taken inside one
+run, so a shared, noisy or simply slower machine does not move it:
+
+- a micro-benchmark's median divided by the median of the calibration loop
+  run in the same process (``agentwall.benchtool.calibration``);
+- e2e figures the benchmarks compute themselves from interleaved rounds
+  (``extra_info["gate"]``), e.g. (proxied - direct) / direct latency.
+
+All figures are lower-is-better.  A figure fails when it is more than
+``threshold`` (2.0) times its baseline.  Failures are measured again (up to
+``--retries`` more passes of just those benchmarks) and the best attempt
+counts: a real 2x regression is still there on the retry, a neighbour's burst
+usually is not.  ``--update`` measures ``--update-passes`` times and writes
+the per-figure medians as the new baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agentwall.benchtool.runner import environment
+
+ROOT = Path(__file__).resolve().parents[2]
+BASELINE = ROOT / "bench" / "baseline.json"
+DEFAULT_THRESHOLD = 2.0
+# Figures whose baseline is a small ratio get a floor, so that noise on a tiny
+# number cannot look like a 2x regression (e.g. 0.05 -> 0.11).
+DEFAULT_FLOORS = {
+    "e2e_overhead_c1": 0.5,
+    "e2e_stdio_overhead": 0.5,
+    "e2e_throughput_cost_c64": 1.0,
+}
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    value: float
+    source: str  # the pytest node id that produced it
+    kind: str  # "median/calibration" or "extra"
+    # min/calibration-min: the least noise-prone view of a CPU-bound benchmark
+    # (contention only ever adds time).  None for "extra" figures.
+    value_min: float | None = None
+
+
+class GateError(Exception):
+    pass
+
+
+def run_pass(
+    node_ids: list[str] | None, *, max_time: float, timeout: float, verbose: bool
+) -> dict[str, Any]:
+    """Run pytest-benchmark once; return its JSON (with our calibration)."""
+    with tempfile.TemporaryDirectory(prefix="agentwall-gate-") as tmp:
+        out = Path(tmp) / "bench.json"
+        argv = [
+            sys.executable,
+            "-m",
+            "pytest",
+            *(node_ids or ["bench"]),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--benchmark-enable",
+            f"--benchmark-json={out}",
+            f"--benchmark-max-time={max_time}",
+            "--benchmark-min-rounds=10",
+            "--benchmark-warmup=on",
+            "--benchmark-warmup-iterations=20",
+            "--benchmark-disable-gc",
+        ]
+        if not verbose:
+            argv.append("--benchmark-quiet")
+        done = subprocess.run(
+            argv, cwd=ROOT, timeout=timeout, check=False, capture_output=True, text=True
+        )
+        if verbose or done.returncode != 0:
+            sys.stdout.write(done.stdout[-20000:])
+            sys.stderr.write(done.stderr[-5000:])
+        if done.returncode != 0:
+            raise GateError(f"the benchmark run failed (pytest exit code {done.returncode})")
+        if not out.exists():
+            raise GateError("pytest-benchmark wrote no results")
+        data: dict[str, Any] = json.loads(out.read_text())
+        return data
+
+
+def figures(data: dict[str, Any]) -> dict[str, Figure]:
+    session_cal = data.get("calibration", {})
+    if not session_cal.get("median_ns"):
+        raise GateError("no calibration in the results (bench/conftest.py not loaded?)")
+    cal_samples = session_cal.get("samples_ns") or [session_cal["median_ns"]]
+    out: dict[str, Figure] = {}
+    for bench in data.get("benchmarks", []):
+        node = bench["fullname"]
+        info = bench.get("extra_info") or {}
+        extra = info.get("gate")
+        if extra:
+            for name, value in extra.items():
+                out[name] = Figure(name, float(value), node, "extra")
+            continue  # its timing is the whole measuring procedure, not a figure
+        # Prefer the calibration taken right around this benchmark.
+        local = info.get("calibration_ns") or {}
+        cal_median = local.get("median") or session_cal["median_ns"]
+        cal_min = local.get("min") or min(cal_samples)
+        stats = bench["stats"]
+        out[node] = Figure(
+            node,
+            stats["median"] * 1e9 / cal_median,
+            node,
+            "median/calibration",
+            stats["min"] * 1e9 / cal_min if "min" in stats else None,
+        )
+    return out
+
+
+@dataclass
+class Verdict:
+    name: str
+    baseline: float
+    current: float | None
+    limit: float
+    attempts: int
+    baseline_min: float | None = None
+    current_min: float | None = None
+    limit_min: float | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        return None if self.current is None else self.current / self.baseline
+
+    @property
+    def failed(self) -> bool:
+        """Over the limit by the median, and (when known) by the minimum too.
+
+        A real regression moves both; a neighbour's burst inflates the
+        median far more than the fastest rounds.
+        """
+        if self.current is None or self.current <= self.limit:
+            return False
+        if self.current_min is None or self.limit_min is None:
+            return True
+        return self.current_min > self.limit_min
+
+
+def load_baseline(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise GateError(f"no baseline at {path}: create it with `scripts/bench-gate --update`")
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def compare(
+    baseline: dict[str, Any], current: dict[str, Figure], threshold: float
+) -> list[Verdict]:
+    out = []
+    for name, entry in sorted(baseline["metrics"].items()):
+        base = float(entry["value"])
+        floor = float(entry.get("floor", 0.0))
+        fig = current.get(name)
+        verdict = Verdict(name, base, fig.value if fig else None, threshold * max(base, floor), 1)
+        if entry.get("value_min") is not None:
+            verdict.baseline_min = float(entry["value_min"])
+            verdict.limit_min = threshold * max(verdict.baseline_min, floor)
+            verdict.current_min = fig.value_min if fig else None
+        out.append(verdict)
+    return out
+
+
+def render(verdicts: list[Verdict], current: dict[str, Figure], baseline: dict[str, Any]) -> str:
+    width = max([len(v.name) for v in verdicts] + [20])
+    head = f"{'figure':<{width}} {'baseline':>10} {'now':>10} {'ratio':>7} {'min ratio':>9}"
+    lines = [head + "  status"]
+    for v in verdicts:
+        if v.current is None:
+            lines.append(
+                f"{v.name:<{width}} {v.baseline:>10.4g} {'-':>10} {'-':>7} {'-':>9}"
+                "  not measured (skipped?)"
+            )
+            continue
+        status = "FAIL" if v.failed else "ok"
+        if v.attempts > 1:
+            status += f" (best of {v.attempts})"
+        min_ratio = "-"
+        if v.current_min is not None and v.baseline_min:
+            min_ratio = f"{v.current_min / v.baseline_min:.2f}x"
+        lines.append(
+            f"{v.name:<{width}} {v.baseline:>10.4g} {v.current:>10.4g} {v.ratio:>6.2f}x"
+            f" {min_ratio:>9}  {status}"
+        )
+    new = sorted(set(current) - set(baseline["metrics"]))
+    for name in new:
+        lines.append(
+            f"{name:<{width}} {'-':>10} {current[name].value:>10.4g} {'-':>7} {'-':>9}"
+            "  new: not gated until `scripts/bench-gate --update`"
+        )
+    return "\n".join(lines)
+
+
+def gate(args: argparse.Namespace) -> int:
+    baseline = load_baseline(args.baseline)
+    threshold = float(baseline.get("threshold", DEFAULT_THRESHOLD))
+    t0 = time.monotonic()
+    current = figures(
+        run_pass(None, max_time=args.max_time, timeout=args.timeout, verbose=args.verbose)
+    )
+    verdicts = compare(baseline, current, threshold)
+    for attempt in range(args.retries):
+        failing = [v for v in verdicts if v.failed]
+        if not failing:
+            break
+        nodes = sorted({current[v.name].source for v in failing})
+        print(
+            f"bench-gate: {len(failing)} figure(s) over the limit; measuring again "
+            f"({attempt + 1}/{args.retries}): {', '.join(nodes)}",
+            file=sys.stderr,
+        )
+        again = figures(
+            run_pass(nodes, max_time=args.max_time, timeout=args.timeout, verbose=args.verbose)
+        )
+        for v in failing:
+            fig = again.get(v.name)
+            v.attempts += 1
+            if fig is not None and v.current is not None and fig.value < v.current:
+                v.current = fig.value
+                current[v.name] = fig
+            better_min = (
+                fig is not None
+                and fig.value_min is not None
+                and (v.current_min is None or fig.value_min < v.current_min)
+            )
+            if better_min and fig is not None:
+                v.current_min = fig.value_min
+    print(render(verdicts, current, baseline))
+    failed = [v for v in verdicts if v.failed]
+    took = time.monotonic() - t0
+    if failed:
+        print(
+            f"bench-gate: FAILED: {len(failed)} figure(s) more than {threshold:g}x their "
+            f"baseline ({took:.0f} s). If the slowdown is intended, update the baseline "
+            "(docs/bench.md).",
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        f"bench-gate: ok ({len(verdicts)} figures within {threshold:g}x of the baseline, "
+        f"{took:.0f} s)"
+    )
+    return 0
+
+
+def update(args: argparse.Namespace) -> int:
+    old: dict[str, Any] = {}
+    if args.baseline.exists():
+        old = json.loads(args.baseline.read_text())
+    runs: list[dict[str, Figure]] = []
+    for i in range(args.update_passes):
+        print(f"bench-gate --update: pass {i + 1}/{args.update_passes}", file=sys.stderr)
+        runs.append(
+            figures(
+                run_pass(None, max_time=args.max_time, timeout=args.timeout, verbose=args.verbose)
+            )
+        )
+    names = sorted(set().union(*runs))
+    metrics: dict[str, dict[str, Any]] = {}
+    for name in names:
+        values = [r[name].value for r in runs if name in r]
+        any_fig = next(r[name] for r in runs if name in r)
+        entry: dict[str, Any] = {
+            "value": statistics.median(values),
+            "kind": any_fig.kind,
+            "source": any_fig.source,
+            "passes": values,
+        }
+        mins = [r[name].value_min for r in runs if name in r and r[name].value_min is not None]
+        if mins:
+            entry["value_min"] = statistics.median([m for m in mins if m is not None])
+        floor = old.get("metrics", {}).get(name, {}).get("floor", DEFAULT_FLOORS.get(name))
+        if floor is not None:
+            entry["floor"] = floor
+        metrics[name] = entry
+    data = {
+        "about": "Benchmark baseline for scripts/bench-gate; see docs/bench.md. Values are "
+        "lower-is-better ratios measured within one run. Regenerate with "
+        "`scripts/bench-gate --update` and commit, saying why.",
+        "threshold": old.get("threshold", DEFAULT_THRESHOLD),
+        "updated": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": environment(),
+        "metrics": metrics,
+    }
+    args.baseline.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    print(f"bench-gate --update: wrote {len(metrics)} figures to {args.baseline}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench-gate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--update", action="store_true", help="measure and rewrite the baseline instead of gating"
+    )
+    parser.add_argument("--baseline", type=Path, default=BASELINE)
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="extra passes over failing figures before failing (default 2)",
+    )
+    parser.add_argument("--update-passes", type=int, default=3)
+    parser.add_argument(
+        "--max-time",
+        type=float,
+        default=0.3,
+        help="pytest-benchmark seconds per micro-benchmark (default 0.3)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=900.0, help="seconds allowed for one pytest pass"
+    )
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        return update(args) if args.update else gate(args)
+    except (GateError, subprocess.TimeoutExpired) as exc:
+        print(f"bench-gate: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""CPU time of process trees, from ``/proc/<pid>/stat``.
+
+The proxy is several processes (supervisor, evaluator workers, audit writer),
+so its CPU cost is the sum over its whole tree.  A child that exits during
+the window and is reaped by a parent in the tree moves its CPU into that
+parent's ``cutime``/``cstime``; counting those deltas (and subtracting what
+the dead child had already used before the window) keeps the total exact to
+the kernel's clock tick.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass(frozen=True, slots=True)
+class ProcStat:
+    pid: int
+    ppid: int
+    start_ticks: int  # disambiguates a reused PID
+    self_ticks: int  # utime + stime
+    child_ticks: int  # cutime + cstime (reaped children)
+    rss_pages: int
+
+
+def read_stat(pid: int) -> ProcStat | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    # The command name may contain spaces and parentheses: split after the last ')'.
+    fields = raw[raw.rindex(b")") + 2 :].split()
+    return ProcStat(
+        pid=pid,
+        ppid=int(fields[1]),
+        start_ticks=int(fields[19]),
+        self_ticks=int(fields[11]) + int(fields[12]),
+        child_ticks=int(fields[13]) + int(fields[14]),
+        rss_pages=int(fields[21]),
+    )
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def all_stats() -> dict[int, ProcStat]:
+    out: dict[int, ProcStat] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            stat = read_stat(int(name))
+            if stat is not None:
+                out[stat.pid] = stat
+    return out
+
+
+def tree(
+    roots: Iterable[int],
+    stats: dict[int, ProcStat] | None = None,
+    exclude: Callable[[int], bool] | None = None,
+) -> dict[int, ProcStat]:
+    """The roots and all their live descendants (minus excluded subtrees)."""
+    stats = all_stats() if stats is None else stats
+    children: dict[int, list[int]] = {}
+    for s in stats.values():
+        children.setdefault(s.ppid, []).append(s.pid)
+    out: dict[int, ProcStat] = {}
+    todo = [p for p in roots if p in stats]
+    while todo:
+        pid = todo.pop()
+        if pid in out or (exclude is not None and exclude(pid)):
+            continue
+        out[pid] = stats[pid]
+        todo.extend(children.get(pid, ()))
+    return out
+
+
+def cpu_delta_s(before: dict[int, ProcStat], after: dict[int, ProcStat]) -> float:
+    """CPU seconds the tree used between two snapshots."""
+    ticks = 0
+    for pid, a in after.items():
+        b = before.get(pid)
+        if b is not None and b.start_ticks == a.start_ticks:
+            ticks += (a.self_ticks - b.self_ticks) + (a.child_ticks - b.child_ticks)
+        else:
+            ticks += a.self_ticks  # born during the window
+    for pid, b in before.items():
+        now = after.get(pid)
+        if now is None or now.start_ticks != b.start_ticks:
+            # Died during the window: its total moved into a reaper's child_ticks
+            # (counted above if the reaper is in the tree); its share before the
+            # window does not belong to us.
+            ticks -= b.self_ticks + b.child_ticks
+    return max(ticks, 0) / CLK_TCK
+
+
+class TreeProbe:
+    """Snapshot a process tree now and later; report CPU used in between."""
+
+    def __init__(
+        self, roots: Callable[[], Iterable[int]], exclude: Callable[[int], bool] | None = None
+    ) -> None:
+        self._roots = roots
+        self._exclude = exclude
+        self._before: dict[int, ProcStat] = {}
+        self.cpu_s = 0.0
+        self.rss_bytes = 0
+        self.processes = 0
+
+    def start(self) -> None:
+        self._before = tree(self._roots(), exclude=self._exclude)
+
+    def stop(self) -> None:
+        after = tree(self._roots(), exclude=self._exclude)
+        self.cpu_s = cpu_delta_s(self._before, after)
+        self.rss_bytes = sum(s.rss_pages for s in after.values()) * os.sysconf("SC_PAGE_SIZE")
+        self.processes = len(after)

@@ -1,0 +1,61 @@
+"""Percentiles from exact samples.
+
+The load generator keeps every latency (8 bytes a call), so percentiles are
+exact nearest-rank values over the merged samples of all load processes, not
+estimates from per-process summaries.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from statistics import median
+
+import msgspec
+
+
+class LatencySummary(msgspec.Struct, frozen=True):
+    """Latency in microseconds."""
+
+    n: int
+    p50: float
+    p95: float
+    p99: float
+    max: float
+    mean: float
+
+
+def percentile(sorted_ns: Sequence[int], q: float) -> int:
+    """Nearest-rank percentile (``q`` in [0, 100]) of already sorted samples."""
+    if not sorted_ns:
+        raise ValueError("no samples")
+    rank = max(1, math.ceil(q / 100 * len(sorted_ns)))
+    return sorted_ns[min(rank, len(sorted_ns)) - 1]
+
+
+def summarize(sorted_ns: Sequence[int]) -> LatencySummary | None:
+    if not sorted_ns:
+        return None
+    return LatencySummary(
+        n=len(sorted_ns),
+        p50=percentile(sorted_ns, 50) / 1000,
+        p95=percentile(sorted_ns, 95) / 1000,
+        p99=percentile(sorted_ns, 99) / 1000,
+        max=sorted_ns[-1] / 1000,
+        mean=sum(sorted_ns) / len(sorted_ns) / 1000,
+    )
+
+
+def median_of(values: Sequence[float]) -> float:
+    return float(median(values))
+
+
+def timed_median_ns(fn: Callable[[], object], n: int) -> float:
+    """Median wall time of ``n`` calls of ``fn`` (for interleaved comparisons)."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        fn()
+        times.append(time.perf_counter_ns() - t0)
+    return float(median(times))

@@ -1,0 +1,624 @@
+"""MCP over HTTP, the rules an intermediary must apply, as pure functions.
+
+Everything here is sans-IO: it looks at header lists and decoded JSON values
+and says what to do (accept, or an ``HttpReply`` to send instead).  The
+asyncio shell (``agentwall.io.http_front``) owns sockets and timers; keeping
+the rules here lets the tests replay them as transcripts.
+
+Sources (modelcontextprotocol/modelcontextprotocol, docs/specification/):
+``2025-06-18/basic/transports.mdx``, ``2025-11-25/basic/transports.mdx`` and
+``2026-07-28/basic/transports/streamable-http.mdx``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgspec
+import orjson
+
+from agentwall.errors import (
+    HEADER_MISMATCH,
+    INVALID_REQUEST,
+    UNSUPPORTED_PROTOCOL_VERSION,
+)
+
+# Every released revision, oldest first.  2024-11-05 used the older HTTP+SSE
+# transport, but its JSON-RPC messages are the same, so a header naming it is
+# not an error.
+KNOWN_PROTOCOL_VERSIONS: tuple[str, ...] = (
+    "2024-11-05",
+    "2025-03-26",
+    "2025-06-18",
+    "2025-11-25",
+    "2026-07-28",
+)
+# Revisions with per-request metadata instead of an initialize handshake: the
+# Mcp-Method/Mcp-Name headers are mandatory and must match the body.
+MODERN_PROTOCOL_VERSIONS: frozenset[str] = frozenset({"2026-07-28"})
+# "If the server does not receive an MCP-Protocol-Version header ... the
+# server SHOULD assume protocol version 2025-03-26" (2025-11-25 transports).
+DEFAULT_PROTOCOL_VERSION = "2025-03-26"
+# JSON-RPC batches were MUST-receive in 2025-03-26 only (removed in 2025-06-18).
+BATCH_PROTOCOL_VERSIONS: frozenset[str] = frozenset({"2024-11-05", "2025-03-26"})
+
+PROTOCOL_VERSION_META_KEY = "io.modelcontextprotocol/protocolVersion"
+
+# Methods whose target is mirrored in Mcp-Name, and the params key it mirrors.
+NAME_BEARING_METHODS: dict[str, str] = {
+    "tools/call": "name",
+    "prompts/get": "name",
+    "resources/read": "uri",
+}
+
+H_PROTOCOL_VERSION = b"mcp-protocol-version"
+H_SESSION_ID = b"mcp-session-id"
+H_METHOD = b"mcp-method"
+H_NAME = b"mcp-name"
+H_PARAM_PREFIX = b"mcp-param-"
+H_LAST_EVENT_ID = b"last-event-id"
+H_ORIGIN = b"origin"
+H_HOST = b"host"
+H_CONTENT_TYPE = b"content-type"
+H_ACCEPT = b"accept"
+H_AUTHORIZATION = b"authorization"
+
+_ROUTING_HEADERS = frozenset({H_PROTOCOL_VERSION, H_METHOD, H_NAME, H_SESSION_ID})
+
+# Headers that never cross the proxy from the agent to the upstream.
+#  - hop-by-hop (RFC 9110 §7.6.1) and framing: we frame our own body;
+#  - host: the upstream gets its own authority;
+#  - credentials: "MUST NOT pass the client's token through upstream"
+#    (authorization spec); upstream credentials are the identity layer's job;
+#  - origin: validated here; the upstream sees the proxy, not the browser.
+_NOT_FORWARDED_UP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"content-length",
+        b"expect",
+        b"authorization",
+        b"cookie",
+        b"origin",
+    }
+)
+# Upstream response headers that we do not relay: framing is ours.
+_NOT_FORWARDED_DOWN = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+        b"server",
+        b"date",
+    }
+)
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class HttpReply(msgspec.Struct, frozen=True):
+    """A complete answer the proxy produces itself (errors, health, 202)."""
+
+    status: int
+    body: bytes = b""
+    content_type: bytes | None = b"application/json"
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    # Close the client connection after sending (kill mode, fatal framing).
+    close: bool = False
+
+
+def rpc_error_body(rpc_id: Any, code: int, message: str, data: Any = None) -> bytes:
+    """A JSON-RPC error response.  ``rpc_id`` None encodes as ``null`` (the
+    spec's "error response that has no id")."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return orjson.dumps({"jsonrpc": "2.0", "id": rpc_id, "error": error})
+
+
+def rpc_error_reply(
+    status: int,
+    code: int,
+    message: str,
+    *,
+    rpc_id: Any = None,
+    data: Any = None,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+    close: bool = False,
+) -> HttpReply:
+    return HttpReply(
+        status=status,
+        body=rpc_error_body(rpc_id, code, message, data),
+        headers=headers,
+        close=close,
+    )
+
+
+def plain_reply(status: int, text: str, *, close: bool = False) -> HttpReply:
+    return HttpReply(
+        status=status,
+        body=text.encode("utf-8"),
+        content_type=b"text/plain; charset=utf-8",
+        close=close,
+    )
+
+
+# --------------------------------------------------------------------------
+# Header values
+
+
+class HeaderValueError(ValueError):
+    pass
+
+
+_SENTINEL_PREFIX = "=?base64?"
+_SENTINEL_SUFFIX = "?="
+
+
+def decode_header_value(value: str) -> str:
+    """Undo the ``=?base64?…?=`` sentinel (2026-07-28 "Value Encoding").
+
+    The markers are case-sensitive.  A sentinel whose payload is not valid
+    Base64 of valid UTF-8 is an error, never passed through as literal text:
+    two readers must never disagree on what a header says.
+    """
+    if (
+        len(value) >= len(_SENTINEL_PREFIX) + len(_SENTINEL_SUFFIX)
+        and value.startswith(_SENTINEL_PREFIX)
+        and value.endswith(_SENTINEL_SUFFIX)
+    ):
+        payload = value[len(_SENTINEL_PREFIX) : -len(_SENTINEL_SUFFIX)]
+        try:
+            raw = base64.b64decode(payload.encode("ascii"), validate=True)
+            return raw.decode("utf-8")
+        except (binascii.Error, UnicodeError, ValueError) as exc:
+            raise HeaderValueError(f"invalid Base64 sentinel value {value!r}") from exc
+    return value
+
+
+def encode_header_value(value: str) -> str:
+    """The client-side encoding, used by tests and by the proxy when it has to
+    synthesise a header."""
+    safe = (
+        value.isascii()
+        and all(0x20 <= ord(c) <= 0x7E for c in value)
+        and value == value.strip(" \t")
+        and not (value.startswith(_SENTINEL_PREFIX) and value.endswith(_SENTINEL_SUFFIX))
+    )
+    if safe:
+        return value
+    return (
+        _SENTINEL_PREFIX
+        + base64.b64encode(value.encode("utf-8")).decode("ascii")
+        + _SENTINEL_SUFFIX
+    )
+
+
+def _visible_ascii(value: bytes) -> bool:
+    return bool(value) and all(0x21 <= b <= 0x7E for b in value)
+
+
+# --------------------------------------------------------------------------
+# Request metadata
+
+
+class RequestMeta(msgspec.Struct):
+    """The MCP-relevant parts of one HTTP request's head."""
+
+    protocol_version: str | None = None
+    session_id: str | None = None
+    mcp_method: str | None = None
+    mcp_name: str | None = None
+    origin: str | None = None
+    host: str | None = None
+    content_type: str | None = None
+    accept: str | None = None
+    last_event_id: str | None = None
+    authorization: str | None = None
+    # A routing header given twice: first-copy and last-copy readers would
+    # disagree, so the request is refused.
+    duplicated: str | None = None
+    # Headers to send upstream, in order, already filtered.
+    forward: Headers = msgspec.field(default_factory=list)
+
+
+def read_request_meta(headers: Iterable[tuple[bytes, bytes]]) -> RequestMeta:
+    """One pass over h11's (lower-cased name, value) pairs."""
+    meta = RequestMeta()
+    forward = meta.forward
+    seen: set[bytes] = set()
+    hop_named: set[bytes] = set()
+    for name, value in headers:
+        if name in _ROUTING_HEADERS:
+            if name in seen and meta.duplicated is None:
+                meta.duplicated = name.decode("ascii")
+            seen.add(name)
+        if name == H_PROTOCOL_VERSION:
+            meta.protocol_version = value.decode("latin-1")
+        elif name == H_SESSION_ID:
+            meta.session_id = value.decode("latin-1")
+        elif name == H_METHOD:
+            meta.mcp_method = value.decode("latin-1")
+        elif name == H_NAME:
+            meta.mcp_name = value.decode("latin-1")
+        elif name == H_ORIGIN:
+            meta.origin = value.decode("latin-1")
+        elif name == H_HOST:
+            meta.host = value.decode("latin-1")
+        elif name == H_CONTENT_TYPE:
+            meta.content_type = value.decode("latin-1")
+        elif name == H_ACCEPT:
+            meta.accept = value.decode("latin-1")
+        elif name == H_LAST_EVENT_ID:
+            meta.last_event_id = value.decode("latin-1")
+        elif name == H_AUTHORIZATION:
+            meta.authorization = value.decode("latin-1")
+        elif name == b"connection":
+            # Headers named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
+            hop_named.update(t.strip().lower() for t in value.split(b",") if t.strip())
+        if name not in _NOT_FORWARDED_UP:
+            forward.append((name, value))
+    if hop_named:
+        keep = {H_PROTOCOL_VERSION, H_SESSION_ID, H_METHOD, H_NAME}
+        meta.forward = [(n, v) for n, v in forward if n not in hop_named or n in keep]
+    return meta
+
+
+def response_headers_to_relay(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
+    hop_named: set[bytes] = set()
+    out: Headers = []
+    for name, value in headers:
+        if name == b"connection":
+            hop_named.update(t.strip().lower() for t in value.split(b",") if t.strip())
+        if name not in _NOT_FORWARDED_DOWN:
+            out.append((name, value))
+    if hop_named:
+        out = [(n, v) for n, v in out if n not in hop_named]
+    return out
+
+
+# --------------------------------------------------------------------------
+# Origin and Host (DNS-rebinding protection)
+
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+
+
+def _split_host_port(authority: str) -> str:
+    authority = authority.strip().lower()
+    if authority.startswith("["):
+        end = authority.find("]")
+        return authority[: end + 1] if end != -1 else authority
+    return authority.rsplit(":", 1)[0] if authority.count(":") == 1 else authority
+
+
+def is_loopback_host(host: str) -> bool:
+    name = _split_host_port(host)
+    if name in _LOOPBACK_NAMES or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class OriginPolicy(msgspec.Struct, frozen=True):
+    """Which browser origins and Host authorities may reach the endpoint.
+
+    Loopback origins are always allowed.  ``check_host`` is on when the proxy
+    listens on a loopback address: a DNS-rebound page is same-origin with
+    itself, so a GET from it carries no Origin, but its Host is the
+    attacker's name.
+    """
+
+    allowed_origins: frozenset[str] = frozenset()
+    allowed_hosts: frozenset[str] = frozenset()
+    check_host: bool = True
+
+
+def check_origin_and_host(meta: RequestMeta, policy: OriginPolicy) -> HttpReply | None:
+    origin = meta.origin
+    if origin is not None:
+        lowered = origin.strip().lower()
+        ok = lowered in policy.allowed_origins
+        if not ok and "://" in lowered:
+            scheme, _, rest = lowered.partition("://")
+            ok = scheme in ("http", "https") and "/" not in rest and is_loopback_host(rest)
+        if not ok:
+            return rpc_error_reply(
+                403, INVALID_REQUEST, f"Origin {origin!r} is not allowed (DNS rebinding protection)"
+            )
+    if policy.check_host:
+        host = meta.host
+        if host is None or not (
+            is_loopback_host(host) or host.strip().lower() in policy.allowed_hosts
+        ):
+            return rpc_error_reply(
+                403, INVALID_REQUEST, f"Host {host!r} is not allowed (DNS rebinding protection)"
+            )
+    return None
+
+
+# --------------------------------------------------------------------------
+# Per-request header rules
+
+
+def mismatch(message: str, rpc_id: Any = None) -> HttpReply:
+    return rpc_error_reply(400, HEADER_MISMATCH, f"Header mismatch: {message}", rpc_id=rpc_id)
+
+
+def check_request_head(meta: RequestMeta, http_method: bytes) -> HttpReply | None:
+    """Rules that need only the head: version, duplicates, session-id form,
+    content type.  Run before reading the body."""
+    if meta.duplicated is not None:
+        return mismatch(f"{meta.duplicated} header given more than once")
+    version = meta.protocol_version
+    if version is not None and version not in KNOWN_PROTOCOL_VERSIONS:
+        return rpc_error_reply(
+            400,
+            UNSUPPORTED_PROTOCOL_VERSION,
+            "Unsupported protocol version",
+            data={"supported": list(KNOWN_PROTOCOL_VERSIONS), "requested": version},
+        )
+    if meta.session_id is not None and not _visible_ascii(meta.session_id.encode("latin-1")):
+        return rpc_error_reply(
+            400, INVALID_REQUEST, "Mcp-Session-Id must be visible ASCII (0x21-0x7E)"
+        )
+    if http_method == b"POST":
+        ctype = (meta.content_type or "").split(";", 1)[0].strip().lower()
+        if ctype != "application/json":
+            return rpc_error_reply(
+                415, INVALID_REQUEST, "POST body must be Content-Type: application/json"
+            )
+    return None
+
+
+def is_modern(meta: RequestMeta) -> bool:
+    return meta.protocol_version in MODERN_PROTOCOL_VERSIONS
+
+
+def effective_version(meta: RequestMeta) -> str:
+    return meta.protocol_version or DEFAULT_PROTOCOL_VERSION
+
+
+def check_batch_allowed(meta: RequestMeta) -> HttpReply | None:
+    if effective_version(meta) in BATCH_PROTOCOL_VERSIONS:
+        return None
+    return rpc_error_reply(
+        400,
+        INVALID_REQUEST,
+        f"JSON-RPC batches are not part of MCP protocol version {effective_version(meta)}",
+    )
+
+
+def check_body_headers(
+    meta: RequestMeta,
+    *,
+    kind: str,
+    method: str | None,
+    params: Any,
+    rpc_id: Any,
+) -> HttpReply | None:
+    """Headers against the body: the 2026-07-28 "Server Validation" rules.
+
+    With a modern version every rule is mandatory.  With an older version the
+    headers are optional, but one that is present must still agree with the
+    body: a header that lies is a smuggling attempt whatever the version.
+    """
+    modern = is_modern(meta)
+    if modern and kind == "response":
+        # "The client MUST NOT send JSON-RPC responses" (2026-07-28).
+        return rpc_error_reply(
+            400, INVALID_REQUEST, "clients must not send JSON-RPC responses in 2026-07-28"
+        )
+    if kind == "response":
+        return None
+    if modern and kind == "request":
+        if meta.mcp_method is None:
+            return mismatch("required Mcp-Method header is missing", rpc_id)
+        body_version = None
+        if isinstance(params, dict):
+            meta_obj = params.get("_meta")
+            if isinstance(meta_obj, dict):
+                body_version = meta_obj.get(PROTOCOL_VERSION_META_KEY)
+        if body_version != meta.protocol_version:
+            return mismatch(
+                f"MCP-Protocol-Version header value {meta.protocol_version!r} does not match "
+                f"the body's _meta protocolVersion {body_version!r}",
+                rpc_id,
+            )
+    if meta.mcp_method is not None and meta.mcp_method != method:
+        return mismatch(
+            f"Mcp-Method header value {meta.mcp_method!r} does not match body value {method!r}",
+            rpc_id,
+        )
+    name_key = NAME_BEARING_METHODS.get(method or "")
+    if name_key is not None:
+        body_name = params.get(name_key) if isinstance(params, dict) else None
+        if meta.mcp_name is None:
+            if modern and kind == "request":
+                return mismatch("required Mcp-Name header is missing", rpc_id)
+            return None
+        try:
+            header_name = decode_header_value(meta.mcp_name)
+        except HeaderValueError as exc:
+            return mismatch(str(exc), rpc_id)
+        if header_name != body_name:
+            return mismatch(
+                f"Mcp-Name header value {header_name!r} does not match body value {body_name!r}",
+                rpc_id,
+            )
+    elif meta.mcp_name is not None:
+        return mismatch(f"Mcp-Name header is not defined for method {method!r}", rpc_id)
+    return None
+
+
+def check_param_headers(headers: Iterable[tuple[bytes, bytes]]) -> HttpReply | None:
+    """Mcp-Param-* values must be legal header text and, when sentinel-encoded,
+    decodable.  Their meaning is the upstream's (it knows the tool schema);
+    "Intermediate servers that do not recognize an Mcp-Param-{Name} header
+    MUST forward it", so beyond this they pass unchanged."""
+    for name, value in headers:
+        if name.startswith(H_PARAM_PREFIX):
+            try:
+                decode_header_value(value.decode("ascii"))
+            except (UnicodeDecodeError, HeaderValueError):
+                return mismatch(f"{name.decode('latin-1')} header value is not valid")
+    return None
+
+
+# --------------------------------------------------------------------------
+# Server-sent events
+
+
+class SseEvent(msgspec.Struct):
+    """One dispatched SSE event.  ``raw`` is its exact bytes including the
+    terminating blank line, so an untouched event is relayed byte for byte."""
+
+    raw: bytes
+    data: bytes | None = None
+    event: str | None = None
+    id: str | None = None
+    retry: int | None = None
+
+
+class SseError(ValueError):
+    pass
+
+
+class SseParser:
+    """Cut a ``text/event-stream`` body into events as bytes arrive.
+
+    Lines end in CRLF, LF or CR (WHATWG "event stream interpretation"); an
+    event is complete at a blank line.  Nothing is held back beyond the
+    incomplete tail, so relaying stays event by event.
+    """
+
+    __slots__ = ("_buf", "_event_start", "_line_start", "_lines", "_max")
+
+    def __init__(self, max_event_bytes: int = 16 * 1024 * 1024) -> None:
+        self._buf = bytearray()
+        self._max = max_event_bytes
+        self._event_start = 0
+        self._line_start = 0
+        self._lines: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> list[SseEvent]:
+        buf = self._buf
+        buf += chunk
+        events: list[SseEvent] = []
+        pos = self._line_start
+        n = len(buf)
+        while pos < n:
+            i_lf = buf.find(b"\n", pos)
+            i_cr = buf.find(b"\r", pos, i_lf if i_lf != -1 else n)
+            if i_cr != -1:
+                if i_cr + 1 >= n:
+                    break  # a CR at the very end may be half of a CRLF
+                i = i_cr
+                end = i + 2 if buf[i + 1] == 0x0A else i + 1
+            elif i_lf != -1:
+                i = i_lf
+                end = i + 1
+            else:
+                break
+            if i == pos:
+                raw = bytes(buf[self._event_start : end])
+                events.append(_parse_event(raw, self._lines))
+                self._lines = []
+                self._event_start = end
+            else:
+                self._lines.append(bytes(buf[pos:i]))
+            pos = end
+        if self._event_start:
+            del buf[: self._event_start]
+            pos -= self._event_start
+            self._event_start = 0
+        self._line_start = pos
+        if len(buf) > self._max:
+            raise SseError(f"SSE event larger than {self._max} bytes")
+        return events
+
+    def close(self) -> list[SseEvent]:
+        """End of stream: a CR held back as a possible half of CRLF is a line
+        end after all.  An unterminated last event is dropped (WHATWG)."""
+        if self._buf.endswith(b"\r"):
+            return self._finish_cr()
+        return []
+
+    def _finish_cr(self) -> list[SseEvent]:
+        # Replace the trailing CR by LF: same line end, no longer ambiguous.
+        self._buf[-1:] = b"\n"
+        return self.feed(b"")
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+
+def _parse_event(raw: bytes, lines: list[bytes]) -> SseEvent:
+    ev = SseEvent(raw=raw)
+    data_lines: list[bytes] = []
+    for line in lines:
+        if line[:1] == b":":
+            continue  # comment (keep-alive)
+        name, colon, value = line.partition(b":")
+        if colon and value[:1] == b" ":
+            value = value[1:]
+        if name == b"data":
+            data_lines.append(value)
+        elif name == b"event":
+            ev.event = value.decode("utf-8", "replace")
+        elif name == b"id":
+            if b"\x00" not in value:
+                ev.id = value.decode("utf-8", "replace")
+        elif name == b"retry" and value.isdigit():
+            ev.retry = int(value)
+    if data_lines:
+        ev.data = b"\n".join(data_lines)
+    return ev
+
+
+def encode_sse_event(
+    data: bytes, *, event_id: str | None = None, event: str | None = None
+) -> bytes:
+    """Our own event around a JSON message (always a single data line: our
+    JSON encoder emits no newlines)."""
+    parts: list[bytes] = []
+    if event is not None:
+        parts.append(b"event: " + event.encode("utf-8") + b"\n")
+    if event_id is not None:
+        parts.append(b"id: " + event_id.encode("utf-8") + b"\n")
+    parts.append(b"data: " + data + b"\n\n")
+    return b"".join(parts)
+
+
+def media_type(content_type: bytes | str | None) -> str:
+    if content_type is None:
+        return ""
+    if isinstance(content_type, bytes):
+        content_type = content_type.decode("latin-1")
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def header_value(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for n, v in headers:
+        if n == name:
+            return v
+    return None

@@ -1,0 +1,439 @@
+"""Safe Mode: built-in rules that look for danger in every string.
+
+Safe Mode runs on every string anywhere in a client request's params (keys
+included) and on resource URIs, whatever the tool, and before any policy
+``allow`` can matter: a tool's allow never overrides it.  A policy switches a
+rule off only by naming its id (``safe_mode: {disable: [id, ...]}``, or per
+tool).
+
+Where policy patterns match the exact string, Safe Mode normalises first,
+and only in ways that widen what it catches: each string is checked as
+written and as a small set of variants -- percent-decoded (repeatedly),
+NFKC-folded (fullwidth and other compatibility forms; Windows "best fit"
+maps them to ASCII), lower-cased, ``\\`` read as ``/``, repeated ``/``
+collapsed, ``.``/``..`` resolved, and shell quoting/escapes removed.  A rule
+that matches any variant denies.  Benign text stays allowed because the
+rules themselves are specific (boundaries around names, a download *piped
+into* a shell, a removal *of* ``/`` or ``~``), not because the input is
+trusted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+from agentwall.policy.network import classify_host
+from agentwall.policy.patterns import compile_re2
+from agentwall.policy.secrets import SECRET_RULES, find_secret
+
+SENSITIVE_PATH = "sensitive_path"
+RCE = "remote_code_execution"
+SSRF = "ssrf"
+SECRET = "secret"  # noqa: S105 -- a category name
+
+
+@dataclass(frozen=True, slots=True)
+class SafeRule:
+    id: str
+    category: str
+    label: str  # "blocked <label>": says what, never echoes the value
+    source: str | None = None  # lower-case text rule; None = handled in code
+    exclude: str | None = None  # a match whose text matches this is benign
+
+
+# Name characters: a sensitive name must not be glued to other name
+# characters, so "my.ssh.notes" or "process.env" do not look like ".ssh"/".env".
+_B = r"(?:^|[^a-z0-9_-])"
+_E = r"(?:$|[^a-z0-9_.-])"
+
+TEXT_RULES: tuple[SafeRule, ...] = (
+    SafeRule(
+        "safe_mode.path.ssh", SENSITIVE_PATH, "access to SSH keys or the .ssh directory",
+        rf"{_B}\.ssh{_E}|(?:^|[^a-z0-9_.-])id_(?:rsa|dsa|ecdsa|ed25519)(?:_sk)?(?:$|[^a-z0-9_-])"
+        r"|/etc/ssh/ssh_host_[a-z0-9_]*key(?:$|[^a-z0-9_.-])",
+    ),
+    SafeRule(
+        "safe_mode.path.cloud_credentials", SENSITIVE_PATH,
+        "access to cloud credentials (AWS, GCP, Azure)",
+        rf"{_B}\.aws(?:/|$)|{_B}\.azure(?:/|$)|{_B}\.config/gcloud(?:/|$)"
+        r"|application_default_credentials\.json|/\.config/azure(?:/|$)",
+    ),
+    SafeRule(
+        "safe_mode.path.kube_config", SENSITIVE_PATH,
+        "access to Kubernetes credentials",
+        rf"{_B}\.kube(?:/|$)|/etc/kubernetes/(?:[a-z-]+\.conf|pki)(?:/|$|[^a-z0-9_-])"
+        r"|/run/secrets/kubernetes\.io(?:/|$)",
+    ),
+    SafeRule(
+        "safe_mode.path.system_auth", SENSITIVE_PATH,
+        "access to system password or sudo files",
+        r"/etc/(?:shadow|gshadow|sudoers|master\.passwd|security/opasswd)(?:$|[^a-z0-9_])",
+    ),
+    SafeRule(
+        "safe_mode.path.docker", SENSITIVE_PATH,
+        "access to the Docker socket or Docker credentials",
+        rf"docker\.sock(?:$|[^a-z0-9_])|{_B}\.docker/config\.json",
+    ),
+    SafeRule(
+        "safe_mode.path.dotenv", SENSITIVE_PATH, "access to a .env file",
+        rf"{_B}\.env(?:\.[a-z0-9_-]+)*{_E}",
+        exclude=r"\.(?:example|sample|template|dist|defaults|schema)",
+    ),
+    SafeRule(
+        "safe_mode.path.credential_files", SENSITIVE_PATH,
+        "access to a credential file (.netrc, .git-credentials, .npmrc, .pypirc, ...)",
+        rf"{_B}[._]netrc{_E}|{_B}\.git-credentials{_E}|{_B}\.npmrc{_E}|{_B}\.pypirc{_E}"
+        rf"|{_B}\.pgpass{_E}|{_B}\.vault-token{_E}|{_B}\.cargo/credentials"
+        rf"|{_B}\.config/gh/hosts\.yml|{_B}\.terraform\.d/credentials",
+    ),
+    SafeRule(
+        "safe_mode.path.gnupg", SENSITIVE_PATH, "access to GnuPG keys",
+        rf"{_B}\.gnupg{_E}|private-keys-v1\.d|secring\.gpg",
+    ),
+    SafeRule(
+        "safe_mode.path.browser_profiles", SENSITIVE_PATH,
+        "access to browser profile stores (cookies, saved passwords)",
+        r"(?:\.config/(?:google-chrome|chromium|bravesoftware|microsoft-edge)"
+        r"|\.mozilla/firefox|library/application support/(?:google/chrome|firefox"
+        r"|bravesoftware|microsoft edge)|appdata/(?:local|roaming)/(?:google/chrome"
+        r"|mozilla/firefox|microsoft/edge|bravesoftware))(?:/|$)",
+    ),
+    SafeRule(
+        "safe_mode.path.process_secrets", SENSITIVE_PATH,
+        "access to another process's environment or memory",
+        r"/proc/(?:self|thread-self|[0-9]+)/(?:task/[0-9]+/)?(?:environ|mem|cmdline)(?:$|[^a-z0-9_])"
+        r"|/proc/kcore(?:$|[^a-z0-9_])",
+    ),
+    SafeRule(
+        "safe_mode.rce.pipe_to_shell", RCE,
+        "a download piped into a shell or interpreter",
+        r"\b(?:curl|wget|fetch|iwr|irm|invoke-webrequest|invoke-restmethod)\b[^\n]*\|&?\s*"
+        r"(?:sudo\s+(?:-[a-z-]+\s+)*)?(?:[a-z0-9_./-]*/)?(?:env\s+(?:[a-z0-9_./-]*/)?)?"
+        r"(?:sh|bash|zsh|ksh|dash|ash|fish|csh|tcsh|python[0-9.]*|perl|ruby|node|php|pwsh"
+        r"|powershell|iex|invoke-expression)\b",
+    ),
+    SafeRule(
+        "safe_mode.rce.download_exec", RCE,
+        "downloaded code executed through a shell substitution",
+        r"(?:\b(?:sh|bash|zsh|ksh|dash|source|eval|python[0-9.]*|perl|ruby|node|php)\b"
+        r"|(?:^|[\s;&|(])\.)\s*(?:-[a-z]+\s*)*[\"']?\s*(?:<\(|\$\(|`)\s*(?:sudo\s+)?"
+        r"(?:curl|wget|fetch)\b"
+        r"|\b(?:iex|invoke-expression)\b[^\n]*(?:downloadstring|\biwr\b|\birm\b"
+        r"|invoke-webrequest|invoke-restmethod)",
+    ),
+    SafeRule(
+        "safe_mode.rce.reverse_shell", RCE, "a reverse shell",
+        r"/dev/(?:tcp|udp)/"
+        r"|\b(?:nc|ncat|netcat)\b[^\n;|&]*\s(?:-[a-z]*[ec][a-z]*|--exec|--sh-exec|--lua-exec)\b"
+        r"|\bsocat\b[^\n]*\b(?:exec|system):"
+        r"|\bmkfifo\b[^\n]*\b(?:nc|ncat|netcat|telnet|openssl)\b"
+        r"|\btelnet\b[^\n]*\|\s*(?:[a-z0-9_./-]*/)?(?:ba)?sh\b"
+        r"|\bsocket\b[^\n]*(?:os\.dup2|pty\.spawn)\(",
+    ),
+    SafeRule(
+        "safe_mode.rce.destructive_rm", RCE, "a destructive removal of / or the home directory",
+        r"\brm\s+(?:-[a-z-]*\s+)*(?:/|/\*/?|/\.|~[a-z0-9_-]*/?\*?|\$\{?home\}?/?\*?)"
+        r"(?:$|[\s;&|)`])"
+        r"|\bfind\s+(?:/|~|\$\{?home\}?)\s[^\n]*-delete\b",
+    ),
+    SafeRule(
+        "safe_mode.rce.disk_wipe", RCE, "a command that overwrites a disk",
+        r"\bmkfs(?:\.[a-z0-9]+)?\s[^\n;|&]*/dev/"
+        r"|\bdd\b[^\n]*\bof=/dev/(?:sd|hd|vd|xvd|nvme|mmcblk|disk)",
+    ),
+    SafeRule(
+        "safe_mode.ssrf.metadata", SSRF, "a request to a cloud metadata endpoint",
+        r"169\.254\.169\.254|fd00:ec2::254|metadata\.google\.internal|100\.100\.100\.200",
+    ),
+    SafeRule(
+        "safe_mode.ssrf.scheme", SSRF, "a file:, gopher: or dict: URL",
+        r"(?:^|[^a-z0-9+.-])(?:file|gopher|dict|netdoc|phar|expect):/",
+    ),
+    SafeRule(
+        "safe_mode.ssrf.private_network", SSRF,
+        "a URL pointing to a loopback or private network address",
+        None,
+    ),
+)
+
+SAFE_RULES: tuple[SafeRule, ...] = TEXT_RULES + tuple(
+    SafeRule(r.id, SECRET, f"{r.label} leaving in the arguments") for r in SECRET_RULES
+)
+SAFE_RULE_IDS: tuple[str, ...] = tuple(r.id for r in SAFE_RULES)
+_BY_ID = {r.id: r for r in SAFE_RULES}
+SCHEME_RULE = "safe_mode.ssrf.scheme"
+METADATA_RULE = "safe_mode.ssrf.metadata"
+PRIVATE_RULE = "safe_mode.ssrf.private_network"
+
+
+@dataclass(frozen=True, slots=True)
+class SafeHit:
+    rule_id: str
+    category: str
+    reason: str
+
+
+def _hit(rule_id: str) -> SafeHit:
+    rule = _BY_ID[rule_id]
+    return SafeHit(rule.id, rule.category, f"Safe Mode blocked {rule.label} ({rule.id})")
+
+
+# URLs as lenient parsers read them: special schemes take a host even with
+# no or one slash (WHATWG), others need "//".
+_URL = compile_re2(
+    r"(?:\b(?:https?|wss?|ftp)):/*([^/?#\s\"'<>`|]+)|\b[a-z][a-z0-9+.-]*://([^/?#\s\"'<>`|]*)"
+)
+_BARE_HOST = compile_re2(r"^\s*(\[[0-9a-f:.%a-z]+\]|[0-9a-fx.]+)(?::[0-9]*)?(?:[/?#].*)?\s*$")
+_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
+_ESCAPE = compile_re2(r"\\u([0-9a-fA-F]{4})|\\x([0-9a-fA-F]{2})")
+
+
+def _percent_decode(text: str) -> str:
+    for _ in range(4):
+        if "%" not in text:
+            break
+        decoded = unquote(text, errors="replace")
+        if decoded == text:
+            break
+        text = decoded
+    return text
+
+
+def _resolve_dots(text: str) -> str:
+    """Resolve . and .. in every whitespace-separated token that looks like a path."""
+    tokens = text.split(" ")
+    for i, tok in enumerate(tokens):
+        if "/." not in tok and not tok.startswith("."):
+            continue
+        out: list[str] = []
+        for seg in tok.split("/"):
+            if seg == ".":
+                continue
+            if seg == "..":
+                if out and out[-1] not in ("", ".."):
+                    out.pop()
+                elif not out:
+                    out.append("..")
+                continue
+            out.append(seg)
+        resolved = "/".join(out)
+        if tok.startswith("/") and not resolved.startswith("/"):
+            resolved = "/" + resolved  # "/.." is "/"
+        tokens[i] = resolved
+    return " ".join(tokens)
+
+
+def _collapse(text: str) -> str:
+    text = text.replace("\\", "/")
+    while "//" in text:
+        text = text.replace("//", "/")
+    return text
+
+
+def _deshell(text: str) -> str:
+    for q in ("'", '"', "\\"):
+        text = text.replace(q, "")
+    for ifs in ("${ifs}", "$ifs"):
+        text = text.replace(ifs, " ")
+    return text
+
+
+def _unescape(text: str) -> str:
+    """\\uXXXX and \\xXX escapes written as text (a server that decodes the
+    argument again would see the characters).  Surrogate escapes stay as
+    written: a lone surrogate cannot be matched and is not a character."""
+    def _char(m: Any) -> str:
+        code = int(m.group(1) or m.group(2), 16)
+        return m.group(0) if 0xD800 <= code <= 0xDFFF else chr(code)
+
+    return str(_ESCAPE.sub(_char, text))
+
+
+def _forms(t: str) -> tuple[str, list[str]]:
+    if not t.isascii():
+        t = unicodedata.normalize("NFKC", t.translate(_DOTS))
+    low = t.lower()
+    v1 = _collapse(low) if ("\\" in low or "//" in low) else low
+    out = [v1]
+    if "/." in v1 or v1.startswith("."):
+        v2 = _resolve_dots(v1)
+        if v2 != v1:
+            out.append(v2)
+    if "'" in low or '"' in low or "\\" in low or "$" in low:
+        v3 = _collapse(_deshell(low))
+        out.append(v3)
+        if "/." in v3:
+            out.append(_resolve_dots(v3))
+    return low, out
+
+
+def variants(text: str) -> tuple[list[str], list[str]]:
+    """(lowered decoded forms for URL parsing, text-rule variants)."""
+    t = _percent_decode(text) if "%" in text else text
+    low, out = _forms(t)
+    lows = [low]
+    if "\\u" in t or "\\x" in t:
+        unescaped = _unescape(t)
+        if unescaped != t:
+            low2, out2 = _forms(unescaped)
+            lows.append(low2)
+            out.extend(out2)
+    return lows, out
+
+
+_MEMO_MAX_LEN = 96
+_MEMO_ENTRIES = 4096
+
+
+class _AllowEntry:
+    __slots__ = ("name", "network", "suffix")
+
+    def __init__(self, spec: str) -> None:
+        self.network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+        self.name: str | None = None
+        self.suffix: str | None = None
+        text = spec.strip().lower()
+        try:
+            self.network = ipaddress.ip_network(text, strict=False)
+            return
+        except ValueError:
+            pass
+        if text.startswith("*."):
+            self.suffix = text[1:]
+        else:
+            self.name = text.rstrip(".")
+
+    def allows(self, host: str, ip: Any) -> bool:
+        if self.network is not None:
+            return ip is not None and ip.version == self.network.version and ip in self.network
+        if self.suffix is not None:
+            return host.endswith(self.suffix)
+        return host == self.name
+
+
+def parse_allow_private(spec: str) -> str | None:
+    """Error text for an invalid allow_private entry, else None."""
+    text = spec.strip()
+    if not text:
+        return "an empty entry"
+    if "/" in text:
+        try:
+            ipaddress.ip_network(text, strict=False)
+        except ValueError as exc:
+            return str(exc)
+    return None
+
+
+class SafeModeEngine:
+    """Safe Mode compiled for one set of enabled rules."""
+
+    __slots__ = ("_allow", "_any", "_disabled", "_memo", "_metadata_on", "_private_on",
+                 "_rules", "_scheme_on", "disabled")
+
+    def __init__(self, disabled: Iterable[str], allow_private: Iterable[str] = ()) -> None:
+        self.disabled = frozenset(disabled)
+        self._disabled = self.disabled
+        enabled = [r for r in TEXT_RULES if r.source is not None and r.id not in self.disabled]
+        self._rules = tuple(
+            (r, compile_re2(r.source or ""), compile_re2(r.exclude) if r.exclude else None)
+            for r in enabled
+        )
+        self._any = (
+            compile_re2("|".join(f"(?:{r.source})" for r in enabled)) if enabled else None
+        )
+        self._scheme_on = SCHEME_RULE not in self.disabled
+        self._metadata_on = METADATA_RULE not in self.disabled
+        self._private_on = PRIVATE_RULE not in self.disabled
+        self._allow = tuple(_AllowEntry(s) for s in allow_private)
+        # Keys, tool names and short values repeat from call to call.  The
+        # check is a pure function of the string, so remembering recent
+        # answers changes no decision; the table is bounded and cleared whole.
+        self._memo: dict[str, SafeHit | None] = {}
+
+    def check(self, text: str, *, resource_uri: bool = False) -> SafeHit | None:
+        """The first rule that ``text`` trips, or None.  ``resource_uri``: the
+        string is a resource URI, whose scheme is an identifier, not a fetch."""
+        if len(text) <= _MEMO_MAX_LEN and not resource_uri:
+            memo = self._memo
+            if text in memo:
+                return memo[text]
+            hit = self._check(text, False)
+            if len(memo) >= _MEMO_ENTRIES:
+                memo.clear()
+            memo[text] = hit
+            return hit
+        return self._check(text, resource_uri)
+
+    def _check(self, text: str, resource_uri: bool) -> SafeHit | None:
+        lows, texts = variants(text)
+        if self._any is not None:
+            for v in texts:
+                if self._any.search(v) is None:
+                    continue
+                hit = self._which(v, resource_uri)
+                if hit is not None:
+                    return hit
+        if self._metadata_on or self._private_on:
+            for low in lows:
+                hit = self._check_hosts(low)
+                if hit is not None:
+                    return hit
+        secret = find_secret(text, self._disabled)
+        if secret is None and "%" in text:
+            secret = find_secret(_percent_decode(text), self._disabled)
+        if secret is not None:
+            return _hit(secret.id)
+        return None
+
+    def _which(self, v: str, resource_uri: bool) -> SafeHit | None:
+        for rule, rx, exclude in self._rules:
+            if resource_uri and rule.id == SCHEME_RULE:
+                continue
+            for m in rx.finditer(v):
+                if exclude is not None and exclude.search(m.group(0)) is not None:
+                    continue
+                return _hit(rule.id)
+        return None
+
+    def _check_hosts(self, low: str) -> SafeHit | None:
+        hosts: list[str] = []
+        if ":" in low:
+            text = low.replace("\\", "/")
+            for m in _URL.finditer(text):
+                authority = m.group(1) or m.group(2) or ""
+                hosts.append(_host_of(authority))
+        bare: str | None = None
+        if not hosts and low[:1] in "0123456789[":
+            # A string that is only an address (an "ip" or "host" argument).
+            # Only metadata counts here, and only in address-like spellings:
+            # bare numbers such as order ids or versions stay allowed.
+            m = _BARE_HOST.match(low)
+            if m is not None and ("." in m.group(1) or m.group(1)[:1] == "["
+                                  or m.group(1).startswith("0x")):
+                bare = m.group(1)
+        if bare is not None:
+            cls, _, _ = classify_host(bare)
+            if cls == "metadata" and self._metadata_on:
+                return _hit(METADATA_RULE)
+        for host in hosts:
+            cls, clean, ip = classify_host(host)
+            if cls == "metadata" and self._metadata_on:
+                return _hit(METADATA_RULE)
+            if cls == "private" and self._private_on:
+                if any(entry.allows(clean, ip) for entry in self._allow):
+                    continue
+                return _hit(PRIVATE_RULE)
+        return None
+
+
+def _host_of(authority: str) -> str:
+    host = authority.rsplit("@", 1)[-1]
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end != -1 else host
+    return host.split(":", 1)[0]

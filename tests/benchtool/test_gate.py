@@ -1,0 +1,117 @@
+"""The regression gate's arithmetic on pytest-benchmark JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentwall.benchtool import gate
+
+
+def _results(
+    calibration_ns: float, medians_s: dict[str, float], extra: dict[str, float] | None = None
+) -> dict[str, Any]:
+    benchmarks: list[dict[str, Any]] = [
+        {"fullname": name, "stats": {"median": median}, "extra_info": {}}
+        for name, median in medians_s.items()
+    ]
+    if extra is not None:
+        benchmarks.append(
+            {
+                "fullname": "bench/bench_e2e.py::test_gate",
+                "stats": {"median": 9.0},
+                "extra_info": {"gate": extra},
+            }
+        )
+    return {"benchmarks": benchmarks, "calibration": {"median_ns": calibration_ns}}
+
+
+BASE = _results(1000.0, {"b::parse": 2e-6, "b::seal": 5e-6}, {"e2e_overhead_c1": 2.0})
+
+
+def _baseline() -> dict[str, Any]:
+    figs = gate.figures(BASE)
+    metrics = {name: {"value": f.value} for name, f in figs.items()}
+    metrics["e2e_overhead_c1"]["floor"] = 0.5
+    return {"threshold": 2.0, "metrics": metrics}
+
+
+def test_figures_normalise_by_calibration_and_skip_gate_test_timing() -> None:
+    figs = gate.figures(BASE)
+    assert figs["b::parse"].value == pytest.approx(2.0)
+    assert figs["b::seal"].value == pytest.approx(5.0)
+    assert figs["e2e_overhead_c1"].value == 2.0
+    assert figs["e2e_overhead_c1"].source == "bench/bench_e2e.py::test_gate"
+    assert "bench/bench_e2e.py::test_gate" not in figs
+
+
+def test_uniformly_slower_machine_passes() -> None:
+    slow = _results(3000.0, {"b::parse": 6e-6, "b::seal": 15e-6}, {"e2e_overhead_c1": 2.1})
+    verdicts = gate.compare(_baseline(), gate.figures(slow), 2.0)
+    assert not any(v.failed for v in verdicts)
+
+
+def test_real_2x_regression_fails_and_noise_does_not() -> None:
+    noisy = _results(1000.0, {"b::parse": 3.5e-6, "b::seal": 5e-6}, {"e2e_overhead_c1": 3.0})
+    assert not any(v.failed for v in gate.compare(_baseline(), gate.figures(noisy), 2.0))
+    regressed = _results(1000.0, {"b::parse": 4.4e-6, "b::seal": 5e-6}, {"e2e_overhead_c1": 4.5})
+    failed = {v.name for v in gate.compare(_baseline(), gate.figures(regressed), 2.0) if v.failed}
+    assert failed == {"b::parse", "e2e_overhead_c1"}
+
+
+def test_floor_keeps_tiny_ratios_from_flapping() -> None:
+    base = {"threshold": 2.0, "metrics": {"e2e_stdio_overhead": {"value": 0.05, "floor": 0.5}}}
+    now = {"e2e_stdio_overhead": gate.Figure("e2e_stdio_overhead", 0.3, "x", "extra")}
+    assert not gate.compare(base, now, 2.0)[0].failed
+    now["e2e_stdio_overhead"] = gate.Figure("e2e_stdio_overhead", 1.2, "x", "extra")
+    assert gate.compare(base, now, 2.0)[0].failed
+
+
+def test_missing_and_new_figures_are_reported_not_failed() -> None:
+    partial = _results(1000.0, {"b::parse": 2e-6, "b::new": 1e-6})
+    figs = gate.figures(partial)
+    verdicts = gate.compare(_baseline(), figs, 2.0)
+    assert not any(v.failed for v in verdicts)
+    text = gate.render(verdicts, figs, _baseline())
+    assert "not measured" in text
+    assert "b::new" in text
+    assert "new: not gated" in text
+
+
+def test_median_alone_over_the_limit_is_noise_when_the_fastest_rounds_are_fine() -> None:
+    def run(cal: dict[str, float], median: float, fastest: float) -> dict[str, Any]:
+        return {
+            "calibration": {"median_ns": 1000.0, "samples_ns": [1000.0]},
+            "benchmarks": [
+                {
+                    "fullname": "b::eval",
+                    "stats": {"median": median, "min": fastest},
+                    "extra_info": {"calibration_ns": cal},
+                }
+            ],
+        }
+
+    base_fig = gate.figures(run({"median": 500.0, "min": 400.0}, 2e-6, 1e-6))["b::eval"]
+    assert base_fig.value == pytest.approx(4.0)  # divided by the local calibration
+    assert base_fig.value_min == pytest.approx(2.5)
+    baseline = {"metrics": {"b::eval": {"value": 4.0, "value_min": 2.5}}}
+    burst = gate.figures(run({"median": 500.0, "min": 400.0}, 5e-6, 1.1e-6))
+    assert not gate.compare(baseline, burst, 2.0)[0].failed
+    regressed = gate.figures(run({"median": 500.0, "min": 400.0}, 5e-6, 2.5e-6))
+    assert gate.compare(baseline, regressed, 2.0)[0].failed
+
+
+def test_missing_calibration_is_an_error() -> None:
+    with pytest.raises(gate.GateError, match="calibration"):
+        gate.figures({"benchmarks": []})
+
+
+def test_committed_baseline_is_well_formed() -> None:
+    data = json.loads(Path(gate.BASELINE).read_text())
+    assert data["threshold"] == 2.0
+    assert data["metrics"]
+    for entry in data["metrics"].values():
+        assert entry["value"] > 0

@@ -1,0 +1,152 @@
+"""Percentiles, Prometheus parsing, /proc CPU accounting and the workload mix."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import orjson
+import pytest
+
+from agentwall.benchtool import metrics, procstat
+from agentwall.benchtool.stats import percentile, summarize
+from agentwall.benchtool.workload import default_mix, filler
+
+
+def test_nearest_rank_percentiles() -> None:
+    values = list(range(1, 101))
+    assert percentile(values, 50) == 50
+    assert percentile(values, 99) == 99
+    assert percentile(values, 100) == 100
+    assert percentile([7], 99) == 7
+    summary = summarize([1000, 2000, 3000, 4000])
+    assert summary is not None
+    assert (summary.p50, summary.max, summary.mean) == (2.0, 4.0, 2.5)
+    assert summarize([]) is None
+    with pytest.raises(ValueError, match="no samples"):
+        percentile([], 50)
+
+
+PROM = """\
+# HELP agentwall_audit_fsync_batch_size entries per fsync
+# TYPE agentwall_audit_fsync_batch_size histogram
+agentwall_audit_fsync_batch_size_bucket{le="1"} 3
+agentwall_audit_fsync_batch_size_sum 120
+agentwall_audit_fsync_batch_size_count 10
+agentwall_decision_cache_hits_total{shard="a"} 30
+agentwall_decision_cache_hits_total{shard="b",note="x\\"y"} 50
+agentwall_decision_cache_misses_total 20
+weird_nan NaN
+"""
+
+
+def test_prometheus_parse_and_figures() -> None:
+    before = metrics.Scrape(metrics.parse(PROM))
+    after_text = (
+        PROM.replace("_sum 120", "_sum 220")
+        .replace("_count 10", "_count 15")
+        .replace("misses_total 20", "misses_total 40")
+    )
+    after = metrics.Scrape(metrics.parse(after_text))
+    assert before.total("agentwall_decision_cache_hits_total") == 80
+    assert before.total("agentwall_decision_cache_hits_total", shard="b") == 50
+    assert dict(before.samples[4].labels)["note"] == 'x"y'
+    figs = metrics.figures(before, after)
+    assert figs.fsync_batches == 5
+    assert figs.fsync_batch_mean == 20
+    assert figs.cache_hit_rate == 0.0  # hits did not move, misses did
+    assert figs.cache_lookups == 20
+
+
+def test_missing_series_are_none_not_zero() -> None:
+    empty = metrics.Scrape(metrics.parse("other_metric 1\n"))
+    figs = metrics.figures(empty, empty)
+    assert (figs.fsync_batch_mean, figs.cache_hit_rate) == (None, None)
+
+
+@pytest.mark.timeout(60)
+def test_tree_cpu_counts_children_including_exited_ones() -> None:
+    burn = "import time\nt=time.process_time()\nwhile time.process_time()-t<0.3: pass\n"
+    code = (
+        "import subprocess, sys, time\n"
+        f"subprocess.run([sys.executable, '-c', {burn!r}])\n"
+        f"exec({burn!r})\n"
+        "time.sleep(30)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        probe = procstat.TreeProbe(lambda: [proc.pid])
+        probe.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            stat = procstat.read_stat(proc.pid)
+            assert stat is not None
+            if stat.self_ticks / procstat.CLK_TCK >= 0.28:
+                break
+            time.sleep(0.05)
+        probe.stop()
+        # The exited child's 0.3 s came back through the parent's cutime.
+        assert probe.cpu_s >= 0.5
+        assert probe.processes == 1
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_own_process_is_readable() -> None:
+    stat = procstat.read_stat(os.getpid())
+    assert stat is not None
+    assert stat.ppid == os.getppid()
+    assert "python" in " ".join(procstat.cmdline(os.getpid())).lower()
+
+
+def test_workload_mix_shape() -> None:
+    mix = default_mix()
+    schedule = mix.schedule(seed=3)
+    assert len(schedule) == 200
+    assert mix.schedule(seed=3) == schedule
+    share = {e: 0 for e in ("allow", "deny", "list")}
+    for i in schedule:
+        share[mix.kinds[i].expect] += 1
+    assert share == {"allow": 160, "deny": 24, "list": 16}
+    biggest = max(len(k.body(1)) for k in mix.kinds)
+    assert 64 * 1024 < biggest < 65 * 1024
+    for kind in mix.kinds:
+        message = orjson.loads(kind.body(42, b"tag"))
+        assert message["jsonrpc"] == "2.0"
+        assert message["id"] == 42
+    # Unique kinds never repeat their arguments; the others repeat exactly.
+    echo = mix.kinds[mix.index("echo_tiny")]
+    assert orjson.loads(echo.body(1, b"a"))["params"] != orjson.loads(echo.body(2, b"a"))["params"]
+    assert orjson.loads(echo.body(1, b"a"))["params"]["arguments"]["text"] == "a.1 hello"
+    search = mix.kinds[mix.index("search")]
+    assert orjson.loads(search.body(1, b"a"))["params"] == orjson.loads(search.body(2))["params"]
+    assert len(filler(1000)) == 1000
+
+
+def test_fsync_batches_from_entry_and_batch_counters() -> None:
+    before = metrics.Scrape(
+        metrics.parse("agentwall_audit_entries_total 100\nagentwall_audit_batches_total 10\n")
+    )
+    after = metrics.Scrape(
+        metrics.parse("agentwall_audit_entries_total 400\nagentwall_audit_batches_total 30\n")
+    )
+    figs = metrics.figures(before, after)
+    assert (figs.fsync_batches, figs.fsync_batch_mean) == (20, 15)
+
+
+def test_stage_means_from_seconds_histograms() -> None:
+    text = (
+        'agentwall_audit_seconds_bucket{le="0.001"} 5\n'
+        "agentwall_audit_seconds_sum %s\nagentwall_audit_seconds_count %s\n"
+        "agentwall_upstream_seconds_sum 1.0\n"  # no _count: skipped
+    )
+    before = metrics.Scrape(metrics.parse(text % (0.5, 1000)))
+    after = metrics.Scrape(metrics.parse(text % (0.8, 2000)))
+    stages = metrics.stage_means(before, after)
+    assert list(stages) == ["audit"]
+    mean_us, n = stages["audit"]
+    assert n == 1000
+    assert mean_us == pytest.approx(300.0)
