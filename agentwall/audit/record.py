@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import importlib
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -218,20 +217,11 @@ def decision_event(
 
 
 def mask_params(params: Any) -> tuple[Any, tuple[str, ...]]:
-    """Safe Mode's secret masking, applied before params reach the log.
+    """Safe Mode's secret masking, applied before params reach the log."""
+    # Imported here: verify-log and report never pay for compiling Safe Mode.
+    from agentwall.policy.secrets import mask_secrets
 
-    Looked up at call time so that a build without the policy package fails
-    this one request (the caller then denies) instead of logging in clear.
-    """
-    try:
-        secrets_module = importlib.import_module("agentwall.policy.secrets")
-    except ModuleNotFoundError as exc:
-        raise ConfigError(
-            "--log-params needs Safe Mode's secret masking (agentwall.policy.secrets), "
-            "which this build lacks; refusing to log parameters unmasked"
-        ) from exc
-    masked_value, pointers = secrets_module.mask_secrets(params)
-    return masked_value, tuple(str(p) for p in pointers)
+    return mask_secrets(params)
 
 
 __all__ = [
