@@ -38,14 +38,18 @@ def free_port() -> int:
 
 
 def wait_http(
-    url: str, *, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None
+    url: str,
+    *,
+    timeout: float = 30.0,
+    proc: subprocess.Popen[bytes] | None = None,
+    output: Path | None = None,
 ) -> None:
     """Poll ``url`` until it answers (any status) or ``proc`` dies."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            out = output.read_text(errors="replace") if output is not None else ""
             raise RuntimeError(
                 f"process exited with {proc.returncode} before serving {url}:\n{out}"
             )
@@ -71,9 +75,14 @@ def stop(proc: subprocess.Popen[bytes], *, sig: int | None = None, timeout: floa
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
-    if proc.stdout:
-        proc.stdout.close()
     return int(proc.returncode)
+
+
+def spawn(cmd: list[str], output: Path, **kwargs: Any) -> subprocess.Popen[bytes]:
+    """A child whose stdout and stderr go to a file: a pipe nobody reads
+    would fill up and block the child."""
+    with output.open("wb") as sink:
+        return subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, **kwargs)
 
 
 @contextlib.contextmanager
@@ -85,9 +94,10 @@ def upstream_server(tmp: Path, *, json_response: bool = False) -> Iterator[tuple
     cmd = [sys.executable, str(HERE), "upstream", "--port", str(port), "--control", str(control)]
     if json_response:
         cmd.append("--json-response")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp)
+    output = control / "server.out"
+    proc = spawn(cmd, output, cwd=tmp)
     try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc, output=output)
         yield f"http://127.0.0.1:{port}/mcp", control
     finally:
         stop(proc)
@@ -122,11 +132,10 @@ def agentwall_start(
         policy_path.write_text(policy, encoding="utf-8")
         cmd += ["--policy", str(policy_path)]
     full_env = {**os.environ, **(env or {})}
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp, env=full_env
-    )
+    output = tmp / f"agentwall-{port}.out"
+    proc = spawn(cmd, output, cwd=tmp, env=full_env)
     try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc, output=output)
         yield f"http://127.0.0.1:{port}/mcp", proc, log_path
     finally:
         stop(proc)

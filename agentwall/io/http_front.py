@@ -1,0 +1,1762 @@
+"""The MCP HTTP front-end: uvloop/asyncio Protocol driving h11.
+
+Per connection, ``HttpConnection`` feeds bytes to an ``h11.Connection`` and
+hands each complete request to one long-lived task (no task per request).
+``Proxy`` holds what every exchange shares and does the flow of one message:
+
+    parse -> Call -> rate limit -> evaluate -> audit (durable) -> forward | error
+
+Nothing reaches the upstream, and no answer reaches the agent, before the
+decision's audit entry is durable.  The upstream receives our re-encoding of
+the message that was judged, never the agent's bytes.  The pure rules (header
+validation, SSE cutting, Origin checks) live in ``agentwall.core.mcp_http``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Literal, Protocol, cast
+
+import h11
+import msgspec
+import orjson
+
+from agentwall.core import mcp_http as mh
+from agentwall.core.canonical import sha256_hex
+from agentwall.core.jsonrpc import (
+    ErrorResponse,
+    Message,
+    Notification,
+    Request,
+    Response,
+    encode_message,
+    error_response,
+    parse,
+)
+from agentwall.core.mcp import make_call
+from agentwall.errors import (
+    AUDIT_UNAVAILABLE,
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    OVERLOADED,
+    POLICY_DENIED,
+    RATE_LIMITED,
+    UPSTREAM_TIMEOUT,
+    UPSTREAM_UNAVAILABLE,
+    AuditError,
+    FrameError,
+    UpstreamError,
+)
+from agentwall.io.contracts import AuditSink, Evaluator
+from agentwall.io.upstream import UpstreamPool, UpstreamResponse, UpstreamTimeout
+from agentwall.types import PASSING_VERDICTS, AuditEvent, AuditOutcome, Call, Decision, Identity
+
+log = logging.getLogger("agentwall.http")
+
+KillMode = Literal["none", "connection", "process", "both"]
+
+_JSON = b"application/json"
+_SSE = b"text/event-stream"
+
+
+# --------------------------------------------------------------------------
+# Configuration and seams
+
+
+class FrontConfig(msgspec.Struct, frozen=True):
+    kill_mode: KillMode = "none"
+    dry_run: bool = False
+    filter_tools_list: bool = True
+    log_params: bool = False
+    origin_policy: mh.OriginPolicy = mh.OriginPolicy()
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_header_bytes: int = 32 * 1024
+    max_response_bytes: int = 64 * 1024 * 1024
+    # A request must arrive completely within this many seconds of its first
+    # byte (slowloris); an idle keep-alive connection closes after idle_timeout.
+    request_timeout: float = 30.0
+    idle_timeout: float = 75.0
+    max_connections: int = 4096
+    # Messages being judged or forwarded at once; beyond it: 503 at once.
+    max_inflight: int = 2048
+    upstream_timeout: float = 60.0
+    # Longest quiet gap inside an upstream SSE stream (None: no limit; tools
+    # may run for a long time between progress events).
+    upstream_stream_idle: float | None = None
+    agent_pid: int | None = None
+    agent_pid_file: str | None = None
+
+
+class Authenticator(Protocol):
+    """The identity layer's hook (issue 6).  ``authenticate`` returns the
+    caller's Identity, or the reply to send instead (401 with
+    WWW-Authenticate, 403 insufficient_scope).  ``serve`` answers the
+    endpoints it owns (RFC 9728 ``/.well-known/oauth-protected-resource``) and
+    returns None for every other path."""
+
+    async def authenticate(self, meta: mh.RequestMeta, peer: str) -> Identity | mh.HttpReply: ...
+
+    def serve(self, method: bytes, path: bytes) -> mh.HttpReply | None: ...
+
+
+class PolicyView(Protocol):
+    """What the front-end needs from the current policy (swapped on reload)."""
+
+    @property
+    def hash(self) -> str: ...
+
+
+ToolsFilter = Callable[[Any, Any, Identity | None], Any]
+
+
+# --------------------------------------------------------------------------
+# Metrics
+
+_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+class Histogram:
+    __slots__ = ("count", "counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(_BUCKETS) + 1)
+        self.count = 0
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+        i = 0
+        for bound in _BUCKETS:
+            if seconds <= bound:
+                break
+            i += 1
+        self.counts[i] += 1
+
+    def render(self, name: str, labels: str = "") -> list[str]:
+        sep = "," if labels else ""
+        lines = []
+        cumulative = 0
+        for bound, n in zip(_BUCKETS, self.counts, strict=False):
+            cumulative += n
+            lines.append(f'{name}_bucket{{{labels}{sep}le="{bound}"}} {cumulative}')
+        lines.append(f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.count}')
+        suffix = f"{{{labels}}}" if labels else ""
+        lines.append(f"{name}_sum{suffix} {self.total:.6f}")
+        lines.append(f"{name}_count{suffix} {self.count}")
+        return lines
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.http_requests: dict[tuple[str, int], int] = {}
+        self.messages: dict[tuple[str, str], int] = {}
+        self.decisions: dict[str, int] = {}
+        self.cached_decisions = 0
+        self.rate_limited = 0
+        self.audit_failures = 0
+        self.upstream_errors: dict[str, int] = {}
+        self.overloaded = 0
+        self.kills: dict[str, int] = {}
+        self.connections_open = 0
+        self.connections_total = 0
+        self.sse_events = 0
+        self.decision_latency = Histogram()
+        self.evaluate_latency = Histogram()
+        self.audit_latency = Histogram()
+        self.upstream_latency = Histogram()
+
+    @staticmethod
+    def bump(table: dict[Any, int], key: Any, n: int = 1) -> None:
+        table[key] = table.get(key, 0) + n
+
+
+def _esc(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class LogThrottle:
+    """At most one log line per ``interval`` seconds for a repeating failure:
+    a dead audit writer fails every call, and a log line per call would
+    become a second outage (disk, or a stderr pipe nobody drains)."""
+
+    __slots__ = ("_interval", "_next", "_suppressed")
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._next = 0.0
+        self._suppressed = 0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + self._interval
+            return True
+        self._suppressed += 1
+        return False
+
+    def take_suppressed(self) -> int:
+        n, self._suppressed = self._suppressed, 0
+        return n
+
+
+# --------------------------------------------------------------------------
+# Kill modes
+
+
+class Killer:
+    """Finds and SIGKILLs the agent process (``--kill-mode process|both``)."""
+
+    def __init__(self, agent_pid: int | None, agent_pid_file: str | None) -> None:
+        self.agent_pid = agent_pid
+        self.agent_pid_file = agent_pid_file
+
+    def resolve(
+        self, peer: tuple[Any, ...] | None, local: tuple[Any, ...] | None
+    ) -> tuple[int | None, str]:
+        if self.agent_pid is not None:
+            return self.agent_pid, "--agent-pid"
+        if self.agent_pid_file is not None:
+            try:
+                with open(self.agent_pid_file, encoding="ascii") as fh:
+                    return int(fh.read().strip()), f"--agent-pid-file {self.agent_pid_file}"
+            except (OSError, ValueError) as exc:
+                return None, f"cannot read --agent-pid-file {self.agent_pid_file}: {exc}"
+        if peer is None or local is None:
+            return None, "the client is not a TCP peer"
+        if not mh.is_loopback_host(str(peer[0])):
+            return (
+                None,
+                f"the client {peer[0]} is not on this host (only loopback peers are traced)",
+            )
+        pid = peer_socket_owner(peer, local)
+        if pid is None:
+            return None, f"no process on this host owns the peer socket {peer[0]}:{peer[1]}"
+        return pid, f"owner of the peer socket {peer[0]}:{peer[1]}"
+
+    def kill(
+        self, peer: tuple[Any, ...] | None, local: tuple[Any, ...] | None
+    ) -> tuple[bool, str, int | None]:
+        pid, how = self.resolve(peer, local)
+        if pid is None:
+            return False, how, None
+        if pid <= 1 or pid == os.getpid() or pid == os.getppid():
+            return False, f"refusing to kill pid {pid} ({how}): not an agent process", pid
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError as exc:
+            return False, f"kill({pid}) failed: {exc.strerror or exc}", pid
+        return True, f"SIGKILL sent to pid {pid} ({how})", pid
+
+
+def _proc_addr_v4(host: str, port: int) -> str:
+    import ipaddress
+
+    packed = ipaddress.IPv4Address(host).packed
+    return f"{int.from_bytes(packed, 'little'):08X}:{port:04X}"
+
+
+def _proc_addr_v6(host: str, port: int) -> str:
+    import ipaddress
+
+    packed = ipaddress.IPv6Address(host.split("%", 1)[0]).packed
+    words = "".join(f"{int.from_bytes(packed[i : i + 4], 'little'):08X}" for i in range(0, 16, 4))
+    return f"{words}:{port:04X}"
+
+
+def peer_socket_owner(peer: tuple[Any, ...], local: tuple[Any, ...]) -> int | None:
+    """The pid whose socket is the other end of our accepted connection:
+    find the inode in /proc/net/tcp{,6} whose local address is the peer and
+    remote address is us, then the process holding ``socket:[inode]``."""
+    candidates: list[tuple[str, str, str]] = []
+    host, port = str(peer[0]), int(peer[1])
+    lhost, lport = str(local[0]), int(local[1])
+    try:
+        if ":" in host:
+            candidates.append(
+                ("/proc/net/tcp6", _proc_addr_v6(host, port), _proc_addr_v6(lhost, lport))
+            )
+            if host.startswith("::ffff:"):
+                candidates.append(
+                    (
+                        "/proc/net/tcp",
+                        _proc_addr_v4(host[7:], port),
+                        _proc_addr_v4(lhost[7:], lport),
+                    )
+                )
+        else:
+            candidates.append(
+                ("/proc/net/tcp", _proc_addr_v4(host, port), _proc_addr_v4(lhost, lport))
+            )
+    except ValueError:
+        return None
+    inode = None
+    for table, want_local, want_remote in candidates:
+        try:
+            with open(table, encoding="ascii") as fh:
+                next(fh, None)
+                for line in fh:
+                    fields = line.split()
+                    if len(fields) > 9 and fields[1] == want_local and fields[2] == want_remote:
+                        inode = fields[9]
+                        break
+        except OSError:
+            continue
+        if inode:
+            break
+    if not inode or inode == "0":
+        return None
+    target = f"socket:[{inode}]"
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        fd_dir = f"/proc/{entry}/fd"
+        try:
+            for fd in os.listdir(fd_dir):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"{fd_dir}/{fd}") == target:
+                        return int(entry)
+        except OSError:
+            continue
+    return None
+
+
+# --------------------------------------------------------------------------
+# Judging one message
+
+
+class Judgement(msgspec.Struct):
+    # None when the message was refused before it could be judged (params
+    # MCP does not allow): nothing to audit, a -32602 error instead.
+    call: Call | None
+    decision: Decision | None
+    outcome: AuditOutcome
+    passes: bool
+    # For a message that does not pass: the JSON-RPC error and HTTP status.
+    error: bytes | None = None
+    status: int = 200
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    # Set when the verdict was redact: the params to forward instead.
+    forward: Message | None = None
+
+
+def _kind(message: Message) -> Literal["request", "notification", "response"]:
+    if isinstance(message, Request):
+        return "request"
+    if isinstance(message, Notification):
+        return "notification"
+    return "response"
+
+
+def _params(message: Message) -> Any:
+    if isinstance(message, Request | Notification):
+        params = message.params
+        return None if params is msgspec.UNSET else params
+    return None
+
+
+def _method(message: Message) -> str | None:
+    return message.method if isinstance(message, Request | Notification) else None
+
+
+def denial_message(decision: Decision) -> str:
+    rule = decision.rule_id or "default_action"
+    return f"Denied by policy rule {rule}: {decision.reason}"
+
+
+def denial_data(decision: Decision) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "decision_id": decision.call_id,
+        "rule": decision.rule_id,
+        "pointer": decision.pointer,
+        "reason": decision.reason,
+    }
+    if decision.category:
+        data["category"] = decision.category
+    return data
+
+
+def _apply_redactions(params: Any, pointers: Iterable[str]) -> Any:
+    """Copy of ``params`` with each RFC 6901 pointer's value replaced."""
+    out = orjson.loads(orjson.dumps(params))
+    for pointer in pointers:
+        if not pointer.startswith("/"):
+            continue
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer[1:].split("/")]
+        node = out
+        for part in parts[:-1]:
+            if isinstance(node, dict):
+                node = node.get(part)
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                node = None
+            if node is None:
+                break
+        last = parts[-1]
+        if isinstance(node, dict) and last in node:
+            node[last] = "[REDACTED]"
+        elif isinstance(node, list) and last.isdigit() and int(last) < len(node):
+            node[int(last)] = "[REDACTED]"
+    return out
+
+
+class ExchangeContext:
+    """What the relay of one upstream response needs to know."""
+
+    __slots__ = ("answered", "filter_ids", "identity", "meta", "pending_ids", "session")
+
+    def __init__(
+        self,
+        session: str,
+        identity: Identity | None,
+        meta: mh.RequestMeta,
+        filter_ids: set[Any],
+        pending_ids: list[Any],
+    ) -> None:
+        self.session = session
+        self.identity = identity
+        self.meta = meta
+        self.filter_ids = filter_ids
+        self.pending_ids = pending_ids
+        self.answered: set[Any] = set()
+
+
+class Proxy:
+    """Everything the connections share; the flow of one exchange."""
+
+    def __init__(
+        self,
+        config: FrontConfig,
+        *,
+        evaluator: Evaluator,
+        audit: AuditSink,
+        upstream: UpstreamPool,
+        policy: PolicyView,
+        tools_filter: ToolsFilter | None = None,
+        authenticator: Authenticator | None = None,
+        mask_params: Callable[[Any], tuple[Any, tuple[str, ...]]] | None = None,
+        readiness: Callable[[], Awaitable[dict[str, bool]]] | None = None,
+        processes: Callable[[], dict[str, Any]] | None = None,
+        metrics_extras: list[Callable[[], Awaitable[str]]] | None = None,
+    ) -> None:
+        self.config = config
+        self.evaluator = evaluator
+        self.audit = audit
+        self.upstream = upstream
+        self.policy = policy
+        self.tools_filter = tools_filter
+        self.authenticator = authenticator
+        self.mask_params = mask_params
+        self.readiness = readiness
+        # Which process ids make up the sidecar (for /readyz: operators and
+        # fault tests need to know which process is the writer).
+        self.processes = processes
+        # Prometheus text from the other parts (pool, audit writer).
+        self.metrics_extras = metrics_extras or []
+        self.metrics = Metrics()
+        self.killer = Killer(config.agent_pid, config.agent_pid_file)
+        self.inflight = 0
+        self.connections: set[HttpConnection] = set()
+        self.draining = False
+        self._call_prefix = os.urandom(4).hex()
+        self._call_seq = itertools.count(1)
+        self._background: set[asyncio.Task[Any]] = set()
+        self._drained: asyncio.Event | None = None
+        self._audit_log_throttle = LogThrottle(1.0)
+
+    def exchange_done(self) -> None:
+        self.inflight -= 1
+        if self.inflight == 0 and self._drained is not None:
+            self._drained.set()
+
+    # -- small helpers -----------------------------------------------------
+    def next_call_id(self) -> str:
+        return f"{self._call_prefix}-{next(self._call_seq)}"
+
+    def session_key(self, meta: mh.RequestMeta, identity: Identity | None, peer: str) -> str:
+        """Rate limits and audit entries are keyed by MCP session where there
+        is one (2025 revisions), else by verified subject, else by peer
+        address: 2026-07-28 has no sessions."""
+        if meta.session_id is not None and not mh.is_modern(meta):
+            return meta.session_id
+        if identity is not None:
+            return f"sub:{identity.issuer}|{identity.subject}"
+        return f"peer:{peer}"
+
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- judging -----------------------------------------------------------
+    async def judge(
+        self,
+        message: Message,
+        *,
+        session: str,
+        origin: Literal["client", "server"],
+        identity: Identity | None,
+        received_ns: int,
+    ) -> Judgement:
+        """Rate limit, evaluate, audit.  Returns once the audit entry is
+        durable (or refuses the message when it cannot be)."""
+        metrics = self.metrics
+        call_id = self.next_call_id()
+        try:
+            call = make_call(
+                message,
+                session=session,
+                transport="http",
+                origin=origin,
+                call_id=call_id,
+                identity=identity,
+                now_ns=received_ns,
+            )
+        except FrameError as exc:
+            # Params MCP does not allow (array params, a tool name that is
+            # not a string): refused before judging, like a parse error.
+            return Judgement(
+                call=None,
+                decision=None,
+                outcome="error",
+                passes=False,
+                error=error_response(exc.rpc_id, exc.rpc_code, str(exc)),
+                status=400,
+            )
+        Metrics.bump(metrics.messages, (origin, call.method or call.kind))
+        # The evaluator (pool or in-process) applies the token buckets first
+        # (never cached), then the decision cache, then the policy.
+        t0 = time.perf_counter()
+        decision = await self.evaluator.evaluate(call)
+        metrics.evaluate_latency.observe(time.perf_counter() - t0)
+        if decision.cached:
+            metrics.cached_decisions += 1
+        verdict = decision.verdict
+        passes = verdict in PASSING_VERDICTS
+        outcome: AuditOutcome
+        if passes:
+            outcome = verdict
+        elif self.config.dry_run:
+            outcome = "dry_run_deny"
+        else:
+            outcome = "deny"
+        latency_us = (time.time_ns() - received_ns) // 1000
+        event = self._decision_event(call, decision, outcome, latency_us)
+        t1 = time.perf_counter()
+        try:
+            await self.audit.record(event)
+        except AuditError as exc:
+            metrics.audit_failures += 1
+            metrics.audit_latency.observe(time.perf_counter() - t1)
+            Metrics.bump(metrics.decisions, "error")
+            if self._audit_log_throttle.allow():
+                log.error(
+                    "audit entry for %s could not be made durable (%d more since the last "
+                    "report): %s; refusing",
+                    call_id,
+                    self._audit_log_throttle.take_suppressed(),
+                    exc,
+                )
+            return Judgement(
+                call=call,
+                decision=decision,
+                outcome="error",
+                passes=False,
+                error=error_response(
+                    call.rpc_id,
+                    AUDIT_UNAVAILABLE,
+                    f"Refused: the audit log is unavailable ({exc}); nothing was forwarded",
+                    {"decision_id": call_id},
+                ),
+                status=503,
+            )
+        audit_done = time.perf_counter()
+        metrics.audit_latency.observe(audit_done - t1)
+        metrics.decision_latency.observe(time.time_ns() / 1e9 - received_ns / 1e9)
+        Metrics.bump(metrics.decisions, outcome)
+        if passes or outcome == "dry_run_deny":
+            forward = None
+            if (
+                verdict == "redact"
+                and decision.redactions
+                and isinstance(message, Request | Notification)
+            ):
+                params = _apply_redactions(_params(message), decision.redactions)
+                forward = msgspec.structs.replace(message, params=params)
+            return Judgement(
+                call=call, decision=decision, outcome=outcome, passes=True, forward=forward
+            )
+        if decision.category == "rate_limit":
+            metrics.rate_limited += 1
+            retry_ms = decision.retry_after_ms or 1000
+            return Judgement(
+                call=call,
+                decision=decision,
+                outcome=outcome,
+                passes=False,
+                error=error_response(
+                    call.rpc_id,
+                    RATE_LIMITED,
+                    f"Rate limit exceeded ({decision.rule_id}); retry after {retry_ms} ms",
+                    {"decision_id": call_id, "rule": decision.rule_id, "retry_after_ms": retry_ms},
+                ),
+                status=429,
+                headers=((b"retry-after", str(max(1, -(-retry_ms // 1000))).encode()),),
+            )
+        return Judgement(
+            call=call,
+            decision=decision,
+            outcome=outcome,
+            passes=False,
+            error=error_response(
+                call.rpc_id, POLICY_DENIED, denial_message(decision), denial_data(decision)
+            ),
+        )
+
+    def _decision_event(
+        self, call: Call, decision: Decision, outcome: AuditOutcome, latency_us: int
+    ) -> AuditEvent:
+        identity = call.identity
+        params: Any = None
+        masked: tuple[str, ...] = ()
+        if self.config.log_params and self.mask_params is not None:
+            params, masked = self.mask_params(call.params)
+        return AuditEvent(
+            event="decision",
+            session=call.session,
+            transport="http",
+            subject=identity.subject if identity else None,
+            issuer=identity.issuer if identity else None,
+            call_id=call.call_id,
+            rpc_id=call.rpc_id,
+            method=call.method,
+            target=call.target or None,
+            decision=outcome,
+            rule_id=decision.rule_id,
+            reason=decision.reason,
+            pointer=decision.pointer,
+            args_sha256=sha256_hex(call.params_json),
+            latency_us=latency_us,
+            policy_hash=decision.policy_hash,
+            cached=decision.cached,
+            category=decision.category,
+            params=params,
+            masked=masked,
+        )
+
+    async def record_quietly(self, event: AuditEvent) -> None:
+        try:
+            await self.audit.record(event)
+        except AuditError as exc:
+            self.metrics.audit_failures += 1
+            log.error("audit entry %s could not be written: %s", event.event, exc)
+
+    # -- kill modes ----------------------------------------------------------
+    async def enforce_kill(self, conn: HttpConnection, judgement: Judgement) -> bool:
+        """After a denial: returns True when the connection must close."""
+        mode = self.config.kill_mode
+        if mode == "none" or self.config.dry_run:
+            return False
+        close = mode in ("connection", "both")
+        if mode in ("process", "both"):
+            ok, detail, pid = self.killer.kill(conn.peer, conn.local)
+            Metrics.bump(self.metrics.kills, "ok" if ok else "failed")
+            if not ok and mode == "both":
+                detail += "; fell back to closing the connection"
+            (log.warning if ok else log.error)("kill-mode %s: %s", mode, detail)
+            await self.record_quietly(
+                AuditEvent(
+                    event="error",
+                    session=judgement.call.session if judgement.call else None,
+                    call_id=judgement.call.call_id if judgement.call else None,
+                    reason=detail,
+                    detail={"action": "kill", "kill_mode": mode, "ok": ok, "pid": pid},
+                )
+            )
+        return close
+
+    # -- endpoints -------------------------------------------------------------
+    async def handle(self, conn: HttpConnection, req: h11.Request, body: bytes) -> None:
+        method = req.method
+        target = req.target
+        path = target.split(b"?", 1)[0]
+        received_ns = conn.request_started_ns
+        status_holder = conn
+        try:
+            if self.authenticator is not None:
+                reply = self.authenticator.serve(method, path)
+                if reply is not None:
+                    conn.send_reply(reply)
+                    return
+            if path in (b"/mcp", b"/"):
+                if method == b"POST":
+                    await self.mcp_post(conn, req, body, received_ns)
+                elif method == b"GET":
+                    await self.mcp_get(conn, req)
+                elif method == b"DELETE":
+                    await self.mcp_delete(conn, req)
+                else:
+                    conn.send_reply(
+                        mh.HttpReply(
+                            status=405,
+                            body=b"",
+                            content_type=None,
+                            headers=((b"allow", b"GET, POST, DELETE"),),
+                        )
+                    )
+            elif path == b"/healthz" and method == b"GET":
+                conn.send_reply(mh.plain_reply(200, "ok\n"))
+            elif path == b"/readyz" and method == b"GET":
+                await self.readyz(conn)
+            elif path == b"/metrics" and method == b"GET":
+                conn.send_reply(
+                    mh.HttpReply(
+                        status=200,
+                        body=await self.render_all_metrics(),
+                        content_type=b"text/plain; version=0.0.4; charset=utf-8",
+                    )
+                )
+            else:
+                conn.send_reply(mh.plain_reply(404, "not found\n"))
+        finally:
+            Metrics.bump(
+                self.metrics.http_requests, (method.decode("latin-1"), status_holder.last_status)
+            )
+
+    async def readyz(self, conn: HttpConnection) -> None:
+        checks: dict[str, bool] = {}
+        if self.readiness is not None:
+            try:
+                checks = await self.readiness()
+            except Exception as exc:  # noqa: BLE001 -- a broken probe means "not ready"
+                checks = {"probe": False}
+                log.error("readiness probe failed: %s", exc)
+        checks["upstream"] = await self.upstream.probe(1.0)
+        ready = all(checks.values()) and not self.draining
+        report: dict[str, Any] = {"ready": ready, "checks": checks, "draining": self.draining}
+        if self.processes is not None:
+            report["processes"] = self.processes()
+        body = orjson.dumps(report)
+        conn.send_reply(mh.HttpReply(status=200 if ready else 503, body=body))
+
+    def render_metrics(self) -> str:
+        m = self.metrics
+        lines: list[str] = []
+
+        def counter(name: str, help_text: str) -> None:
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} counter")
+
+        counter("agentwall_http_requests_total", "HTTP requests by method and status.")
+        for (method, status), n in sorted(m.http_requests.items()):
+            lines.append(
+                f'agentwall_http_requests_total{{method="{_esc(method)}",status="{status}"}} {n}'
+            )
+        counter("agentwall_messages_total", "JSON-RPC messages judged, by origin and method.")
+        for (origin, method), n in sorted(m.messages.items()):
+            lines.append(
+                f'agentwall_messages_total{{origin="{origin}",method="{_esc(method)}"}} {n}'
+            )
+        counter("agentwall_decisions_total", "Decisions by audited outcome.")
+        for outcome, n in sorted(m.decisions.items()):
+            lines.append(f'agentwall_decisions_total{{outcome="{outcome}"}} {n}')
+        counter(
+            "agentwall_decision_cache_hits_total", "Decisions served by the shared decision cache."
+        )
+        lines.append(f"agentwall_decision_cache_hits_total {m.cached_decisions}")
+        counter("agentwall_rate_limited_total", "Calls refused by a rate limit.")
+        lines.append(f"agentwall_rate_limited_total {m.rate_limited}")
+        counter("agentwall_audit_failures_total", "Audit entries that could not be made durable.")
+        lines.append(f"agentwall_audit_failures_total {m.audit_failures}")
+        counter("agentwall_upstream_errors_total", "Upstream failures by kind.")
+        for kind, n in sorted(m.upstream_errors.items()):
+            lines.append(f'agentwall_upstream_errors_total{{kind="{kind}"}} {n}')
+        counter("agentwall_overloaded_total", "Requests refused because the proxy was at capacity.")
+        lines.append(f"agentwall_overloaded_total {m.overloaded}")
+        counter("agentwall_kills_total", "Kill-mode process kills by result.")
+        for result, n in sorted(m.kills.items()):
+            lines.append(f'agentwall_kills_total{{result="{result}"}} {n}')
+        counter("agentwall_sse_events_total", "SSE events relayed to agents.")
+        lines.append(f"agentwall_sse_events_total {m.sse_events}")
+        lines.append("# TYPE agentwall_connections_open gauge")
+        lines.append(f"agentwall_connections_open {m.connections_open}")
+        lines.append("# TYPE agentwall_inflight gauge")
+        lines.append(f"agentwall_inflight {self.inflight}")
+        for name, hist, text in (
+            (
+                "agentwall_decision_seconds",
+                m.decision_latency,
+                "Request received to decision durable.",
+            ),
+            (
+                "agentwall_evaluate_seconds",
+                m.evaluate_latency,
+                "Policy evaluation (worker round trip).",
+            ),
+            ("agentwall_audit_seconds", m.audit_latency, "Audit record until durable (fsync)."),
+            (
+                "agentwall_upstream_seconds",
+                m.upstream_latency,
+                "Upstream request until response head.",
+            ),
+        ):
+            lines.append(f"# HELP {name} {text}")
+            lines.append(f"# TYPE {name} histogram")
+            lines.extend(hist.render(name))
+        return "\n".join(lines) + "\n"
+
+    async def render_all_metrics(self) -> bytes:
+        parts = [self.render_metrics()]
+        for extra in self.metrics_extras:
+            try:
+                parts.append(await extra())
+            except Exception as exc:  # noqa: BLE001 -- component stats are best effort
+                log.warning("metrics source failed: %s", exc)
+        return "".join(parts).encode()
+
+    # -- MCP POST ---------------------------------------------------------------
+    async def _identify(
+        self, conn: HttpConnection, meta: mh.RequestMeta
+    ) -> Identity | mh.HttpReply | None:
+        if self.authenticator is None:
+            return None
+        return await self.authenticator.authenticate(meta, conn.peer_host)
+
+    def _precheck(
+        self, conn: HttpConnection, req: h11.Request, meta: mh.RequestMeta
+    ) -> mh.HttpReply | None:
+        return (
+            mh.check_origin_and_host(meta, self.config.origin_policy)
+            or mh.check_request_head(meta, req.method)
+            or mh.check_param_headers(req.headers)
+        )
+
+    async def mcp_post(
+        self, conn: HttpConnection, req: h11.Request, body: bytes, received_ns: int
+    ) -> None:
+        meta = mh.read_request_meta(req.headers)
+        reply = self._precheck(conn, req, meta)
+        if reply is not None:
+            conn.send_reply(reply)
+            return
+        who = await self._identify(conn, meta)
+        if isinstance(who, mh.HttpReply):
+            conn.send_reply(who)
+            return
+        identity = who
+        try:
+            parsed = parse(body, max_size=self.config.max_body_bytes)
+        except FrameError as exc:
+            conn.send_reply(
+                mh.HttpReply(
+                    status=400,
+                    body=error_response(getattr(exc, "rpc_id", None), exc.rpc_code, str(exc)),
+                )
+            )
+            return
+        session = self.session_key(meta, identity, conn.peer_host)
+        message = parsed.message
+        if isinstance(message, list):
+            await self._post_batch(conn, meta, message, session, identity, received_ns)
+            return
+        kind = _kind(message)
+        reply = mh.check_body_headers(
+            meta,
+            kind=kind,
+            method=_method(message),
+            params=_params(message),
+            rpc_id=getattr(message, "id", None),
+        )
+        if reply is not None:
+            conn.send_reply(reply)
+            return
+        judgement = await self.judge(
+            message, session=session, origin="client", identity=identity, received_ns=received_ns
+        )
+        if not judgement.passes:
+            await self._refuse(conn, judgement, kind)
+            return
+        wire = parsed.wire if judgement.forward is None else encode_message(judgement.forward)
+        filter_ids: set[Any] = set()
+        pending: list[Any] = []
+        if isinstance(message, Request):
+            pending.append(message.id)
+            if (
+                message.method == "tools/list"
+                and self.config.filter_tools_list
+                and self.tools_filter
+            ):
+                filter_ids.add(message.id)
+        if conn.closed and kind == "request" and mh.is_modern(meta):
+            # 2026-07-28: closing the stream is the cancellation; the agent
+            # left before we forwarded, so the call is not made.
+            return
+        ctx = ExchangeContext(session, identity, meta, filter_ids, pending)
+        await self._forward_post(conn, meta, wire, ctx, local_errors=[])
+
+    async def _refuse(self, conn: HttpConnection, judgement: Judgement, kind: str) -> None:
+        close = False
+        if judgement.outcome == "deny":
+            close = await self.enforce_kill(conn, judgement)
+        assert judgement.error is not None
+        status = judgement.status
+        if kind != "request" and status == 200:
+            # A notification or response cannot carry an error answer; the
+            # transport says: an HTTP error status, body with no id.
+            status = 403
+        conn.send_reply(
+            mh.HttpReply(
+                status=status, body=judgement.error, headers=judgement.headers, close=close
+            )
+        )
+
+    async def _post_batch(
+        self,
+        conn: HttpConnection,
+        meta: mh.RequestMeta,
+        items: list[Message | FrameError],
+        session: str,
+        identity: Identity | None,
+        received_ns: int,
+    ) -> None:
+        reply = mh.check_batch_allowed(meta)
+        if reply is None and (meta.mcp_method is not None or meta.mcp_name is not None):
+            reply = mh.mismatch("Mcp-Method/Mcp-Name headers cannot describe a batch")
+        if reply is not None:
+            conn.send_reply(reply)
+            return
+        local: list[bytes] = []
+        forward: list[Message | FrameError] = []
+        filter_ids: set[Any] = set()
+        pending: list[Any] = []
+        close = False
+        for item in items:
+            if isinstance(item, FrameError):
+                local.append(
+                    error_response(getattr(item, "rpc_id", None), item.rpc_code, str(item))
+                )
+                continue
+            judgement = await self.judge(
+                item, session=session, origin="client", identity=identity, received_ns=received_ns
+            )
+            if judgement.passes:
+                forward.append(judgement.forward or item)
+                if isinstance(item, Request):
+                    pending.append(item.id)
+                    if (
+                        item.method == "tools/list"
+                        and self.config.filter_tools_list
+                        and self.tools_filter
+                    ):
+                        filter_ids.add(item.id)
+                continue
+            if judgement.outcome == "deny":
+                close = await self.enforce_kill(conn, judgement) or close
+            if isinstance(item, Request) and judgement.error is not None:
+                local.append(judgement.error)
+        if not forward:
+            if local:
+                conn.send_reply(
+                    mh.HttpReply(status=200, body=b"[" + b",".join(local) + b"]", close=close)
+                )
+            else:
+                conn.send_reply(mh.HttpReply(status=202, content_type=None, close=close))
+            return
+        ctx = ExchangeContext(session, identity, meta, filter_ids, pending)
+        await self._forward_post(
+            conn, meta, encode_message(forward), ctx, local_errors=local, batch=True
+        )
+        if close:
+            conn.close_after_response()
+
+    def _upstream_failure(
+        self, conn: HttpConnection, exc: UpstreamError, rpc_ids: list[Any]
+    ) -> None:
+        timeout = isinstance(exc, UpstreamTimeout)
+        Metrics.bump(self.metrics.upstream_errors, "timeout" if timeout else "unavailable")
+        code = UPSTREAM_TIMEOUT if timeout else UPSTREAM_UNAVAILABLE
+        what = "did not answer in time" if timeout else "is unavailable"
+        message = f"Upstream MCP server {what}: {exc}"
+        ids = rpc_ids or [None]
+        bodies = [error_response(rpc_id, code, message) for rpc_id in ids]
+        body = bodies[0] if len(bodies) == 1 else b"[" + b",".join(bodies) + b"]"
+        conn.send_reply(mh.HttpReply(status=504 if timeout else 502, body=body))
+
+    async def _forward_post(
+        self,
+        conn: HttpConnection,
+        meta: mh.RequestMeta,
+        wire: bytes,
+        ctx: ExchangeContext,
+        *,
+        local_errors: list[bytes],
+        batch: bool = False,
+    ) -> None:
+        headers = meta.forward
+        if meta.accept is None:
+            # Clients must send it; a bare curl does not.  The upstream would
+            # answer 406, so supply what every MCP client means.
+            headers = [*headers, (b"accept", b"application/json, text/event-stream")]
+        t0 = time.perf_counter()
+        try:
+            resp = await self.upstream.request(
+                b"POST", headers, wire, head_timeout=self.config.upstream_timeout
+            )
+        except UpstreamError as exc:
+            self._upstream_failure(conn, exc, ctx.pending_ids)
+            return
+        self.metrics.upstream_latency.observe(time.perf_counter() - t0)
+        await self._relay(conn, resp, ctx, local_errors=local_errors, batch=batch)
+
+    async def _relay(
+        self,
+        conn: HttpConnection,
+        resp: UpstreamResponse,
+        ctx: ExchangeContext,
+        *,
+        local_errors: list[bytes] = (),  # type: ignore[assignment]
+        batch: bool = False,
+    ) -> None:
+        content_type = resp.header(b"content-type")
+        media = mh.media_type(content_type)
+        relay_headers = mh.response_headers_to_relay(resp.headers)
+        if media == "text/event-stream" and resp.status == 200:
+            await self._relay_sse(conn, resp, ctx, relay_headers, local_errors)
+            return
+        try:
+            body = await resp.read(self.config.max_response_bytes, self.config.upstream_timeout)
+        except UpstreamError as exc:
+            self._upstream_failure(conn, exc, ctx.pending_ids)
+            return
+        status = resp.status
+        if media == "application/json" and 200 <= status < 300 and (ctx.filter_ids or local_errors):
+            body = self._rewrite_json(body, ctx, local_errors)
+        elif status == 202 and local_errors:
+            status = 200
+            body = b"[" + b",".join(local_errors) + b"]"
+            relay_headers = [(n, v) for n, v in relay_headers if n != b"content-type"]
+            relay_headers.append((b"content-type", _JSON))
+        conn.send_reply(
+            mh.HttpReply(
+                status=status,
+                body=body,
+                content_type=None,
+                headers=tuple(relay_headers),
+            )
+        )
+
+    def _filter_result(self, message: Any, ctx: ExchangeContext) -> Any:
+        """tools/list result -> only the tools this caller may call."""
+        assert self.tools_filter is not None
+        if (
+            isinstance(message, dict)
+            and message.get("id") in ctx.filter_ids
+            and "result" in message
+        ):
+            try:
+                message["result"] = self.tools_filter(self.policy, message["result"], ctx.identity)
+            except Exception as exc:  # noqa: BLE001 -- fail closed: show no tools
+                log.error("tools/list filtering failed: %s", exc)
+                message["result"] = {"tools": []}
+        return message
+
+    def _rewrite_json(self, body: bytes, ctx: ExchangeContext, local_errors: list[bytes]) -> bytes:
+        try:
+            decoded = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body
+        if ctx.filter_ids:
+            if isinstance(decoded, list):
+                decoded = [self._filter_result(m, ctx) for m in decoded]
+            else:
+                decoded = self._filter_result(decoded, ctx)
+        if local_errors:
+            items = decoded if isinstance(decoded, list) else [decoded]
+            items.extend(orjson.loads(e) for e in local_errors)
+            decoded = items
+        return orjson.dumps(decoded)
+
+    async def _relay_sse(
+        self,
+        conn: HttpConnection,
+        resp: UpstreamResponse,
+        ctx: ExchangeContext,
+        relay_headers: list[tuple[bytes, bytes]],
+        local_errors: list[bytes],
+    ) -> None:
+        if mh.header_value(relay_headers, b"x-accel-buffering") is None:
+            relay_headers.append((b"x-accel-buffering", b"no"))
+        conn.start_stream(resp.status, relay_headers)
+        conn.on_lost = resp.close
+        for err in local_errors:
+            conn.send_chunk(mh.encode_sse_event(err, event="message"))
+        parser = mh.SseParser()
+        idle = self.config.upstream_stream_idle
+        failure: str | None = None
+        try:
+            while True:
+                if conn.closed:
+                    resp.close()
+                    return
+                chunk = await resp.next_chunk(idle)
+                events = parser.feed(chunk) if chunk is not None else parser.close()
+                out: list[bytes] = []
+                for event in events:
+                    relayed = await self._inspect_event(event, ctx)
+                    if relayed:
+                        out.append(relayed)
+                if out:
+                    self.metrics.sse_events += len(out)
+                    conn.send_chunk(b"".join(out))
+                    await conn.drain()
+                if chunk is None:
+                    break
+        except UpstreamTimeout as exc:
+            failure = f"upstream stream stalled: {exc}"
+            code = UPSTREAM_TIMEOUT
+        except (UpstreamError, mh.SseError) as exc:
+            failure = f"upstream stream failed: {exc}"
+            code = UPSTREAM_UNAVAILABLE
+        conn.on_lost = None
+        if failure is not None:
+            resp.close()
+            Metrics.bump(self.metrics.upstream_errors, "stream")
+            # The status line is gone; answer each request still waiting so
+            # the agent does not hang.
+            for rpc_id in ctx.pending_ids:
+                if rpc_id not in ctx.answered:
+                    conn.send_chunk(
+                        mh.encode_sse_event(error_response(rpc_id, code, failure), event="message")
+                    )
+        conn.end_stream()
+
+    async def _inspect_event(self, event: mh.SseEvent, ctx: ExchangeContext) -> bytes | None:
+        data = event.data
+        if not data:
+            return event.raw  # priming event (id only), retry, keep-alive comment
+        try:
+            parsed = parse(data)
+        except FrameError as exc:
+            # Fail closed: an ambiguous message from the server is not
+            # delivered; a waiting request gets an error instead.
+            rpc_id = getattr(exc, "rpc_id", None)
+            log.error("dropped an invalid message from the upstream: %s", exc)
+            if rpc_id is not None and rpc_id in ctx.pending_ids:
+                ctx.answered.add(rpc_id)
+                return mh.encode_sse_event(
+                    error_response(
+                        rpc_id, INTERNAL_ERROR, f"upstream sent an invalid message: {exc}"
+                    ),
+                    event_id=event.id,
+                    event=event.event,
+                )
+            return None
+        messages = parsed.message if isinstance(parsed.message, list) else [parsed.message]
+        changed = False
+        out: list[Message] = []
+        for message in messages:
+            if isinstance(message, FrameError):
+                changed = True
+                continue
+            if isinstance(message, Response | ErrorResponse):
+                ctx.answered.add(message.id)
+                if isinstance(message, Response) and message.id in ctx.filter_ids:
+                    filtered = self._filter_result(
+                        {"id": message.id, "result": message.result}, ctx
+                    )
+                    message = msgspec.structs.replace(message, result=filtered["result"])
+                    changed = True
+                out.append(message)
+                continue
+            # A request or notification from the server: judged like any other.
+            judgement = await self.judge(
+                message,
+                session=ctx.session,
+                origin="server",
+                identity=ctx.identity,
+                received_ns=time.time_ns(),
+            )
+            changed = True
+            if judgement.passes:
+                out.append(judgement.forward or message)
+            elif isinstance(message, Request):
+                self.spawn(self._answer_server_request(ctx, message, judgement))
+        if not changed:
+            return event.raw
+        if not out:
+            return None
+        if isinstance(parsed.message, list):
+            batch: list[Message | FrameError] = [*out]
+            payload = encode_message(batch)
+        else:
+            payload = encode_message(out[0])
+        return mh.encode_sse_event(payload, event_id=event.id, event=event.event)
+
+    async def _answer_server_request(
+        self, ctx: ExchangeContext, request: Request, judgement: Judgement
+    ) -> None:
+        """A server->client request the policy refused never reaches the
+        agent; the server gets the refusal as the client's answer so it does
+        not wait forever."""
+        assert judgement.error is not None
+        headers = [
+            (n, v) for n, v in ctx.meta.forward if n in (mh.H_SESSION_ID, mh.H_PROTOCOL_VERSION)
+        ]
+        headers += [(b"content-type", _JSON), (b"accept", b"application/json, text/event-stream")]
+        try:
+            resp = await self.upstream.request(
+                b"POST", headers, judgement.error, head_timeout=self.config.upstream_timeout
+            )
+            await resp.read(self.config.max_response_bytes, self.config.upstream_timeout)
+        except UpstreamError as exc:
+            log.warning(
+                "could not return the refusal of %s to the upstream: %s", request.method, exc
+            )
+
+    # -- MCP GET / DELETE -----------------------------------------------------------
+    async def mcp_get(self, conn: HttpConnection, req: h11.Request) -> None:
+        meta = mh.read_request_meta(req.headers)
+        reply = self._precheck(conn, req, meta)
+        if reply is not None:
+            conn.send_reply(reply)
+            return
+        who = await self._identify(conn, meta)
+        if isinstance(who, mh.HttpReply):
+            conn.send_reply(who)
+            return
+        session = self.session_key(meta, who, conn.peer_host)
+        try:
+            resp = await self.upstream.request(
+                b"GET", meta.forward, head_timeout=self.config.upstream_timeout
+            )
+        except UpstreamError as exc:
+            self._upstream_failure(conn, exc, [])
+            return
+        await self._relay(conn, resp, ExchangeContext(session, who, meta, set(), []))
+
+    async def mcp_delete(self, conn: HttpConnection, req: h11.Request) -> None:
+        meta = mh.read_request_meta(req.headers)
+        reply = self._precheck(conn, req, meta)
+        if reply is not None:
+            conn.send_reply(reply)
+            return
+        who = await self._identify(conn, meta)
+        if isinstance(who, mh.HttpReply):
+            conn.send_reply(who)
+            return
+        try:
+            resp = await self.upstream.request(
+                b"DELETE", meta.forward, head_timeout=self.config.upstream_timeout
+            )
+        except UpstreamError as exc:
+            self._upstream_failure(conn, exc, [])
+            return
+        session = self.session_key(meta, who, conn.peer_host)
+        await self._relay(conn, resp, ExchangeContext(session, who, meta, set(), []))
+
+    # -- lifecycle ----------------------------------------------------------------
+    async def drain(self, deadline: float) -> None:
+        """Stop taking new requests; wait (until ``deadline``, loop time) for
+        the exchanges in flight to finish."""
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        for conn in list(self.connections):
+            conn.stop_accepting()
+        if self.inflight:
+            self._drained = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                    await self._drained.wait()
+        for conn in list(self.connections):
+            conn.abort()
+        if self._background:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                    await asyncio.gather(*self._background, return_exceptions=True)
+
+
+# --------------------------------------------------------------------------
+# One client connection
+
+
+class HttpConnection(asyncio.Protocol):
+    """h11 server side of one TCP connection."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+        self.config = proxy.config
+        self.h11 = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=self.config.max_header_bytes
+        )
+        self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()
+        self.peer: tuple[Any, ...] | None = None
+        self.local: tuple[Any, ...] | None = None
+        self.peer_host = "?"
+        self.closed = False
+        self.last_status = 0
+        self.request_started_ns = 0
+        self._request: h11.Request | None = None
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._handling = False
+        # A complete request waiting for the connection's task, and the
+        # future that task sleeps on when there is none.
+        self._ready: tuple[h11.Request, bytes] | None = None
+        self._inbox: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._receiving = False
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._close_after = False
+        self._accepting = True
+        self._registered = False
+        # Called when the client goes away mid-exchange (closes the upstream
+        # stream: for 2026-07-28 that is the cancellation).
+        self.on_lost: Callable[[], None] | None = None
+
+    # -- asyncio.Protocol -----------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses.
+        self.transport = cast(asyncio.Transport, transport)
+        self.peer = transport.get_extra_info("peername")
+        self.local = transport.get_extra_info("sockname")
+        self.peer_host = str(self.peer[0]) if self.peer else "unix"
+        proxy = self.proxy
+        proxy.metrics.connections_total += 1
+        if len(proxy.connections) >= self.config.max_connections or proxy.draining:
+            # Over the connection bound: say so and go, without reading.
+            proxy.metrics.overloaded += 1
+            self._write_reply_raw(
+                mh.rpc_error_reply(503, OVERLOADED, "Too many connections; retry later", close=True)
+            )
+            transport.close()
+            self.closed = True
+            return
+        proxy.connections.add(self)
+        proxy.metrics.connections_open += 1
+        self._registered = True
+        self._task = self.loop.create_task(self._serve())
+        self._arm_idle()
+
+    def data_received(self, data: bytes) -> None:
+        if not self._handling and not self._receiving:
+            self._arm_request()
+        try:
+            self.h11.receive_data(data)
+        except h11.RemoteProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        if not self._handling:
+            self._process()
+        elif (
+            len(self.h11.trailing_data[0])
+            > self.config.max_body_bytes + self.config.max_header_bytes
+        ):
+            # The client pipelines faster than we answer: push back.
+            assert self.transport is not None
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool | None:
+        with contextlib.suppress(h11.RemoteProtocolError):
+            self.h11.receive_data(b"")
+        if not self._handling:
+            self._process()
+        # Keep the write side open while we answer an in-flight request.
+        return True if self._handling else None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._mark_closed()
+        if self._registered:
+            self._registered = False
+            self.proxy.metrics.connections_open -= 1
+            self.proxy.connections.discard(self)
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+        on_lost, self.on_lost = self.on_lost, None
+        if on_lost is not None:
+            on_lost()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    # -- timers ----------------------------------------------------------------------
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm_idle(self) -> None:
+        self._cancel_timer()
+        self._receiving = False
+        self._timer = self.loop.call_later(self.config.idle_timeout, self._on_idle_timeout)
+
+    def _arm_request(self) -> None:
+        self._cancel_timer()
+        self._receiving = True
+        self._timer = self.loop.call_later(self.config.request_timeout, self._on_request_timeout)
+
+    def _on_idle_timeout(self) -> None:
+        self._timer = None
+        if not self._handling:
+            self.abort()
+
+    def _on_request_timeout(self) -> None:
+        self._timer = None
+        if self._handling or self.closed:
+            return
+        reply = mh.rpc_error_reply(
+            408,
+            INVALID_REQUEST,
+            f"request not received completely within {self.config.request_timeout:g}s",
+            close=True,
+        )
+        self._write_reply_raw(reply)
+        self.abort()
+
+    # -- request intake ---------------------------------------------------------------
+    def _process(self) -> None:
+        conn = self.h11
+        while not self._handling and not self.closed:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._protocol_error(exc)
+                return
+            if event is h11.NEED_DATA:
+                if not self._receiving and conn.trailing_data[0]:
+                    self._arm_request()  # part of a pipelined request is here
+                return
+            if event is h11.PAUSED:
+                return
+            if isinstance(event, h11.Request):
+                self.request_started_ns = time.time_ns()
+                self._request = event
+                self._body = []
+                self._body_size = 0
+                if not self._accepting:
+                    self._reject_now(
+                        mh.rpc_error_reply(503, OVERLOADED, "shutting down", close=True)
+                    )
+                    return
+                # h11 bounds only a head that is still incomplete; one that
+                # arrived whole in a single read is measured here.
+                head_size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
+                if head_size > self.config.max_header_bytes:
+                    self._reject_now(
+                        mh.rpc_error_reply(
+                            431,
+                            INVALID_REQUEST,
+                            f"request head exceeds the {self.config.max_header_bytes}-byte limit",
+                            close=True,
+                        )
+                    )
+                    return
+                length = _content_length(event.headers)
+                if length is not None and length > self.config.max_body_bytes:
+                    self._reject_now(
+                        mh.rpc_error_reply(
+                            413,
+                            INVALID_REQUEST,
+                            f"request body of {length} bytes exceeds the "
+                            f"{self.config.max_body_bytes}-byte limit",
+                            close=True,
+                        )
+                    )
+                    return
+                if conn.they_are_waiting_for_100_continue:
+                    assert self.transport is not None
+                    self.transport.write(
+                        conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
+                    )
+            elif isinstance(event, h11.Data):
+                self._body_size += len(event.data)
+                if self._body_size > self.config.max_body_bytes:
+                    self._reject_now(
+                        mh.rpc_error_reply(
+                            413,
+                            INVALID_REQUEST,
+                            f"request body exceeds the {self.config.max_body_bytes}-byte limit",
+                            close=True,
+                        )
+                    )
+                    return
+                self._body.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                self._cancel_timer()
+                self._receiving = False
+                self._handling = True
+                req = self._request
+                assert req is not None
+                body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+                self._body = []
+                self._ready = (req, body)
+                inbox = self._inbox
+                if inbox is not None and not inbox.done():
+                    inbox.set_result(None)
+                return
+            elif isinstance(event, h11.ConnectionClosed):
+                self.abort()
+                return
+
+    def _protocol_error(self, exc: h11.RemoteProtocolError) -> None:
+        status = exc.error_status_hint
+        if status == 431:
+            text = f"request head exceeds the {self.config.max_header_bytes}-byte limit"
+        else:
+            text = f"malformed HTTP request: {exc}"
+        self._reject_now(mh.rpc_error_reply(status, INVALID_REQUEST, text, close=True))
+
+    def _reject_now(self, reply: mh.HttpReply) -> None:
+        """Answer during intake (before the request is complete) and close."""
+        self._write_reply_raw(reply)
+        self.abort()
+
+    def _write_reply_raw(self, reply: mh.HttpReply) -> None:
+        """An answer outside h11's state machine (it may be in ERROR)."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.last_status = reply.status
+        reason = _REASONS.get(reply.status, b"Error")
+        head = [b"HTTP/1.1 %d %s\r\n" % (reply.status, reason)]
+        if reply.content_type:
+            head.append(b"content-type: " + reply.content_type + b"\r\n")
+        head.append(b"content-length: %d\r\nconnection: close\r\n\r\n" % len(reply.body))
+        self.transport.write(b"".join(head) + reply.body)
+        Metrics.bump(self.proxy.metrics.http_requests, ("-", reply.status))
+
+    # -- the per-connection task -----------------------------------------------------------
+    async def _serve(self) -> None:
+        proxy = self.proxy
+        while not self.closed:
+            if self._ready is None and not self._handling:
+                self._process()  # pipelined bytes already buffered
+            if self._ready is None:
+                inbox: asyncio.Future[None] = self.loop.create_future()
+                self._inbox = inbox
+                try:
+                    await inbox
+                except asyncio.CancelledError:
+                    return
+                finally:
+                    self._inbox = None
+                if self._ready is None:
+                    continue
+            req, body = self._ready
+            self._ready = None
+            if proxy.inflight >= self.config.max_inflight:
+                proxy.metrics.overloaded += 1
+                self.send_reply(
+                    mh.rpc_error_reply(
+                        503,
+                        OVERLOADED,
+                        "AgentWall is at capacity; retry shortly",
+                        headers=((b"retry-after", b"1"),),
+                    )
+                )
+            else:
+                proxy.inflight += 1
+                try:
+                    await proxy.handle(self, req, body)
+                except Exception as exc:  # the last line of defence: answer, log, keep serving
+                    log.exception("internal error while handling %s %s", req.method, req.target)
+                    if self.h11.our_state is h11.SEND_RESPONSE:
+                        self.send_reply(
+                            mh.rpc_error_reply(
+                                500, INTERNAL_ERROR, f"internal error: {type(exc).__name__}"
+                            )
+                        )
+                    else:
+                        self.abort()
+                finally:
+                    proxy.exchange_done()
+            if not self._finish_cycle():
+                return
+
+    def _finish_cycle(self) -> bool:
+        conn = self.h11
+        if self.closed:
+            return False
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE and not self._close_after:
+            conn.start_next_cycle()
+            self._handling = False
+            self._arm_idle()
+            assert self.transport is not None
+            self.transport.resume_reading()
+            return True
+        if conn.our_state is h11.DONE and conn.their_state is h11.SEND_BODY:
+            # We answered before reading the whole body (never the case for
+            # MCP, which reads first), so the connection cannot be reused.
+            pass
+        self.abort_after_write()
+        return False
+
+    # -- responses ------------------------------------------------------------------------------
+    def _write(self, data: bytes | None) -> None:
+        if data and self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def send_reply(self, reply: mh.HttpReply) -> None:
+        conn = self.h11
+        if self.closed or conn.our_state is not h11.SEND_RESPONSE:
+            return
+        self.last_status = reply.status
+        headers: list[tuple[bytes, bytes]] = []
+        if reply.content_type is not None:
+            headers.append((b"content-type", reply.content_type))
+        headers.extend(reply.headers)
+        if reply.status not in (204, 304) and not (100 <= reply.status < 200):
+            headers.append((b"content-length", str(len(reply.body)).encode("ascii")))
+        if reply.close or self._close_after or not self._accepting:
+            headers.append((b"connection", b"close"))
+            self._close_after = True
+        try:
+            out = conn.send(
+                h11.Response(
+                    status_code=reply.status,
+                    headers=headers,
+                    reason=_REASONS.get(reply.status, b""),
+                )
+            )
+            if reply.body:
+                out = (out or b"") + (conn.send(h11.Data(data=reply.body)) or b"")
+            out = (out or b"") + (conn.send(h11.EndOfMessage()) or b"")
+        except h11.LocalProtocolError as exc:
+            log.error("could not send a %d response: %s", reply.status, exc)
+            self.abort()
+            return
+        self._write(out)
+
+    def start_stream(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        conn = self.h11
+        if self.closed or conn.our_state is not h11.SEND_RESPONSE:
+            return
+        self.last_status = status
+        if self._close_after or not self._accepting:
+            headers = [*headers, (b"connection", b"close")]
+            self._close_after = True
+        self._write(
+            conn.send(
+                h11.Response(status_code=status, headers=headers, reason=_REASONS.get(status, b""))
+            )
+        )
+
+    def send_chunk(self, data: bytes) -> None:
+        if self.closed or self.h11.our_state is not h11.SEND_BODY or not data:
+            return
+        self._write(self.h11.send(h11.Data(data=data)))
+
+    def end_stream(self) -> None:
+        if self.closed or self.h11.our_state is not h11.SEND_BODY:
+            return
+        self._write(self.h11.send(h11.EndOfMessage()))
+
+    async def drain(self) -> None:
+        if self._write_paused and not self.closed:
+            waiter = self.loop.create_future()
+            self._drain_waiter = waiter
+            try:
+                await waiter
+            finally:
+                self._drain_waiter = None
+
+    def close_after_response(self) -> None:
+        self._close_after = True
+
+    def stop_accepting(self) -> None:
+        """Shutdown: finish the request in hand (if any), take no more."""
+        self._accepting = False
+        if not self._handling and not self._receiving:
+            self.abort()
+
+    def abort_after_write(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()  # flushes what is buffered, then closes
+        self._mark_closed()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        self._mark_closed()
+
+    def _mark_closed(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._cancel_timer()
+            if self._inbox is not None and not self._inbox.done():
+                self._inbox.cancel()
+
+
+def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+_REASONS: dict[int, bytes] = {
+    100: b"Continue",
+    200: b"OK",
+    202: b"Accepted",
+    204: b"No Content",
+    400: b"Bad Request",
+    401: b"Unauthorized",
+    403: b"Forbidden",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    406: b"Not Acceptable",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    415: b"Unsupported Media Type",
+    429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    501: b"Not Implemented",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+
+
+async def serve(proxy: Proxy, host: str, port: int, *, sock: Any = None) -> asyncio.Server:
+    loop = asyncio.get_running_loop()
+    if sock is not None:
+        return await loop.create_server(lambda: HttpConnection(proxy), sock=sock, backlog=1024)
+    return await loop.create_server(
+        lambda: HttpConnection(proxy), host, port, backlog=1024, reuse_address=True
+    )
