@@ -7,6 +7,7 @@ Goes in the host's config in place of the server command:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -123,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
         command=tuple(command),
         kill_mode=args.kill_mode,
         agent_pid=args.agent_pid,
-        dry_run=args.dry_run,
+        dry_run=args.dry_run
+        or os.environ.get("AGENTWALL_DRY_RUN", "").strip().lower() in ("1", "true", "yes"),
         log_params=args.log_params,
         max_line=args.max_line,
         grace_s=args.grace_period,
