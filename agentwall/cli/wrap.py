@@ -109,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
     policy = loader(args.policy)  # PolicyError / SignatureError: exit 2 before anything runs
     for warning in getattr(policy, "warnings", ()):
         print(f"agentwall wrap: warning: {warning}", file=sys.stderr)
+    if (problem := loader.check_for(policy.hash).problem) is not None:
+        print(f"agentwall wrap: warning: {problem}", file=sys.stderr)
     key = load_audit_key(args.audit_key_file)
     for warning in key.warnings:
         print(f"agentwall wrap: {warning}", file=sys.stderr)
