@@ -23,7 +23,7 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from agentwall.benchtool.loadgen import HttpTarget, LoadSpec, run_load
-from agentwall.benchtool.procs import FastUpstream, Proxy, has_module
+from agentwall.benchtool.procs import FastUpstream, Proxy, has_module, key_env
 from agentwall.benchtool.stats import timed_median_ns
 from agentwall.benchtool.sync_client import SyncHttpSession, SyncStdioSession
 from agentwall.benchtool.workload import default_mix
@@ -118,7 +118,8 @@ def stdio_wrapped(
 ) -> Iterator[SyncStdioSession]:
     if not has_module("agentwall.cli.wrap"):
         pytest.skip("`agentwall wrap` is not in this tree yet")
-    log = tmp_path_factory.mktemp("wrap") / "audit.log"
+    logdir = tmp_path_factory.mktemp("wrap")
+    log = logdir / "audit.log"
     argv = (
         sys.executable,
         "-m",
@@ -131,7 +132,7 @@ def stdio_wrapped(
         "--",
         *STDIO_SERVER,
     )
-    session = SyncStdioSession(argv)
+    session = SyncStdioSession(argv, env=key_env(logdir))
     yield session
     session.close()
 

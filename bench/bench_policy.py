@@ -22,9 +22,18 @@ FILESYSTEM = ROOT / "policies" / "filesystem" / "policy.yaml"
 
 
 def _call(method: str, params: Any) -> Call:
-    return Call(call_id="b", session="s", transport="http", origin="client", kind="request",
-                rpc_id=1, method=method, target=str(params.get("name", "")), params=params,
-                params_json=canonical_json(params))
+    return Call(
+        call_id="b",
+        session="s",
+        transport="http",
+        origin="client",
+        kind="request",
+        rpc_id=1,
+        method=method,
+        target=str(params.get("name", "")),
+        params=params,
+        params_json=canonical_json(params),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -37,37 +46,50 @@ def _check(decision: Any, verdict: str) -> None:
 
 
 def test_small_allowed_call(benchmark: Any, policy: Policy) -> None:
-    call = _call("tools/call", {"name": "read_text_file",
-                                "arguments": {"path": "/workspace/src/main.py"}})
+    call = _call(
+        "tools/call", {"name": "read_text_file", "arguments": {"path": "/workspace/src/main.py"}}
+    )
     _check(benchmark(evaluate, policy, call, 0), "allow")
 
 
 def test_small_allowed_call_unique_strings(benchmark: Any, policy: Policy) -> None:
     """Every call has a path never seen before (no Safe Mode memo hits)."""
-    calls = itertools.cycle([
-        _call("tools/call", {"name": "read_text_file",
-                             "arguments": {"path": f"/workspace/src/module_{i}/file_{i}.py",
-                                           "head": i % 100 + 1}})
-        for i in range(20_000)
-    ])
+    calls = itertools.cycle(
+        [
+            _call(
+                "tools/call",
+                {
+                    "name": "read_text_file",
+                    "arguments": {
+                        "path": f"/workspace/src/module_{i}/file_{i}.py",
+                        "head": i % 100 + 1,
+                    },
+                },
+            )
+            for i in range(20_000)
+        ]
+    )
     _check(benchmark(lambda: evaluate(policy, next(calls), 0)), "allow")
 
 
 def test_small_denied_by_policy(benchmark: Any, policy: Policy) -> None:
-    call = _call("tools/call", {"name": "read_text_file",
-                                "arguments": {"path": "/workspace/../etc/passwd"}})
+    call = _call(
+        "tools/call", {"name": "read_text_file", "arguments": {"path": "/workspace/../etc/passwd"}}
+    )
     _check(benchmark(evaluate, policy, call, 0), "deny")
 
 
 def test_small_denied_by_safe_mode(benchmark: Any, policy: Policy) -> None:
-    call = _call("tools/call", {"name": "read_text_file",
-                                "arguments": {"path": "/workspace/.ssh/id_rsa"}})
+    call = _call(
+        "tools/call", {"name": "read_text_file", "arguments": {"path": "/workspace/.ssh/id_rsa"}}
+    )
     _check(benchmark(evaluate, policy, call, 0), "deny")
 
 
 def test_small_safe_mode_only(benchmark: Any) -> None:
-    call = _call("tools/call", {"name": "search", "arguments": {"query": "quarterly report",
-                                                               "limit": 10}})
+    call = _call(
+        "tools/call", {"name": "search", "arguments": {"query": "quarterly report", "limit": 10}}
+    )
     _check(benchmark(evaluate, load_policy(None), call, 0), "allow")
 
 
@@ -79,18 +101,26 @@ def test_method_ping(benchmark: Any, policy: Policy) -> None:
 def test_large_single_string(benchmark: Any, policy: Policy) -> None:
     """write_file with ~400 KB of text content."""
     content = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 7000)[:400_000]
-    call = _call("tools/call", {"name": "write_file",
-                                "arguments": {"path": "/workspace/out/a.md", "content": content}})
+    call = _call(
+        "tools/call",
+        {"name": "write_file", "arguments": {"path": "/workspace/out/a.md", "content": content}},
+    )
     _check(benchmark(evaluate, policy, call, 0), "allow")
 
 
 def test_large_many_strings(benchmark: Any, policy: Policy) -> None:
     """edit_file with 100 edits (200 distinct strings, ~60 KB)."""
-    edits = [{"oldText": f"def old_function_{i}(x):\n    return x + {i}\n" * 3,
-              "newText": f"def new_function_{i}(x):\n    return x * {i}\n" * 3}
-             for i in range(100)]
-    call = _call("tools/call", {"name": "edit_file",
-                                "arguments": {"path": "/workspace/a.py", "edits": edits}})
+    edits = [
+        {
+            "oldText": f"def old_function_{i}(x):\n    return x + {i}\n" * 3,
+            "newText": f"def new_function_{i}(x):\n    return x * {i}\n" * 3,
+        }
+        for i in range(100)
+    ]
+    call = _call(
+        "tools/call",
+        {"name": "edit_file", "arguments": {"path": "/workspace/a.py", "edits": edits}},
+    )
     _check(benchmark(evaluate, policy, call, 0), "allow")
 
 
@@ -98,9 +128,18 @@ def test_deep_nesting_rejected(benchmark: Any, policy: Policy) -> None:
     deep: Any = 1
     for _ in range(100_000):
         deep = [deep]
-    call = Call(call_id="b", session="s", transport="http", origin="client", kind="request",
-                rpc_id=1, method="tools/call", target="read_text_file",
-                params={"name": "read_text_file", "arguments": {"path": deep}}, params_json=b"")
+    call = Call(
+        call_id="b",
+        session="s",
+        transport="http",
+        origin="client",
+        kind="request",
+        rpc_id=1,
+        method="tools/call",
+        target="read_text_file",
+        params={"name": "read_text_file", "arguments": {"path": deep}},
+        params_json=b"",
+    )
     _check(benchmark(evaluate, policy, call, 0), "deny")
 
 
@@ -109,8 +148,10 @@ def test_load_policy(benchmark: Any) -> None:
 
 
 def test_mask_secrets_medium(benchmark: Any) -> None:
-    params = {"name": "t", "arguments": {f"k{i}": f"value number {i} with some text"
-                                         for i in range(50)}}
+    params = {
+        "name": "t",
+        "arguments": {f"k{i}": f"value number {i} with some text" for i in range(50)},
+    }
     params["arguments"]["token"] = "ghp_" + "a1B2" * 9
     masked, pointers = benchmark(mask_secrets, params)
     assert masked["arguments"]["token"] == "[MASKED:github]"

@@ -10,6 +10,7 @@ The machine is shared: compare medians and ratios, not absolute times.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,7 +51,9 @@ CALLS = [_call(n) for n in range(BATCH)]
 
 class Rig:
     def __init__(self, path: Path, *, workers: int, cache: DecisionCache | None) -> None:
-        self.pool = EvaluatorPool.start(path, workers=workers, cache=cache)
+        self.pool = EvaluatorPool.start(
+            path, workers=workers, cache=cache, unsafe_allow_threads=threading.active_count() > 1
+        )
         self.runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
         self.runner.run(self.pool.attach())
 

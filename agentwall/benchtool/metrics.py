@@ -110,28 +110,35 @@ def scrape(host: str, port: int, path: str = "/metrics", timeout: float = 5.0) -
         conn.close()
 
 
-# The series names the proxy exports.  Each entry lists the names we accept,
-# first match wins, so a rename on the proxy side shows up as "n/a" here
-# rather than as a wrong number.
-FSYNC_BATCH_SUM = ("agentwall_audit_fsync_batch_size_sum",)
-FSYNC_BATCH_COUNT = ("agentwall_audit_fsync_batch_size_count",)
-CACHE_HITS = ("agentwall_decision_cache_hits_total",)
-CACHE_MISSES = ("agentwall_decision_cache_misses_total",)
+# The series names the proxy exports, as (entries, batches) pairs for the
+# fsync batch size and (hits, misses) for the decision cache.  The first pair
+# present wins; a rename on the proxy side shows up as "n/a" here rather than
+# as a wrong number.  Audit: agentwall.io.audit_writer.render_metrics (the
+# agentwall_audit_batch_entries histogram: sum = entries, count = fsyncs).
+# Cache: agentwall.io.pool.EvaluatorPool.prometheus, which the supervisor
+# exports with the prefix agentwall_pool.
+FSYNC_PAIRS = (
+    ("agentwall_audit_batch_entries_sum", "agentwall_audit_batch_entries_count"),
+    ("agentwall_audit_fsync_batch_size_sum", "agentwall_audit_fsync_batch_size_count"),
+    ("agentwall_audit_batch_size_sum", "agentwall_audit_batch_size_count"),
+    ("agentwall_audit_entries_total", "agentwall_audit_batches_total"),
+    ("agentwall_audit_entries_total", "agentwall_audit_fsyncs_total"),
+)
+CACHE_PAIRS = (
+    ("agentwall_pool_decision_cache_hits_total", "agentwall_pool_decision_cache_misses_total"),
+    ("agentwall_decision_cache_hits_total", "agentwall_decision_cache_misses_total"),
+)
 
 
-def _first(scrape: Scrape, names: tuple[str, ...]) -> float | None:
-    for name in names:
-        value = scrape.total(name)
-        if value is not None:
-            return value
+def _pair_delta(
+    before: Scrape, after: Scrape, pairs: tuple[tuple[str, str], ...]
+) -> tuple[float, float] | None:
+    for first, second in pairs:
+        values = [s.total(n) for s in (before, after) for n in (first, second)]
+        b1, b2, a1, a2 = values
+        if b1 is not None and b2 is not None and a1 is not None and a2 is not None:
+            return a1 - b1, a2 - b2
     return None
-
-
-def _delta(before: Scrape, after: Scrape, names: tuple[str, ...]) -> float | None:
-    a, b = _first(after, names), _first(before, names)
-    if a is None or b is None:
-        return None
-    return a - b
 
 
 @dataclass(frozen=True)
@@ -140,14 +147,35 @@ class ProxyFigures:
     fsync_batch_mean: float | None
     cache_hit_rate: float | None
     cache_lookups: float | None
+    # Mean time per observation of each agentwall_*_seconds histogram the
+    # proxy exports (e.g. evaluate, audit, upstream), in microseconds, and how
+    # many observations it had over the run.
+    stages_us: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+def stage_means(before: Scrape, after: Scrape) -> dict[str, tuple[float, float]]:
+    out: dict[str, tuple[float, float]] = {}
+    for name in sorted(after.names()):
+        if not (name.startswith("agentwall_") and name.endswith("_seconds_sum")):
+            continue
+        base = name[: -len("_sum")]
+        pair = _pair_delta(before, after, ((name, base + "_count"),))
+        if pair is None or pair[1] <= 0:
+            continue
+        total, count = pair
+        out[base[len("agentwall_") : -len("_seconds")]] = (total / count * 1e6, count)
+    return out
 
 
 def figures(before: Scrape, after: Scrape) -> ProxyFigures:
-    batches = _delta(before, after, FSYNC_BATCH_COUNT)
-    entries = _delta(before, after, FSYNC_BATCH_SUM)
-    hits = _delta(before, after, CACHE_HITS)
-    misses = _delta(before, after, CACHE_MISSES)
-    mean = entries / batches if batches and entries is not None else None
-    lookups = hits + misses if hits is not None and misses is not None else None
-    rate = hits / lookups if lookups and hits is not None else None
-    return ProxyFigures(batches, mean, rate, lookups)
+    fsync = _pair_delta(before, after, FSYNC_PAIRS)
+    cache = _pair_delta(before, after, CACHE_PAIRS)
+    batches = mean = rate = lookups = None
+    if fsync is not None:
+        entries, batches = fsync
+        mean = entries / batches if batches else None
+    if cache is not None:
+        hits, misses = cache
+        lookups = hits + misses
+        rate = hits / lookups if lookups else None
+    return ProxyFigures(batches, mean, rate, lookups, stage_means(before, after))

@@ -46,7 +46,14 @@ from agentwall.benchtool.loadgen import (
     Target,
     run_load,
 )
-from agentwall.benchtool.procs import FastUpstream, Managed, ProcessError, free_port, has_module
+from agentwall.benchtool.procs import (
+    FastUpstream,
+    Managed,
+    ProcessError,
+    free_port,
+    has_module,
+    key_env,
+)
 from agentwall.benchtool.runner import bundled_policy, environment
 from agentwall.benchtool.sync_client import SyncHttpSession
 
@@ -402,6 +409,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
                     got = _measure(
                         StdioTarget(
                             tuple(argv),
+                            env=key_env(workdir),
                             stderr_path=str(workdir / f"{name.split()[0]}-{workload}.stderr"),
                         ),
                         1,

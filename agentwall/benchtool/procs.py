@@ -37,6 +37,16 @@ def has_module(name: str) -> bool:
         return False
 
 
+def key_env(directory: Path) -> dict[str, str]:
+    """Keep the audit HMAC key in ``directory`` (the run's temporary directory).
+
+    ``agentwall start``/``wrap`` generate a key on first use; without this they
+    would write it to the user's ~/.config.  ``verify-log`` and ``report`` need
+    the same environment to find it.
+    """
+    return {"AGENTWALL_AUDIT_KEY_DIR": str(directory)}
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
@@ -165,6 +175,7 @@ class Proxy(Managed):
         policy: str | None,
         extra_args: list[str] | None = None,
         host: str = "127.0.0.1",
+        env: dict[str, str] | None = None,
     ) -> None:
         self.host = host
         self.port = free_port(host)
@@ -184,7 +195,7 @@ class Proxy(Managed):
         if policy is not None:
             argv += ["--policy", policy]
         argv += extra_args or []
-        super().__init__(argv, workdir)
+        super().__init__(argv, workdir, {**key_env(workdir), **(env or {})})
 
     @property
     def url(self) -> str:
@@ -202,13 +213,15 @@ class Proxy(Managed):
         raise self.failure("did not answer 200 on /readyz in time")
 
 
-def agentwall_command(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+def agentwall_command(
+    *args: str, timeout: float = 120.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m agentwall ARGS`` as a user would, capturing its output."""
     return subprocess.run(
         [sys.executable, "-m", "agentwall", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=child_env(),
+        env=child_env(env),
         check=False,
     )

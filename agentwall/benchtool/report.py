@@ -71,6 +71,10 @@ def render(report: BenchReport) -> str:
         "CPU/call: the upstream's on direct rows, the proxy's whole process tree on "
         f"{proxied_label} rows (from /proc, over the measured window)."
     )
+    for row in report.rows:
+        if row.proxied is not None and row.proxied.stages_us:
+            parts = ", ".join(f"{k} {v:,.0f}" for k, v in row.proxied.stages_us.items())
+            lines.append(f"proxy stage means at {row.concurrency} clients (us, /metrics): {parts}")
     lines += _loadgen_lines(report)
     notes = sorted(
         {f.metrics_note for r in report.rows if r.proxied for f in [r.proxied] if f.metrics_note}

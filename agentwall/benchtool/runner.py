@@ -31,7 +31,7 @@ from agentwall.benchtool.loadgen import (
     Target,
     run_load,
 )
-from agentwall.benchtool.procs import FastUpstream, Proxy, agentwall_command
+from agentwall.benchtool.procs import FastUpstream, Proxy, agentwall_command, has_module, key_env
 from agentwall.benchtool.stats import LatencySummary, summarize
 
 Mode = Literal["http", "stdio"]
@@ -84,6 +84,8 @@ class RunFigures(msgspec.Struct):
     fsync_batches: float | None = None
     fsync_batch_mean: float | None = None
     cache_hit_rate: float | None = None
+    # Mean µs per stage from the proxy's *_seconds histograms (where the time goes).
+    stages_us: dict[str, float] = msgspec.field(default_factory=dict)
     metrics_note: str | None = None
     rounds_calls_per_s: list[float] = msgspec.field(default_factory=list)
     rounds_p50_us: list[float] = msgspec.field(default_factory=list)
@@ -145,6 +147,7 @@ class _Side:
     def __init__(self) -> None:
         self.results: list[LoadResult] = []
         self.upstream_cpu = 0.0
+        self.upstream_measured = False
         self.proxy_cpu: float | None = None
         self.proxy_processes: int | None = None
         self.proxy_rss: float | None = None
@@ -179,7 +182,9 @@ class _Side:
             loadgen_processes=self.results[0].processes if self.results else 0,
             loadgen_cpu_s=cpu,
             loadgen_cpu_per_call_us=cpu / calls * 1e6 if calls else 0.0,
-            upstream_cpu_per_call_us=self.upstream_cpu / calls * 1e6 if calls else None,
+            upstream_cpu_per_call_us=(
+                self.upstream_cpu / calls * 1e6 if calls and self.upstream_measured else None
+            ),
             rounds_calls_per_s=[r.calls_per_s for r in self.results],
             rounds_p50_us=[_p(r, 50) for r in self.results],
             rounds_p99_us=[_p(r, 99) for r in self.results],
@@ -212,8 +217,13 @@ def _fill_metrics(figs: RunFigures, scrapes: list[tuple[metrics.Scrape, metrics.
         return
     batches = entries = hits = lookups = 0.0
     have_fsync = have_cache = True
+    stage_sum: dict[str, float] = {}
+    stage_n: dict[str, float] = {}
     for before, after in scrapes:
         f = metrics.figures(before, after)
+        for stage, (mean_us, n) in f.stages_us.items():
+            stage_sum[stage] = stage_sum.get(stage, 0.0) + mean_us * n
+            stage_n[stage] = stage_n.get(stage, 0.0) + n
         if f.fsync_batches is None or f.fsync_batch_mean is None:
             have_fsync = False
         else:
@@ -224,6 +234,7 @@ def _fill_metrics(figs: RunFigures, scrapes: list[tuple[metrics.Scrape, metrics.
         else:
             lookups += f.cache_lookups
             hits += f.cache_hit_rate * f.cache_lookups
+    figs.stages_us = {k: stage_sum[k] / stage_n[k] for k in stage_sum if stage_n[k]}
     if have_fsync and batches:
         figs.fsync_batches = batches
         figs.fsync_batch_mean = entries / batches
@@ -264,6 +275,7 @@ def _probing(
         side.proxy_processes = px.processes
         side.proxy_rss = px.rss_bytes / 2**20
     side.upstream_cpu += up.cpu_s
+    side.upstream_measured = side.upstream_measured or up.processes > 0
     if scrape is not None and before is not None:
         side.scrapes.append((before, scrape()))
 
@@ -456,7 +468,9 @@ def _run_http(
 def _verify(log_path: Path, proxy_exit: int | None) -> str:
     if not log_path.exists():
         return f"no audit log at {log_path} (proxy exit code {proxy_exit})"
-    done = agentwall_command("verify-log", str(log_path))
+    if not has_module("agentwall.cli.verify_log"):
+        return "written, not verified: `agentwall verify-log` is not in this tree"
+    done = agentwall_command("verify-log", str(log_path), env=key_env(log_path.parent))
     last = (done.stdout.strip() or done.stderr.strip()).splitlines()[-1:] or [""]
     verdict = "verified" if done.returncode == 0 else f"verify-log FAILED (exit {done.returncode})"
     return f"{verdict}: {last[0]}"
@@ -475,10 +489,14 @@ def _run_stdio(opts: BenchOptions, policy: str | None, workdir: Path) -> tuple[l
     ]
     if policy is not None:
         wrap += ["--policy", policy]
-    proxied_target = StdioTarget((*wrap, "--", *server), stderr_path=str(workdir / "wrap.stderr"))
+    proxied_target = StdioTarget(
+        (*wrap, "--", *server), env=key_env(workdir), stderr_path=str(workdir / "wrap.stderr")
+    )
 
     def is_server(pid: int) -> bool:
-        return STDIO_SERVER in procstat.cmdline(pid)
+        # The upstream itself (python -m agentwall.demo.stdio_server), not the
+        # wrap process whose command line merely mentions it after "--".
+        return procstat.cmdline(pid)[1:3] == ["-m", STDIO_SERVER]
 
     rows: list[Row] = []
     for c in opts.concurrency:
@@ -499,7 +517,10 @@ def _run_stdio(opts: BenchOptions, policy: str | None, workdir: Path) -> tuple[l
                     return _probing(s, servers, lambda: pids, is_server, None)
 
                 _measure(opts, f"wrapped c={c}", proxied_target, c, r, proxied, around_wrap)
-        rows.append(_row(c, direct, proxied, enforcing=True))
+        row = _row(c, direct, proxied, enforcing=True)
+        if row.proxied is not None:
+            row.proxied.metrics_note = "wrap serves no /metrics: fsync batches and cache n/a"
+        rows.append(row)
     audit = "not run"
     if opts.only != "direct":
         logs = sorted(workdir.glob("audit-*.log"))

@@ -66,13 +66,18 @@ class SyncHttpSession:
 class SyncStdioSession:
     """One MCP session with a subprocess over its pipes."""
 
-    def __init__(self, argv: Sequence[str], stderr: IO[bytes] | None = None) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        stderr: IO[bytes] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self._proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr if stderr is not None else subprocess.DEVNULL,
-            env=child_env(),
+            env=child_env(env),
         )
         assert self._proc.stdin is not None
         assert self._proc.stdout is not None

@@ -18,9 +18,15 @@ DEFAULT_MAX_LINE = 16 * 1024 * 1024
 
 
 class LineTooLong(msgspec.Struct, frozen=True):
-    """A line passed ``limit`` bytes; it is being discarded up to its newline."""
+    """A line passed ``limit`` bytes; it is being discarded up to its newline.
+    ``head`` is its first ``min(HEAD_BYTES, limit)`` bytes, for diagnostics
+    and to find the id of the request it carried."""
 
     limit: int
+    head: bytes = b""
+
+
+HEAD_BYTES = 256
 
 
 class TruncatedLine(msgspec.Struct, frozen=True):
@@ -68,14 +74,14 @@ class NdjsonFramer:
                 break
             if buf:
                 if len(buf) + newline - start > limit:
-                    out.append(LineTooLong(limit))
+                    out.append(LineTooLong(limit, _head(buf, data, start, limit)))
                     line = b""
                 else:
                     buf += data[start:newline]
                     line = bytes(buf)
                 buf.clear()
             elif newline - start > limit:
-                out.append(LineTooLong(limit))
+                out.append(LineTooLong(limit, data[start : start + min(HEAD_BYTES, limit)]))
                 line = b""
             else:
                 line = data[start:newline]
@@ -84,7 +90,7 @@ class NdjsonFramer:
             start = newline + 1
         if start < end:
             if len(buf) + end - start > limit:
-                out.append(LineTooLong(limit))
+                out.append(LineTooLong(limit, _head(buf, data, start, limit)))
                 buf.clear()
                 self._discarding = True
             else:
@@ -100,3 +106,12 @@ class NdjsonFramer:
         data = bytes(self._buf)
         self._buf.clear()
         return [TruncatedLine(data)]
+
+
+def _head(buf: bytearray, data: bytes, start: int, limit: int) -> bytes:
+    # At least limit + 1 bytes of the line exist when it is reported, however
+    # it was chunked, so the head is the same for any chunking.
+    size = min(HEAD_BYTES, limit)
+    if len(buf) >= size:
+        return bytes(buf[:size])
+    return bytes(buf) + data[start : start + size - len(buf)]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from agentwall.benchtool.procs import Managed, Proxy, agentwall_command
+from agentwall.benchtool.procs import Managed, Proxy, agentwall_command, key_env
 
 POLICY_NAME = "demo-policy.yaml"
 
@@ -234,12 +234,13 @@ def run_demo(*, keep: bool = False, out: TextIO = sys.stdout) -> int:
 
 def _after(log_path: Path, out: TextIO) -> list[str]:
     failures: list[str] = []
-    verify = agentwall_command("verify-log", str(log_path))
+    env = key_env(log_path.parent)  # the proxy generated its audit key there
+    verify = agentwall_command("verify-log", str(log_path), env=env)
     print(f"\n$ agentwall verify-log {log_path.name}", file=out)
     print(textwrap.indent((verify.stdout + verify.stderr).strip(), "  "), file=out)
     if verify.returncode != 0:
         failures.append(f"verify-log exited with {verify.returncode}")
-    report = agentwall_command("report", str(log_path))
+    report = agentwall_command("report", str(log_path), env=env)
     print(f"\n$ agentwall report {log_path.name}", file=out)
     print(textwrap.indent((report.stdout + report.stderr).strip(), "  "), file=out)
     if report.returncode != 0:

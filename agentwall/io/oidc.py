@@ -46,12 +46,24 @@ from urllib.parse import urlsplit
 import h11
 import msgspec
 
-from agentwall.errors import ConfigError, IdentityError, TokenMissing, UnknownKeyId
-from agentwall.identity.challenge import AuthChallenge, bearer_token, challenge_for
+from agentwall.core.mcp_http import HttpReply, RequestMeta, rpc_error_reply
+from agentwall.errors import AuditError, ConfigError, IdentityError, TokenMissing, UnknownKeyId
+from agentwall.identity.challenge import (
+    AuthChallenge,
+    bearer_token,
+    challenge_for,
+    challenge_for_decision,
+    metadata_path_resource,
+    metadata_url,
+    protected_resource_metadata,
+    resource_url,
+)
 from agentwall.identity.config import IdentityConfig
 from agentwall.identity.jwks import JwksCache, JwksError, KeySetChange
+from agentwall.identity.session import SessionBinder
 from agentwall.identity.verifier import TokenVerifier
-from agentwall.types import Identity
+from agentwall.io.contracts import AuditSink
+from agentwall.types import AuditEvent, Decision, Identity
 
 log = logging.getLogger("agentwall.identity")
 
@@ -184,6 +196,9 @@ class OidcAuthenticator:
     @property
     def ready(self) -> bool:
         return self.verifier.jwks.usable(self._clock())
+
+    def clock(self) -> float:
+        return self._clock()
 
     # -- verification ------------------------------------------------------
 
@@ -516,3 +531,140 @@ def parse_upstream_header(text: str) -> tuple[bytes, bytes]:
     if raw_name in _RESERVED_UPSTREAM:
         raise ConfigError(f"--upstream-header {name.strip()}: set by the proxy itself")
     return raw_name, raw_value
+
+
+class HttpIdentityGate:
+    """The HTTP front-end's authenticator hook (``http_front.Authenticator``):
+    Bearer tokens in, an ``Identity`` or the reply to send out; the RFC 9728
+    metadata endpoints; ``Mcp-Session-Id`` bound to the subject that opened it.
+
+    - ``authenticate(meta, peer)``: 401 (no or bad token, with
+      ``WWW-Authenticate: Bearer resource_metadata=...``), 403 (required
+      claims; a session opened by another subject), 503 (no usable keys).
+      Every refusal is written to the audit log (when a sink is given) before
+      the reply goes out, with the reason code and never the token.
+    - ``serve(method, path, host)``: ``/.well-known/oauth-protected-resource``
+      (resource = the proxy's origin, which covers ``/`` and ``/mcp``) and
+      ``/.well-known/oauth-protected-resource/mcp`` (resource = ``.../mcp``).
+    - ``challenge_for(decision)``: 403 ``insufficient_scope`` for an identity
+      rule a better token could satisfy (see ``challenge_for_decision``).
+    """
+
+    def __init__(
+        self,
+        authenticator: OidcAuthenticator,
+        *,
+        listen: str,
+        scheme: str = "http",
+        mcp_paths: Sequence[str] = ("/mcp",),
+        binder: SessionBinder | None = None,
+        audit: AuditSink | None = None,
+    ) -> None:
+        self.authenticator = authenticator
+        self.scheme = scheme
+        self.fallback_host = listen
+        self.mcp_paths = tuple(mcp_paths)
+        self.binder = binder if binder is not None else SessionBinder()
+        self.audit = audit
+        self.refusals = 0
+
+    # -- URLs --------------------------------------------------------------
+
+    def resource(self, host: str | bytes | None, path: str = "/") -> str:
+        return resource_url(
+            self.authenticator.config,
+            scheme=self.scheme,
+            host=host,
+            path=path,
+            fallback_host=self.fallback_host,
+        )
+
+    def metadata_url(self, host: str | bytes | None) -> str:
+        return metadata_url(self.resource(host))
+
+    # -- the hook ------------------------------------------------------------
+
+    async def authenticate(self, meta: RequestMeta, peer: str) -> Identity | HttpReply:
+        identity: Identity | None = None
+        try:
+            identity = await self.authenticator.verify(bearer_token(meta.authorization))
+            if meta.session_id:
+                self.binder.check(meta.session_id, identity, self.authenticator.clock())
+        except IdentityError as error:
+            challenge = challenge_for(error, self.metadata_url(meta.host))
+            await self._audit_refusal(meta, peer, challenge, identity)
+            return reply_for(challenge)
+        return identity
+
+    def serve(
+        self, method: bytes, path: bytes, host: bytes | str | None = None
+    ) -> HttpReply | None:
+        text = path.decode("latin-1")
+        endpoint = metadata_path_resource(text, self.mcp_paths)
+        if endpoint is None:
+            return None
+        if method not in (b"GET", b"HEAD"):
+            return HttpReply(status=405, body=b"", headers=((b"allow", b"GET, HEAD"),))
+        document = protected_resource_metadata(
+            self.authenticator.config, self.resource(host, endpoint)
+        )
+        return HttpReply(
+            status=200,
+            body=json.dumps(document, separators=(",", ":")).encode(),
+            headers=((b"cache-control", b"max-age=300"),),
+        )
+
+    def bind_session(self, session_id: str, identity: Identity) -> None:
+        """The upstream assigned ``session_id`` in answer to ``identity``'s
+        initialize: bind it now, before anyone else can present it."""
+        self.binder.bind(session_id, identity, self.authenticator.clock())
+
+    def end_session(self, session_id: str) -> None:
+        self.binder.forget(session_id)
+
+    def challenge_for(self, decision: Decision, host: str | bytes | None) -> HttpReply | None:
+        challenge = challenge_for_decision(decision, self.metadata_url(host))
+        return None if challenge is None else reply_for(challenge)
+
+    async def _audit_refusal(
+        self, meta: RequestMeta, peer: str, challenge: AuthChallenge, identity: Identity | None
+    ) -> None:
+        self.refusals += 1
+        if self.audit is None:
+            return
+        event = AuditEvent(
+            event="decision",
+            session=meta.session_id,
+            transport="http",
+            subject=identity.subject if identity else None,
+            issuer=identity.issuer if identity else None,
+            method=meta.mcp_method,
+            target=meta.mcp_name,
+            decision="deny",
+            rule_id="identity.authentication",
+            reason=f"{challenge.status} {challenge.reason}: {challenge.message}",
+            detail={"peer": peer, "http_status": challenge.status},
+        )
+        try:
+            await self.audit.record(event)
+        except AuditError as exc:
+            # The reply is a refusal either way; losing its record is logged.
+            log.error("identity: could not audit an authentication refusal: %s", exc)
+
+
+def reply_for(challenge: AuthChallenge) -> HttpReply:
+    """An ``AuthChallenge`` as the front-end's reply: the status, the
+    ``WWW-Authenticate`` header, and a JSON-RPC error body (id null: the body
+    was not read)."""
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    if challenge.www_authenticate:
+        headers = ((b"www-authenticate", challenge.www_authenticate.encode("ascii", "replace")),)
+    if challenge.status == 503:
+        headers += ((b"retry-after", b"5"),)
+    return rpc_error_reply(
+        challenge.status,
+        challenge.rpc_code,
+        challenge.message,
+        data={"reason": challenge.reason},
+        headers=headers,
+    )

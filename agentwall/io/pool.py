@@ -62,6 +62,8 @@ import os
 import select
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -183,11 +185,13 @@ class _Worker(asyncio.Protocol):
     def _deliver(self, msg: Any) -> None:
         if not self.pending:
             raise _ProtocolError(f"unsolicited {type(msg).__name__}")
-        entry = self.pending.popleft()
+        entry = self.pending[0]
+        if entry.id != msg.id:
+            # Left queued: killing the worker denies it with the others.
+            raise _ProtocolError(f"reply {msg.id} to request {entry.id}")
+        self.pending.popleft()
         if entry.timer is not None:
             entry.timer.cancel()
-        if entry.id != msg.id:
-            raise _ProtocolError(f"reply {msg.id} to request {entry.id}")
         if isinstance(msg, wire.Pong):
             self.policy_hash = msg.policy_hash
             self.evaluated = msg.evaluated
@@ -266,8 +270,16 @@ class EvaluatorPool:
 
         self._zygote_pid = -1
         self._zygote_pidfd = -1
+        self._zygote_proc: subprocess.Popen[bytes] | None = None  # a restarted (exec'd) one
+        self._zygote_born = time.monotonic()
+        self._zygote_backoff = 0.0
+        self._zygote_restarts = 0
+        # Dead zygotes not yet reaped: (pid, pidfd, Popen or None).
+        self._retired: list[tuple[int, int, subprocess.Popen[bytes] | None]] = []
         self._control: socket.socket | None = None
+        # The control channel is open / the zygote has proved it runs our policy.
         self._zygote_alive = False
+        self._zygote_verified = False
         self._control_waiters: deque[asyncio.Future[tuple[Any, list[int]]]] = deque()
         self._control_frames = FrameDecoder()
 
@@ -344,7 +356,7 @@ class EvaluatorPool:
 
     def _fork_all(self, state: PolicyState) -> None:
         self._zygote_pid, self._zygote_pidfd, self._control = wire.fork_zygote(state)
-        self._zygote_alive = True
+        self._zygote_alive = self._zygote_verified = True
         try:
             for slot in range(self.workers_wanted):
                 reply, fds = self._control_call_blocking(wire.Spawn(0))
@@ -599,9 +611,12 @@ class EvaluatorPool:
                 return self._reload_failed(old, describe_error(exc))
             new = policy.hash
             live = [w for w in self._workers if w is not None and w.alive]
+            # A dead zygote is left out; a new one is started from the new
+            # policy once the switch is made.
+            with_zygote = self._zygote_alive
             try:
                 prepared = await asyncio.gather(
-                    self._ask_zygote(wire.Prepare(0, target)),
+                    *([self._ask_zygote(wire.Prepare(0, target))] if with_zygote else []),
                     *(
                         self._ask(w, wire.Prepare(0, target), self.reload_timeout_s)
                         for w in live
@@ -610,7 +625,7 @@ class EvaluatorPool:
             except (OSError, RuntimeError) as exc:
                 await self._abort_everywhere(live)
                 return self._reload_failed(old, f"evaluator zygote: {exc}")
-            names = ["zygote", *(f"worker {w.pid}" for w in live)]
+            names = [*(["zygote"] if with_zygote else []), *(f"worker {w.pid}" for w in live)]
             for who, reply in zip(names, prepared, strict=True):
                 problem = None
                 if isinstance(reply, _Failure):
@@ -629,8 +644,11 @@ class EvaluatorPool:
             self._policy, self._hash = policy, new
             self.policy_path = target
             self._load_rates()
-            with contextlib.suppress(OSError, RuntimeError):
-                await self._ask_zygote(wire.Commit(0, new))
+            if with_zygote:
+                with contextlib.suppress(OSError, RuntimeError):
+                    await self._ask_zygote(wire.Commit(0, new))
+            if not self._zygote_alive and not self._closing:
+                self._spawn_task(self._restart_zygote())
             commits = await asyncio.gather(
                 *(self._ask(w, wire.Commit(0, new), self.reload_timeout_s) for w in live)
             )
@@ -646,8 +664,9 @@ class EvaluatorPool:
         return ReloadResult(False, old, old, error=error)
 
     async def _abort_everywhere(self, live: list[_Worker]) -> None:
-        with contextlib.suppress(OSError, RuntimeError):
-            await self._ask_zygote(wire.Abort(0))
+        if self._zygote_alive:
+            with contextlib.suppress(OSError, RuntimeError):
+                await self._ask_zygote(wire.Abort(0))
         await asyncio.gather(*(self._ask(w, wire.Abort(0), 5.0) for w in live if w.alive))
 
     async def _ask(self, worker: _Worker, msg: Any, wait_s: float) -> Any:
@@ -720,15 +739,118 @@ class EvaluatorPool:
     def _zygote_lost(self) -> None:
         if not self._zygote_alive:
             return
-        self._zygote_alive = False
-        if not self._closing:
-            log.error("evaluator zygote exited; dead workers can no longer be replaced")
+        self._zygote_alive = self._zygote_verified = False
         if self._loop is not None and self._control is not None:
             self._loop.remove_reader(self._control.fileno())
         while self._control_waiters:
             waiter = self._control_waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(RuntimeError("the evaluator zygote exited"))
+        self._control_frames = FrameDecoder()
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        self._reap_zygote()
+        if self._closing or self._loop is None:
+            return
+        lived = time.monotonic() - self._zygote_born
+        self._zygote_backoff = (
+            0.1 if lived > _STABLE_S else min(_MAX_BACKOFF_S, max(0.1, self._zygote_backoff * 2))
+        )
+        log.error("evaluator zygote exited; starting a new one (fork+exec)")
+        self._spawn_task(self._restart_zygote())
+
+    def _reap_zygote(self) -> None:
+        """Retires the current (dead) zygote and reaps every retired one."""
+        if self._zygote_pid > 0:
+            self._retired.append((self._zygote_pid, self._zygote_pidfd, self._zygote_proc))
+            self._zygote_pid, self._zygote_pidfd, self._zygote_proc = -1, -1, None
+        self._reap_retired()
+
+    def _reap_retired(self) -> None:
+        """Collects retired zygotes' exit statuses, now or a little later."""
+        still: list[tuple[int, int, subprocess.Popen[bytes] | None]] = []
+        for pid, pidfd, proc in self._retired:
+            try:
+                done = proc.poll() is not None if proc else os.waitpid(pid, os.WNOHANG)[0] != 0
+            except ChildProcessError:
+                done = True
+            if done:
+                with contextlib.suppress(OSError):
+                    os.close(pidfd)
+            else:
+                still.append((pid, pidfd, proc))
+        self._retired = still
+        if still and self._loop is not None and not self._closed:
+            self._loop.call_later(0.1, self._reap_retired)
+
+    async def _restart_zygote(self) -> None:
+        """A zygote forked now would copy this process's running loop, so the
+        replacement is fork+exec'd (``python -m agentwall.io.worker``), which is
+        safe from any state: it loads the policy itself and must report the
+        hash the pool runs before it is used."""
+        if self._zygote_backoff:
+            await asyncio.sleep(self._zygote_backoff)
+        assert self._control_lock is not None
+        async with self._control_lock:
+            if self._closing or self._zygote_alive:
+                return
+            parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                command = wire.zygote_command(child_end.fileno(), self.policy_path, self._engine)
+                env = dict(os.environ)
+                env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+                # A few ms of vfork+exec, on a rare recovery path only.
+                proc = subprocess.Popen(  # noqa: ASYNC220
+                    command, pass_fds=(child_end.fileno(),), stdin=subprocess.DEVNULL, env=env
+                )
+            except (OSError, ValueError) as exc:
+                parent_end.close()
+                log.error("cannot start a new evaluator zygote: %s", exc)
+                return
+            finally:
+                child_end.close()
+            self._zygote_proc, self._zygote_pid = proc, proc.pid
+            self._zygote_pidfd = os.pidfd_open(proc.pid)
+            self._zygote_born = time.monotonic()
+            self._control = parent_end
+            parent_end.setblocking(False)
+            assert self._loop is not None
+            self._loop.add_reader(parent_end.fileno(), self._on_control_readable)
+            self._zygote_alive = True
+            try:
+                pong = await self._ask_zygote(wire.Ping(0))
+            except (OSError, RuntimeError) as exc:
+                log.error("new evaluator zygote failed: %s", exc)
+                return  # _zygote_lost already scheduled the next attempt
+            if not isinstance(pong, wire.Pong) or pong.policy_hash != self._hash:
+                got = getattr(pong, "policy_hash", "?")
+                log.error(
+                    "new evaluator zygote runs policy %s, not %s (the file changed since it "
+                    "was loaded); stopping it until the next successful reload",
+                    got[:12],
+                    self._hash[:12],
+                )
+                self._closing_zygote()
+                return
+            self._zygote_verified = True
+            self._zygote_restarts += 1
+            log.warning("evaluator zygote replaced (pid %d)", proc.pid)
+        for slot, w in enumerate(self._workers):
+            if w is None:
+                self._spawn_task(self._respawn(slot))
+
+    def _closing_zygote(self) -> None:
+        """Stops the current zygote without scheduling a replacement."""
+        self._zygote_alive = self._zygote_verified = False
+        if self._loop is not None and self._control is not None:
+            self._loop.remove_reader(self._control.fileno())
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(self._zygote_pidfd, signal.SIGKILL)
+        self._reap_zygote()
 
     # ------------------------------------------------------------ deaths & respawn
 
@@ -849,7 +971,7 @@ class EvaluatorPool:
             policy_hash=self._hash,
             workers=statuses,
             workers_wanted=self.workers_wanted,
-            zygote_alive=self._zygote_alive,
+            zygote_alive=self._zygote_alive and self._zygote_verified,
             closing=self._closing,
         )
 
@@ -962,10 +1084,16 @@ class EvaluatorPool:
             self._control.close()
             self._control = None
         if self._zygote_pid > 0:
-            _wait_or_kill(self._zygote_pid, self._zygote_pidfd, 2.0)
+            self._retired.append((self._zygote_pid, self._zygote_pidfd, self._zygote_proc))
+            self._zygote_pid, self._zygote_pidfd, self._zygote_proc = -1, -1, None
+        for pid, pidfd, proc in self._retired:
+            _wait_or_kill(pid, pidfd, 2.0)
+            if proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(0.1)
             with contextlib.suppress(OSError):
-                os.close(self._zygote_pidfd)
-            self._zygote_pid = -1
+                os.close(pidfd)
+        self._retired = []
 
 
 def _wait_or_kill(pid: int, pidfd: int, timeout: float) -> None:

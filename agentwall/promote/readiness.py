@@ -38,8 +38,10 @@ class ParameterView(msgspec.Struct, frozen=True):
     within: tuple[str, ...] = ()
     max_length: int | None = None
     has_schema: bool = False
-    # Numeric bounds or const: anything that limits a number's value.
+    # Numeric bounds: anything that limits a number's value.
     has_bounds: bool = False
+    # Arrays: the rule every item must meet (named "<parameter>[]").
+    items: ParameterView | None = None
 
 
 class ToolView(msgspec.Struct, frozen=True):
@@ -81,6 +83,8 @@ class PolicyView(msgspec.Struct, frozen=True):
     extra_methods_allowed: tuple[str, ...] = ()
     # Hosts/ranges the SSRF private-network rule lets through.
     safe_mode_allow_private: tuple[str, ...] = ()
+    # ``limits.max_string_length``: a bound on every string in the arguments.
+    max_string_length: int | None = None
 
 
 # --- what the review says ---------------------------------------------------------------
@@ -171,7 +175,7 @@ _MATCH_ALL_PROBES: Final = (
 _TRAVERSALS: Final = ("../../../etc/passwd", "/../../../etc/passwd", "a/../../../etc/passwd")
 _PATH_NAME: Final = re.compile(
     r"(^|_)(path|paths|file|files|filename|filepath|dir|dirs|directory|folder|cwd|root|"
-    r"dest|destination|src|source|target)($|_)",
+    r"dest|destination|src|source)($|_)",
     re.IGNORECASE,
 )
 _META: Final = frozenset("\\^$.|?*+()[]{}")
@@ -240,12 +244,29 @@ def admits_traversal(pattern: str) -> bool:
 def is_path_parameter(param: ParameterView) -> bool:
     if param.within:
         return True
-    if _PATH_NAME.search(param.name):
+    if _PATH_NAME.search(param.name.removesuffix("[]")):
         return True
     return bool(param.pattern and _literal_prefix(param.pattern).startswith(("/", "~")))
 
 
 # --- the checks ------------------------------------------------------------------------
+
+
+def _loose(param: ParameterView) -> list[str]:
+    """Why this parameter's values are not constrained (empty: they are)."""
+    kind, name = param.type, param.name
+    if param.has_enum:
+        return []
+    if kind is None and not (param.pattern or param.within or param.has_bounds):
+        return [f"parameter `{name}` has no type"]
+    if kind == "string" and not (param.pattern or param.within):
+        return [f"string parameter `{name}` has no pattern, enum or within"]
+    if kind == "array" and param.items is not None:
+        return _loose(param.items)
+    if kind in ("object", "array") and not param.has_schema:
+        what = "items or schema" if kind == "array" else "schema"
+        return [f"{kind} parameter `{name}` has no {what}"]
+    return []
 
 
 def _unconstrained_parameters(tool: ToolView) -> list[str]:
@@ -256,17 +277,32 @@ def _unconstrained_parameters(tool: ToolView) -> list[str]:
     if tool.additional_parameters == "allow":
         reasons.append("`additional_parameters: allow` lets undeclared arguments through")
     for param in tool.parameters:
-        kind = param.type
-        if kind is None:
-            reasons.append(f"parameter `{param.name}` has no type")
-        elif kind == "string" and not (param.pattern or param.has_enum or param.within):
-            reasons.append(f"string parameter `{param.name}` has no pattern, enum or within")
-        elif kind in ("object", "array") and not param.has_schema:
-            reasons.append(f"{kind} parameter `{param.name}` has no schema")
+        reasons.extend(_loose(param))
     return reasons
 
 
-def _tool_findings(tool: ToolView) -> Iterable[Finding]:
+def unbounded_length(pattern: str) -> bool:
+    """True when the pattern has a ``*``, ``+`` or ``{n,}`` outside a class."""
+    units, in_class = _units(pattern), False
+    for i, unit in enumerate(units):
+        if in_class:
+            in_class = unit != "]"
+        elif unit == "[":
+            in_class = True
+            # "[]...]" and "[^]...]": a leading "]" is a literal inside the class.
+            j = i + 1 + (i + 1 < len(units) and units[i + 1] == "^")
+            if j < len(units) and units[j] == "]":
+                units[j] = "x"
+        elif unit in ("*", "+"):
+            return True
+        elif unit == "{":
+            body = "".join(units[i + 1 : i + 12]).split("}", 1)[0]
+            if body.endswith(",") and body[:-1].isdigit():
+                return True
+    return False
+
+
+def _tool_findings(tool: ToolView, view: PolicyView) -> Iterable[Finding]:
     name = tool.name
     if tool.risk not in RISKS:
         yield _finding(
@@ -296,7 +332,7 @@ def _tool_findings(tool: ToolView) -> Iterable[Finding]:
             "constrain each parameter with `pattern`, `enum`, `within` or `schema`",
         )
     for param in tool.parameters or ():
-        yield from _parameter_findings(tool, param)
+        yield from _parameter_findings(tool, param, view)
     if tool.safe_mode_disabled:
         ids = ", ".join(sorted(tool.safe_mode_disabled))
         if high:
@@ -330,7 +366,11 @@ def _tool_findings(tool: ToolView) -> Iterable[Finding]:
         )
 
 
-def _parameter_findings(tool: ToolView, param: ParameterView) -> Iterable[Finding]:
+def _parameter_findings(
+    tool: ToolView, param: ParameterView, view: PolicyView
+) -> Iterable[Finding]:
+    if param.items is not None:
+        yield from _parameter_findings(tool, param.items, view)
     name = tool.name
     where = f"parameter `{param.name}`"
     path_like = is_path_parameter(param)
@@ -339,7 +379,8 @@ def _parameter_findings(tool: ToolView, param: ParameterView) -> Iterable[Findin
         traversal = path_like and not param.within and admits_traversal(param.pattern)
         if anything or traversal:
             why = (
-                f"pattern {param.pattern!r} accepts any string"
+                f"pattern {param.pattern!r} accepts any string (every probe: traversal, "
+                "shell metacharacters, URLs, secrets paths), so it constrains nothing"
                 if anything
                 else f"pattern {param.pattern!r} admits `/` and `..`, so a path can escape "
                 "its prefix, and there is no `within`"
@@ -366,11 +407,18 @@ def _parameter_findings(tool: ToolView, param: ParameterView) -> Iterable[Findin
             f"{where} has no `minimum`/`maximum` or `enum`",
             f"bound {where} to the values the tool needs",
         )
-    if param.type == "string" and param.max_length is None and not param.has_enum:
+    if (
+        param.type == "string"
+        and param.max_length is None
+        and view.max_string_length is None
+        and not param.has_enum
+        and (param.pattern is None or unbounded_length(param.pattern))
+    ):
         yield _finding(
             "no_max_length",
             name,
-            f"{where} has no `max_length` (only the global size limit applies)",
+            f"{where} has no `max_length` (nor a pattern that bounds its length), so "
+            "only the global size limit applies",
             f"add `max_length` to {where}",
         )
 
@@ -524,7 +572,10 @@ def review(view: PolicyView | None) -> Review:
             ),
         )
     else:
-        findings = (*_policy_findings(view), *(f for t in view.tools for f in _tool_findings(t)))
+        findings = (
+            *_policy_findings(view),
+            *(f for t in view.tools for f in _tool_findings(t, view)),
+        )
     ordered = tuple(
         sorted(findings, key=lambda f: (f.severity != "blocking", f.tool or "", f.code))
     )

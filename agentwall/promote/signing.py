@@ -38,6 +38,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from agentwall import __version__
 from agentwall.core.canonical import canonical_json, sha256_hex
 from agentwall.errors import SignatureError
 
@@ -318,11 +319,19 @@ def verify_policy_signature(
             "bad_signature", f"{source}: the Ed25519 signature does not verify for key {signer}"
         ) from None
     if statement["policy_sha256"] != policy_hash:
+        why = "edited after signing, or the wrong signature file"
+        if statement["agentwall_version"] != __version__:
+            # The canonical form may change between versions; say so rather
+            # than let an upgrade look like tampering.
+            why += (
+                "; or the canonical policy form changed between AgentWall "
+                f"{statement['agentwall_version']} (signer) and {__version__}: "
+                "re-review and re-sign"
+            )
         raise _fail(
             "stale",
             f"{source}: signature is for policy sha256 {statement['policy_sha256']}, "
-            f"but the policy's current content hashes to {policy_hash} "
-            "(edited after signing, or the wrong signature file)",
+            f"but the policy's current content hashes to {policy_hash} ({why})",
         )
     return SignatureInfo(
         key_id=signer,

@@ -27,14 +27,26 @@ def _has_rule(rule: IdentityRule | None) -> bool:
 def _parameter(rule: ParameterRule) -> ParameterView:
     return ParameterView(
         name=rule.name,
-        type=rule.type,
+        type=rule.type or _inferred_type(rule),
         pattern=rule.pattern,
         has_enum=rule.enum is not None,
         within=rule.within or (),
         max_length=rule.max_length,
         has_schema=rule.schema is not None,
         has_bounds=rule.minimum is not None or rule.maximum is not None,
+        items=None if rule.items is None else _parameter(rule.items),
     )
+
+
+def _inferred_type(rule: ParameterRule) -> str | None:
+    # As the evaluator does: string constraints imply a string, bounds a number.
+    if any(x is not None for x in (rule.pattern, rule.max_length, rule.min_length, rule.within)):
+        return "string"
+    if rule.minimum is not None or rule.maximum is not None:
+        return "number"
+    if any(x is not None for x in (rule.items, rule.max_items, rule.min_items)):
+        return "array"
+    return None
 
 
 def _tool(rule: ToolRule, model: PolicyModel) -> ToolView:
@@ -75,6 +87,7 @@ def view_of_model(model: PolicyModel) -> PolicyView | None:
             )
         ),
         safe_mode_allow_private=model.safe_mode.allow_private,
+        max_string_length=model.limits.max_string_length,
     )
 
 

@@ -81,6 +81,29 @@ def test_missing_and_new_figures_are_reported_not_failed() -> None:
     assert "new: not gated" in text
 
 
+def test_median_alone_over_the_limit_is_noise_when_the_fastest_rounds_are_fine() -> None:
+    def run(cal: dict[str, float], median: float, fastest: float) -> dict[str, Any]:
+        return {
+            "calibration": {"median_ns": 1000.0, "samples_ns": [1000.0]},
+            "benchmarks": [
+                {
+                    "fullname": "b::eval",
+                    "stats": {"median": median, "min": fastest},
+                    "extra_info": {"calibration_ns": cal},
+                }
+            ],
+        }
+
+    base_fig = gate.figures(run({"median": 500.0, "min": 400.0}, 2e-6, 1e-6))["b::eval"]
+    assert base_fig.value == pytest.approx(4.0)  # divided by the local calibration
+    assert base_fig.value_min == pytest.approx(2.5)
+    baseline = {"metrics": {"b::eval": {"value": 4.0, "value_min": 2.5}}}
+    burst = gate.figures(run({"median": 500.0, "min": 400.0}, 5e-6, 1.1e-6))
+    assert not gate.compare(baseline, burst, 2.0)[0].failed
+    regressed = gate.figures(run({"median": 500.0, "min": 400.0}, 5e-6, 2.5e-6))
+    assert gate.compare(baseline, regressed, 2.0)[0].failed
+
+
 def test_missing_calibration_is_an_error() -> None:
     with pytest.raises(gate.GateError, match="calibration"):
         gate.figures({"benchmarks": []})

@@ -124,3 +124,29 @@ def test_workload_mix_shape() -> None:
     search = mix.kinds[mix.index("search")]
     assert orjson.loads(search.body(1, b"a"))["params"] == orjson.loads(search.body(2))["params"]
     assert len(filler(1000)) == 1000
+
+
+def test_fsync_batches_from_entry_and_batch_counters() -> None:
+    before = metrics.Scrape(
+        metrics.parse("agentwall_audit_entries_total 100\nagentwall_audit_batches_total 10\n")
+    )
+    after = metrics.Scrape(
+        metrics.parse("agentwall_audit_entries_total 400\nagentwall_audit_batches_total 30\n")
+    )
+    figs = metrics.figures(before, after)
+    assert (figs.fsync_batches, figs.fsync_batch_mean) == (20, 15)
+
+
+def test_stage_means_from_seconds_histograms() -> None:
+    text = (
+        'agentwall_audit_seconds_bucket{le="0.001"} 5\n'
+        "agentwall_audit_seconds_sum %s\nagentwall_audit_seconds_count %s\n"
+        "agentwall_upstream_seconds_sum 1.0\n"  # no _count: skipped
+    )
+    before = metrics.Scrape(metrics.parse(text % (0.5, 1000)))
+    after = metrics.Scrape(metrics.parse(text % (0.8, 2000)))
+    stages = metrics.stage_means(before, after)
+    assert list(stages) == ["audit"]
+    mean_us, n = stages["audit"]
+    assert n == 1000
+    assert mean_us == pytest.approx(300.0)

@@ -40,7 +40,7 @@ def test_oversize_line_in_one_chunk() -> None:
     framer = NdjsonFramer(max_line=10)
     assert framer.feed(b"0123456789\n01234567890\nok\n") == [
         b"0123456789",
-        LineTooLong(10),
+        LineTooLong(10, b"0123456789"),
         b"ok",
     ]
 
@@ -50,7 +50,7 @@ def test_oversize_line_is_never_buffered_whole() -> None:
     out = framer.feed(b"x" * 60)
     assert out == []
     out = framer.feed(b"x" * 60)
-    assert out == [LineTooLong(100)]
+    assert out == [LineTooLong(100, b"x" * 100)]
     assert framer.pending == 0
     for _ in range(1000):
         assert framer.feed(b"y" * 4096) == []
@@ -63,14 +63,21 @@ def test_oversize_line_is_never_buffered_whole() -> None:
 def test_oversize_line_ending_exactly_at_chunk_boundary() -> None:
     framer = NdjsonFramer(max_line=4)
     assert framer.feed(b"abc") == []
-    assert framer.feed(b"de") == [LineTooLong(4)]
+    assert framer.feed(b"de") == [LineTooLong(4, b"abcd")]
     assert framer.feed(b"\nok\n") == [b"ok"]
 
 
 def test_oversize_completed_from_buffer() -> None:
     framer = NdjsonFramer(max_line=4)
     assert framer.feed(b"abc") == []
-    assert framer.feed(b"de\nok\n") == [LineTooLong(4), b"ok"]
+    assert framer.feed(b"de\nok\n") == [LineTooLong(4, b"abcd"), b"ok"]
+
+
+def test_head_of_a_long_line_is_kept_for_diagnostics() -> None:
+    framer = NdjsonFramer(max_line=300)
+    line = b'{"jsonrpc":"2.0","id":7,"result":"' + b"z" * 1000
+    out = framer.feed(line[:200]) + framer.feed(line[200:])
+    assert out == [LineTooLong(300, line[:256])]
 
 
 def test_limit_is_inclusive() -> None:

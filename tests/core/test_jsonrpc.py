@@ -191,3 +191,23 @@ def test_reencoding_is_ours_not_the_senders() -> None:
     data = b'{ "method" : "a", "params" : {"x":1.0e1, "y" : "\\u00e9"}, "id":1, "jsonrpc":"2.0"}'
     wire = parse(data).wire
     assert wire == '{"jsonrpc":"2.0","id":1,"method":"a","params":{"x":10.0,"y":"é"}}'.encode()
+
+
+@pytest.mark.parametrize(
+    ("head", "rpc_id"),
+    [
+        (b'{"jsonrpc":"2.0","id":7,"result":"zzzz', 7),
+        (b'{"jsonrpc":"2.0","method":"tools/call","id":"r-1","params":{', "r-1"),
+        (b' { "id" : -3 , "jsonrpc"', -3),
+        (b'{"id":12', None),  # the number may go on past the head
+        (b'{"id":"unterminated', None),
+        (b'{"result":{"id":5}', None),  # a nested id is not the message's
+        (b'{"id":1.5,', None),
+        (b'{"id":true,', None),
+        (b"garbage", None),
+    ],
+)
+def test_sniff_id(head: bytes, rpc_id: object) -> None:
+    from agentwall.core.jsonrpc import sniff_id
+
+    assert sniff_id(head) == rpc_id

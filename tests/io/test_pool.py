@@ -5,6 +5,7 @@ reloads that fail, the decision cache and the rate limiter."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import threading
@@ -89,6 +90,13 @@ def call(
     )
 
 
+def foreign_threads() -> bool:
+    """Threads another test left behind in this pytest process.  The pool
+    refuses to fork with threads around (tested below); elsewhere such
+    leftovers, idle by then, must not fail tests that are about something else."""
+    return threading.active_count() > 1
+
+
 def same(a: Decision, b: Decision) -> bool:
     return msgspec.structs.replace(a, eval_ns=0) == msgspec.structs.replace(b, eval_ns=0)
 
@@ -149,6 +157,7 @@ def make_pool() -> Iterator[Callable[..., Harness]]:
     made: list[Harness] = []
 
     def make(path: Path | None, **kwargs: Any) -> Harness:
+        kwargs.setdefault("unsafe_allow_threads", foreign_threads())
         harness = Harness(EvaluatorPool.start(path, **kwargs))
         made.append(harness)
         return harness
@@ -401,20 +410,47 @@ def test_overload_is_a_fast_deny(policy_file: Path, make_pool: Callable[..., Har
     assert [d.category for d in decisions[2:]] == ["overload", "overload"]
 
 
-def test_dead_zygote_keeps_serving_but_cannot_replace(
+def test_dead_zygote_is_replaced_by_fork_exec(
     policy_file: Path, make_pool: Callable[..., Harness]
 ) -> None:
-    h = make_pool(policy_file, workers=2, deadline_s=0.5)
-    os.kill(h.pool.zygote_pid, signal.SIGKILL)
-    h.wait_for(lambda: not h.pool.health().zygote_alive)
+    h = make_pool(policy_file, workers=2, deadline_s=2.0)
+    old = h.pool.zygote_pid
+    os.kill(old, signal.SIGKILL)
+    assert h.evaluate(call("search")).verdict == "allow"  # workers keep serving
+    h.wait_for(lambda: h.pool.health().zygote_alive and h.pool.zygote_pid not in (-1, old), 60)
+    h.wait_for(lambda: not alive(old))  # and the dead one was reaped
+    with open(f"/proc/{h.pool.zygote_pid}/cmdline", "rb") as f:
+        assert b"agentwall.io.worker" in f.read()
+    victim = h.pool.worker_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    h.wait_for(lambda: len(h.pool.worker_pids()) == 2 and victim not in h.pool.worker_pids())
+    h.wait_for(lambda: h.pool.ready and all(w.ready for w in h.pool.health().workers))
+    assert {w.policy_hash for w in h.run(h.pool.ping()).workers} == {h.pool.policy_hash}
     assert h.evaluate(call("search")).verdict == "allow"
-    for pid in h.pool.worker_pids():
-        os.kill(pid, signal.SIGKILL)
-    h.wait_for(lambda: not h.pool.worker_pids())
-    decision = h.evaluate(call("search"))
-    assert decision.verdict == "deny"
-    assert decision.category == "evaluator_unavailable"
-    assert not h.pool.ready
+    assert h.evaluate(call("drop_db")).verdict == "deny"
+
+
+def test_replacement_zygote_refuses_a_changed_policy_until_reload(
+    policy_file: Path, make_pool: Callable[..., Harness], caplog: pytest.LogCaptureFixture
+) -> None:
+    h = make_pool(policy_file, workers=1, deadline_s=2.0)
+    policy_file.write_text(POLICY_V2)  # changed on disk, not reloaded
+    old = h.pool.zygote_pid
+    os.kill(old, signal.SIGKILL)
+    # A replacement loads V2, reports its hash, and is refused.
+    h.wait_for(lambda: "was loaded); stopping it" in caplog.text, 60)
+    h.run(asyncio.sleep(0.5))
+    assert not h.pool.health().zygote_alive
+    assert h.evaluate(call("drop_db")).verdict == "deny"  # the running policy still rules
+    result = h.run(h.pool.reload())
+    assert result.ok
+    assert result.changed
+    h.wait_for(lambda: h.pool.health().zygote_alive, 60)
+    assert h.evaluate(call("drop_db")).verdict == "allow"
+    (pid,) = h.pool.worker_pids()
+    os.kill(pid, signal.SIGKILL)
+    h.wait_for(lambda: h.pool.ready and h.pool.worker_pids() not in ([], [pid]))
+    assert h.evaluate(call("drop_db")).verdict == "allow"
 
 
 def test_metrics_and_prometheus_text(policy_file: Path, make_pool: Callable[..., Harness]) -> None:
@@ -433,7 +469,7 @@ def test_metrics_and_prometheus_text(policy_file: Path, make_pool: Callable[...,
 
 
 def test_close_stops_every_process(policy_file: Path) -> None:
-    pool = EvaluatorPool.start(policy_file, workers=2)
+    pool = EvaluatorPool.start(policy_file, workers=2, unsafe_allow_threads=foreign_threads())
     h = Harness(pool)
     pids = [*pool.worker_pids(), pool.zygote_pid]
     h.close()
@@ -458,6 +494,8 @@ def test_start_refuses_to_fork_late(policy_file: Path) -> None:
 
     with pytest.raises(RuntimeError, match="event loop"):
         asyncio.run(inside_loop())
+    if foreign_threads():
+        pytest.skip("another test left a thread running in this process")
     stop = threading.Event()
     thread = threading.Thread(target=stop.wait)
     thread.start()
@@ -473,3 +511,71 @@ def test_safe_mode_only_without_a_policy(make_pool: Callable[..., Harness]) -> N
     h = make_pool(None, workers=1)
     assert h.evaluate(call("anything", {"x": "hello"})).verdict == "allow"
     assert h.evaluate(call("anything", {"x": "/home/u/.ssh/id_rsa"})).verdict == "deny"
+
+
+def open_files(pid: int) -> list[str]:
+    names = []
+    for fd in sorted(os.listdir(f"/proc/{pid}/fd"), key=int):
+        # The directory listing's own descriptor is gone by now.
+        with contextlib.suppress(FileNotFoundError):
+            names.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return names
+
+
+def test_workers_hold_none_of_the_supervisors_descriptors(
+    policy_file: Path, make_pool: Callable[..., Harness]
+) -> None:
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    try:
+        h = make_pool(policy_file, workers=2, cache=DecisionCache.create(slots=64))
+        mine = set(open_files(os.getpid()))
+        for pid in [h.pool.zygote_pid, *h.pool.worker_pids()]:
+            held = open_files(pid)
+            # stdio, its own channel and nothing else of ours (libuv's at-fork
+            # hook gives a forked child a fresh private pipe pair: not ours).
+            sockets = [name for name in held if name.startswith("socket:")]
+            assert len(sockets) == 1, (pid, held)
+            inherited = set(held[3:]) & mine - {name for name in held if name.startswith("pipe:")}
+            assert not inherited, (pid, held)
+            assert not any("agentwall" in name or "memfd" in name for name in held), held
+    finally:
+        listener.close()
+
+
+def faulty_evaluate(policy: Any, c: Call, now_ns: int) -> Decision:
+    """The real evaluator, except for three tools that misbehave in the worker."""
+    if c.target == "boom":
+        raise ZeroDivisionError("evaluator bug")
+    if c.target == "liar":
+        return msgspec.structs.replace(evaluate(policy, c, now_ns), call_id="someone-else")
+    if c.target == "garbage":
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                    os.write(int(fd), b"\x00\x00\x00\x03\xc1\xc1\xc1")  # not msgpack
+    return evaluate(policy, c, now_ns)
+
+
+def test_misbehaving_evaluator_is_denied_never_trusted(
+    policy_file: Path, make_pool: Callable[..., Harness]
+) -> None:
+    from agentwall.io.worker import PolicyEngine
+
+    h = make_pool(policy_file, workers=1, engine=PolicyEngine(load_policy, faulty_evaluate))
+    boom = h.evaluate(call("boom"))
+    assert boom.verdict == "deny"
+    assert boom.category == "evaluator_error"
+    assert "ZeroDivisionError" in boom.reason
+    liar = h.evaluate(call("liar"))
+    assert liar.verdict == "deny"
+    assert liar.category == "evaluator_error"
+    (pid,) = h.pool.worker_pids()
+    garbage = h.evaluate(call("garbage"))
+    assert garbage.verdict == "deny"  # its channel is corrupt: killed, call denied
+    assert garbage.category in ("evaluator_crash", "evaluator_error")
+    h.wait_for(lambda: h.pool.ready and h.pool.worker_pids() not in ([], [pid]))
+    assert h.evaluate(call("search")).verdict == "allow"

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,7 +89,13 @@ class Rig:
     def __init__(self, path: Path) -> None:
         self.policy: Policy = load_policy(path)
         self.pool = EvaluatorPool.start(
-            path, workers=2, cache=DecisionCache.create(slots=512), deadline_s=0.3, hang_s=5.0
+            path,
+            workers=2,
+            cache=DecisionCache.create(slots=512),
+            deadline_s=0.3,
+            hang_s=5.0,
+            # Idle threads other tests left behind must not fail this one.
+            unsafe_allow_threads=threading.active_count() > 1,
         )
         self.runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
         self.runner.run(self.pool.attach())

@@ -179,3 +179,47 @@ def test_shipped_promotable_example_has_no_findings() -> None:
     result = readiness.review(view_of(load_policy(EXAMPLE)))
     assert result.findings == ()
     assert result.ready
+
+
+def _with_deploy_param(param: dict[str, Any]) -> dict[str, Any]:
+    return _edited(lambda d: _deploy(d)["parameters"].append(param))
+
+
+def test_array_items_are_judged_like_parameters() -> None:
+    constrained = {
+        "name": "targets",
+        "type": "array",
+        "max_items": 5,
+        "items": {"type": "string", "enum": ["eu", "us"]},
+    }
+    assert _review(_with_deploy_param(constrained)).findings == ()
+    loose = {"name": "targets", "type": "array", "items": {"type": "string", "max_length": 9}}
+    [finding] = _review(_with_deploy_param(loose)).blocking
+    assert finding.code == "unconstrained_arguments"
+    assert "`targets[]`" in finding.reason
+    overbroad = {
+        "name": "files",
+        "type": "array",
+        "items": {"type": "string", "pattern": "[^\\x00-\\x1f]+", "max_length": 100},
+    }
+    [finding] = _review(_with_deploy_param(overbroad)).blocking
+    assert finding.code == "overbroad_pattern"
+    assert "`files[]`" in finding.reason
+
+
+def test_length_bounded_pattern_needs_no_max_length() -> None:
+    bounded = {"name": "tag", "type": "string", "pattern": "v[0-9]{1,4}"}
+    assert _review(_with_deploy_param(bounded)).findings == ()
+    unbounded = {"name": "tag", "type": "string", "pattern": "v[0-9]+"}
+    assert [f.code for f in _review(_with_deploy_param(unbounded)).findings] == ["no_max_length"]
+    limited = _with_deploy_param(unbounded)
+    limited["limits"] = {"max_string_length": 1000}
+    assert _review(limited).findings == ()
+
+
+def test_type_implied_by_constraints_counts_as_a_type() -> None:
+    implied = {"name": "tag", "pattern": "v[0-9]{1,4}"}
+    assert _review(_with_deploy_param(implied)).findings == ()
+    bare = {"name": "tag"}
+    [finding] = _review(_with_deploy_param(bare)).blocking
+    assert "`tag` has no type" in finding.reason

@@ -94,6 +94,20 @@ def test_stale_signature_is_refused(key: signing.Ed25519PrivateKey) -> None:
     assert _reason(exc) == "stale"
 
 
+def test_stale_signature_from_another_version_mentions_the_canonical_form(
+    key: signing.Ed25519PrivateKey,
+) -> None:
+    # _sign records version 9.9.9, which is not the running version.
+    with pytest.raises(SignatureError, match="canonical policy form changed"):
+        signing.verify_policy_signature(HASH_B, _sign(key, HASH_A), [key.public_key()])
+    same = signing.sign_policy(
+        HASH_A, key, signed_at=WHEN, agentwall_version=signing.__version__, demo=False
+    )
+    with pytest.raises(SignatureError) as exc:
+        signing.verify_policy_signature(HASH_B, same, [key.public_key()])
+    assert "canonical" not in str(exc.value)
+
+
 def test_untrusted_key_is_refused(key: signing.Ed25519PrivateKey) -> None:
     other = signing.generate_private_key()
     with pytest.raises(SignatureError, match="not a trusted key") as exc:

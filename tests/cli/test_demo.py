@@ -1,0 +1,98 @@
+"""`python -m agentwall demo`, exactly as the README's first command runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agentwall.benchtool import procstat
+from agentwall.benchtool.procs import has_module
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(
+        not (has_module("agentwall.cli.start") and has_module("agentwall.cli.verify_log")),
+        reason="the demo needs `agentwall start` and `verify-log`",
+    ),
+]
+
+
+def _our_children() -> set[int]:
+    return set(procstat.tree([os.getpid()])) - {os.getpid()}
+
+
+def test_demo_runs_clean_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    env = dict(os.environ, TMPDIR=str(tmp_path), HOME=str(tmp_path / "home"))
+    before = set(os.listdir(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-m", "agentwall", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        check=False,
+    )
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    # Each outcome is printed, and each is what the policy says.
+    assert out.count("ALLOWED") == 3
+    assert out.count("DENIED") == 4
+    assert "<-- expected" not in out
+    assert "tools[run_shell]" in out
+    assert "within" in out  # the traversal was refused by the path rule
+    assert "safe_mode.ssrf" in out
+    assert "safe_mode.secret" in out
+    assert "run_shell" not in out.split("filtered by the policy):")[1].splitlines()[0]
+    assert "$ agentwall verify-log" in out
+    assert "$ agentwall report" in out
+    assert "Demo finished" in out
+    # Every process stopped, the temporary directory removed, and the user's
+    # home untouched (the audit key lived in the temporary directory).
+    assert _our_children() == set()
+    assert set(os.listdir(tmp_path)) - before <= {"home"}
+    assert not (tmp_path / "home" / ".config" / "agentwall").exists()
+
+
+def test_demo_keep_leaves_a_verifiable_log(tmp_path: Path) -> None:
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-m", "agentwall", "demo", "--keep"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("agentwall-demo-")]
+    assert len(kept) == 1
+    log = kept[0] / "audit.log"
+    assert log.stat().st_size > 0
+    verify = subprocess.run(
+        [sys.executable, "-m", "agentwall", "verify-log", str(log)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(env, AGENTWALL_AUDIT_KEY_DIR=str(kept[0])),
+        check=False,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    # Tampering is caught: flip one byte of a decision entry.
+    data = bytearray(log.read_bytes())
+    at = data.index(b'"decision":"deny"')
+    data[at + 12 : at + 16] = b"dent"  # "deny" -> "dent": any edit must break the chain
+    log.write_bytes(bytes(data))
+    tampered = subprocess.run(
+        [sys.executable, "-m", "agentwall", "verify-log", str(log)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(env, AGENTWALL_AUDIT_KEY_DIR=str(kept[0])),
+        check=False,
+    )
+    assert tampered.returncode != 0
