@@ -365,6 +365,9 @@ class Judgement(msgspec.Struct):
     forward: Message | None = None
 
 
+_SERVER_ORIGIN: dict[str, Any] = {"origin": "server"}
+
+
 def _kind(message: Message) -> Literal["request", "notification", "response"]:
     if isinstance(message, Request):
         return "request"
@@ -669,6 +672,8 @@ class Proxy:
             category=decision.category,
             params=params,
             masked=masked,
+            # Same marker as the stdio shell: who sent the judged message.
+            detail=_SERVER_ORIGIN if call.origin == "server" else None,
         )
 
     async def record_quietly(self, event: AuditEvent) -> None:

@@ -50,7 +50,7 @@ prompts:
 """
 
 ALLOWED_TOOLS = {"echo", "add", "wait_for_go", "read_file"}
-ALL_TOOLS = ALLOWED_TOOLS | {"delete_everything"}
+ALL_TOOLS = ALLOWED_TOOLS | {"delete_everything", "ask_model"}
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
@@ -340,3 +340,78 @@ def test_health_ready_and_metrics(tmp_path: Path) -> None:
 async def _one_call(url: str) -> None:
     async with Client(url, mode="legacy") as client:
         await client.call_tool("echo", {"text": "x"})
+
+
+SAMPLING_POLICY = POLICY.replace("tools:\n", "tools:\n  - name: ask_model\n    action: allow\n", 1)
+
+
+async def ask_model(url: str) -> tuple[list[str], str | None, str | None, str]:
+    import mcp_types as types
+
+    asked: list[str] = []
+
+    async def sampling(context: Any, params: types.CreateMessageRequestParams) -> Any:
+        asked.append(params.messages[0].content.text)  # type: ignore[union-attr]
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text="forty-two"), model="m"
+        )
+
+    async with Client(url, mode="legacy", sampling_callback=sampling) as client:
+        answer: str | None = None
+        failure: str | None = None
+        try:
+            result = await client.call_tool(
+                "ask_model", {"prompt": "six times seven?"}, read_timeout_seconds=30
+            )
+            answer = result.content[0].text  # type: ignore[union-attr]
+            if result.is_error:
+                failure, answer = answer, None
+        except MCPError as exc:
+            failure = exc.error.message
+        again = await client.call_tool("echo", {"text": "ok"})
+        return asked, answer, failure, again.content[0].text  # type: ignore[union-attr]
+
+
+@pytest.mark.timeout(120)
+def test_server_to_client_request_passes_when_the_policy_allows_it(tmp_path: Path) -> None:
+    with (
+        upstream_server(tmp_path) as (upstream_url, _control),
+        agentwall_start(tmp_path, upstream_url, "--workers", "1", policy=SAMPLING_POLICY) as (
+            url,
+            proc,
+            log_path,
+        ),
+    ):
+        asked, answer, failure, again = asyncio.run(asyncio.wait_for(ask_model(url), 90))
+        assert stop(proc) == 0
+    assert (asked, answer, failure, again) == (
+        ["six times seven?"],
+        "model said: forty-two",
+        None,
+        "ok",
+    )
+    judged = [e for e in read_log(log_path) if e.get("method") == "sampling/createMessage"]
+    assert [(e["decision"], e["detail"]) for e in judged] == [("allow", {"origin": "server"})]
+    assert verify_log(log_path).returncode == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_refused_server_request_never_reaches_the_agent(tmp_path: Path) -> None:
+    policy = SAMPLING_POLICY + "methods:\n  sampling/createMessage: deny\n"
+    with (
+        upstream_server(tmp_path) as (upstream_url, _control),
+        agentwall_start(tmp_path, upstream_url, "--workers", "1", policy=policy) as (
+            url,
+            proc,
+            log_path,
+        ),
+    ):
+        asked, answer, failure, again = asyncio.run(asyncio.wait_for(ask_model(url), 90))
+        assert stop(proc) == 0
+    assert asked == []  # the agent never saw the request
+    assert answer is None
+    assert failure is not None
+    assert "sampling/createMessage" in failure  # the server got our refusal, and did not hang
+    assert again == "ok"
+    judged = [e for e in read_log(log_path) if e.get("method") == "sampling/createMessage"]
+    assert [(e["decision"], e["detail"]) for e in judged] == [("deny", {"origin": "server"})]
