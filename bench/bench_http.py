@@ -142,6 +142,7 @@ def processes(workers: int, *extra: str, log_dir: str | None = None) -> Iterator
     policy.write_text(POLICY)
     key = tmp / "audit.key"
     key.write_text(os.urandom(32).hex())
+    key.chmod(0o600)
     upstream = subprocess.Popen([sys.executable, __file__, "upstream", str(up_port)])
     proxy = subprocess.Popen(
         [
@@ -273,6 +274,11 @@ def _latency(benchmark: Any, port: int) -> None:
         benchmark.pedantic(client.call, rounds=3000, iterations=1, warmup_rounds=50)
     finally:
         client.close()
+    data = sorted(benchmark.stats.stats.data)
+    p50, p99 = data[len(data) // 2], data[int(len(data) * 0.99)]
+    benchmark.extra_info["p50_us"] = round(p50 * 1e6, 1)
+    benchmark.extra_info["p99_us"] = round(p99 * 1e6, 1)
+    print(f"\n{benchmark.name}: p50 {p50 * 1e6:.0f} us, p99 {p99 * 1e6:.0f} us")
 
 
 def test_direct_call(benchmark: Any, stack: tuple[int, int]) -> None:
@@ -288,7 +294,7 @@ def test_proxied_throughput_64_clients(benchmark: Any, stack: tuple[int, int]) -
         done, elapsed = asyncio.run(throughput(stack[1], 64, 5.0))
         rate = done / elapsed
         benchmark.extra_info["calls_per_second"] = round(rate)
-        print(f"\n64 clients: {done} audited tools/call in {elapsed:.2f}s = {rate:.0f}/s")
+        print(f"\n{benchmark.name}: {done} audited tools/call in {elapsed:.2f}s = {rate:.0f}/s")
         return rate
 
     benchmark.pedantic(run, rounds=1, iterations=1)
