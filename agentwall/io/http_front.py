@@ -94,16 +94,37 @@ class FrontConfig(msgspec.Struct, frozen=True):
     agent_pid_file: str | None = None
 
 
+class AuthRefusal(msgspec.Struct, frozen=True):
+    """What the identity layer answers instead of letting a request in, and
+    the stable reason code its audit entry carries (``expired``,
+    ``wrong_audience``, ``session_owner``...)."""
+
+    reply: mh.HttpReply
+    reason: str
+    message: str = ""
+
+
 class Authenticator(Protocol):
-    """The identity layer's hook (issue 6).  ``authenticate`` returns the
-    caller's Identity, or the reply to send instead (401 with
-    WWW-Authenticate, 403 insufficient_scope).  ``serve`` answers the
-    endpoints it owns (RFC 9728 ``/.well-known/oauth-protected-resource``) and
-    returns None for every other path."""
+    """The identity layer's hook (issue 6); None: no authentication.
 
-    async def authenticate(self, meta: mh.RequestMeta, peer: str) -> Identity | mh.HttpReply: ...
+    ``authenticate`` gives the caller's Identity or an ``AuthRefusal`` (401
+    with WWW-Authenticate, 403, 503); ``serve`` answers the endpoints it owns
+    (RFC 9728 metadata) and None for every other path; ``challenge`` turns a
+    policy denial a better token could fix into its 403 insufficient_scope
+    (None: the ordinary JSON-RPC error); ``session_closed`` is told when a
+    DELETE ended a session."""
 
-    def serve(self, method: bytes, path: bytes) -> mh.HttpReply | None: ...
+    async def authenticate(
+        self, meta: mh.RequestMeta, path: bytes, peer: str
+    ) -> Identity | AuthRefusal: ...
+
+    def serve(self, method: bytes, path: bytes, meta: mh.RequestMeta) -> mh.HttpReply | None: ...
+
+    def challenge(
+        self, decision: Decision, meta: mh.RequestMeta, path: bytes
+    ) -> mh.HttpReply | None: ...
+
+    def session_closed(self, session_id: str) -> None: ...
 
 
 class PolicyView(Protocol):
@@ -467,6 +488,7 @@ class Proxy:
         readiness: Callable[[], Awaitable[dict[str, bool]]] | None = None,
         processes: Callable[[], dict[str, Any]] | None = None,
         metrics_extras: list[Callable[[], Awaitable[str]]] | None = None,
+        upstream_credentials: Callable[[], list[tuple[bytes, bytes]]] | None = None,
     ) -> None:
         self.config = config
         self.evaluator = evaluator
@@ -482,6 +504,8 @@ class Proxy:
         self.processes = processes
         # Prometheus text from the other parts (pool, audit writer).
         self.metrics_extras = metrics_extras or []
+        # The proxy's own credentials for the upstream (never the agent's).
+        self._upstream_credentials = upstream_credentials
         self.metrics = Metrics()
         self.killer = Killer(config.agent_pid, config.agent_pid_file)
         self.inflight = 0
@@ -500,6 +524,9 @@ class Proxy:
             self._drained.set()
 
     # -- small helpers -----------------------------------------------------
+    def upstream_headers(self) -> list[tuple[bytes, bytes]]:
+        return self._upstream_credentials() if self._upstream_credentials is not None else []
+
     def next_call_id(self) -> str:
         return f"{self._call_prefix}-{next(self._call_seq)}"
 
@@ -715,18 +742,18 @@ class Proxy:
         received_ns = conn.request_started_ns
         status_holder = conn
         try:
-            if self.authenticator is not None:
-                reply = self.authenticator.serve(method, path)
+            if self.authenticator is not None and path not in (b"/mcp", b"/"):
+                reply = self.authenticator.serve(method, path, mh.read_request_meta(req.headers))
                 if reply is not None:
                     conn.send_reply(reply)
                     return
             if path in (b"/mcp", b"/"):
                 if method == b"POST":
-                    await self.mcp_post(conn, req, body, received_ns)
+                    await self.mcp_post(conn, req, body, received_ns, path)
                 elif method == b"GET":
-                    await self.mcp_get(conn, req)
+                    await self.mcp_get(conn, req, path)
                 elif method == b"DELETE":
-                    await self.mcp_delete(conn, req)
+                    await self.mcp_delete(conn, req, path)
                 else:
                     conn.send_reply(
                         mh.HttpReply(
@@ -848,11 +875,37 @@ class Proxy:
 
     # -- MCP POST ---------------------------------------------------------------
     async def _identify(
-        self, conn: HttpConnection, meta: mh.RequestMeta
+        self, conn: HttpConnection, meta: mh.RequestMeta, path: bytes
     ) -> Identity | mh.HttpReply | None:
+        """The verified caller; or the reply for a refused authentication,
+        once its deny entry is durable (a refusal is a decision too)."""
         if self.authenticator is None:
             return None
-        return await self.authenticator.authenticate(meta, conn.peer_host)
+        outcome = await self.authenticator.authenticate(meta, path, conn.peer_host)
+        if not isinstance(outcome, AuthRefusal):
+            return outcome
+        Metrics.bump(self.metrics.decisions, "deny")
+        try:
+            await self.audit.record(
+                AuditEvent(
+                    event="decision",
+                    session=meta.session_id or f"peer:{conn.peer_host}",
+                    transport="http",
+                    call_id=self.next_call_id(),
+                    method=meta.mcp_method,
+                    decision="deny",
+                    rule_id=f"identity.{outcome.reason}",
+                    reason=outcome.message or outcome.reason,
+                    category="identity",
+                    policy_hash=self.policy.hash,
+                )
+            )
+        except AuditError as exc:
+            self.metrics.audit_failures += 1
+            return mh.rpc_error_reply(
+                503, AUDIT_UNAVAILABLE, f"Refused: the audit log is unavailable ({exc})"
+            )
+        return outcome.reply
 
     def _precheck(
         self, conn: HttpConnection, req: h11.Request, meta: mh.RequestMeta
@@ -864,14 +917,14 @@ class Proxy:
         )
 
     async def mcp_post(
-        self, conn: HttpConnection, req: h11.Request, body: bytes, received_ns: int
+        self, conn: HttpConnection, req: h11.Request, body: bytes, received_ns: int, path: bytes
     ) -> None:
         meta = mh.read_request_meta(req.headers)
         reply = self._precheck(conn, req, meta)
         if reply is not None:
             conn.send_reply(reply)
             return
-        who = await self._identify(conn, meta)
+        who = await self._identify(conn, meta, path)
         if isinstance(who, mh.HttpReply):
             conn.send_reply(who)
             return
@@ -906,7 +959,7 @@ class Proxy:
             message, session=session, origin="client", identity=identity, received_ns=received_ns
         )
         if not judgement.passes:
-            await self._refuse(conn, judgement, kind)
+            await self._refuse(conn, judgement, kind, meta, path)
             return
         wire = parsed.wire if judgement.forward is None else encode_message(judgement.forward)
         filter_ids: set[Any] = set()
@@ -926,10 +979,25 @@ class Proxy:
         ctx = ExchangeContext(session, identity, meta, filter_ids, pending)
         await self._forward_post(conn, meta, wire, ctx, local_errors=[])
 
-    async def _refuse(self, conn: HttpConnection, judgement: Judgement, kind: str) -> None:
+    async def _refuse(
+        self,
+        conn: HttpConnection,
+        judgement: Judgement,
+        kind: str,
+        meta: mh.RequestMeta,
+        path: bytes,
+    ) -> None:
         close = False
         if judgement.outcome == "deny":
             close = await self.enforce_kill(conn, judgement)
+            decision = judgement.decision
+            if self.authenticator is not None and decision is not None:
+                # An identity rule a better token could satisfy: MCP wants
+                # 403 insufficient_scope with the scopes, not a plain error.
+                step_up = self.authenticator.challenge(decision, meta, path)
+                if step_up is not None:
+                    conn.send_reply(msgspec.structs.replace(step_up, close=step_up.close or close))
+                    return
         assert judgement.error is not None
         status = judgement.status
         if kind != "request" and status == 200:
@@ -1024,7 +1092,7 @@ class Proxy:
         local_errors: list[bytes],
         batch: bool = False,
     ) -> None:
-        headers = meta.forward
+        headers = meta.forward + self.upstream_headers()
         if meta.accept is None:
             # Clients must send it; a bare curl does not.  The upstream would
             # answer 406, so supply what every MCP client means.
@@ -1235,6 +1303,7 @@ class Proxy:
             (n, v) for n, v in ctx.meta.forward if n in (mh.H_SESSION_ID, mh.H_PROTOCOL_VERSION)
         ]
         headers += [(b"content-type", _JSON), (b"accept", b"application/json, text/event-stream")]
+        headers += self.upstream_headers()
         try:
             resp = await self.upstream.request(
                 b"POST", headers, judgement.error, head_timeout=self.config.upstream_timeout
@@ -1246,44 +1315,50 @@ class Proxy:
             )
 
     # -- MCP GET / DELETE -----------------------------------------------------------
-    async def mcp_get(self, conn: HttpConnection, req: h11.Request) -> None:
+    async def mcp_get(self, conn: HttpConnection, req: h11.Request, path: bytes) -> None:
         meta = mh.read_request_meta(req.headers)
         reply = self._precheck(conn, req, meta)
         if reply is not None:
             conn.send_reply(reply)
             return
-        who = await self._identify(conn, meta)
+        who = await self._identify(conn, meta, path)
         if isinstance(who, mh.HttpReply):
             conn.send_reply(who)
             return
         session = self.session_key(meta, who, conn.peer_host)
         try:
             resp = await self.upstream.request(
-                b"GET", meta.forward, head_timeout=self.config.upstream_timeout
+                b"GET",
+                meta.forward + self.upstream_headers(),
+                head_timeout=self.config.upstream_timeout,
             )
         except UpstreamError as exc:
             self._upstream_failure(conn, exc, [])
             return
         await self._relay(conn, resp, ExchangeContext(session, who, meta, set(), []))
 
-    async def mcp_delete(self, conn: HttpConnection, req: h11.Request) -> None:
+    async def mcp_delete(self, conn: HttpConnection, req: h11.Request, path: bytes) -> None:
         meta = mh.read_request_meta(req.headers)
         reply = self._precheck(conn, req, meta)
         if reply is not None:
             conn.send_reply(reply)
             return
-        who = await self._identify(conn, meta)
+        who = await self._identify(conn, meta, path)
         if isinstance(who, mh.HttpReply):
             conn.send_reply(who)
             return
         try:
             resp = await self.upstream.request(
-                b"DELETE", meta.forward, head_timeout=self.config.upstream_timeout
+                b"DELETE",
+                meta.forward + self.upstream_headers(),
+                head_timeout=self.config.upstream_timeout,
             )
         except UpstreamError as exc:
             self._upstream_failure(conn, exc, [])
             return
         session = self.session_key(meta, who, conn.peer_host)
+        if 200 <= resp.status < 300 and meta.session_id and self.authenticator is not None:
+            self.authenticator.session_closed(meta.session_id)
         await self._relay(conn, resp, ExchangeContext(session, who, meta, set(), []))
 
     # -- lifecycle ----------------------------------------------------------------
