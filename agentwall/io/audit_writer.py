@@ -647,6 +647,7 @@ class AuditWriterClient:
         self._batch_events: list[AuditEvent] = []
         self._batch_futures: list[asyncio.Future[int]] = []
         self._flush_scheduled = False
+        self._just_acked = False
         self._inflight: dict[int, _Inflight] = {}
         self._stats_waiters: dict[int, asyncio.Future[WriterStats]] = {}
         self._deadline_timer: asyncio.TimerHandle | None = None
@@ -754,12 +755,19 @@ class AuditWriterClient:
         fut: asyncio.Future[int] = loop.create_future()
         self._batch_events.append(event)
         self._batch_futures.append(fut)
-        if not self._flush_scheduled:
+        if not self._inflight and not self._flush_scheduled and not self._just_acked:
+            # Idle: nothing to coalesce with, so send now rather than a loop
+            # turn later (a lone caller's latency).  Right after an ack, the
+            # callers it woke are about to record again: gather them instead.
+            self._flush()
+        elif not self._flush_scheduled:
+            # Busy: gather every record of this loop turn into one frame.
             self._flush_scheduled = True
             loop.call_soon(self._flush)
         return await fut
 
     def _flush(self) -> None:
+        """Send the records gathered so far as one Append frame."""
         self._flush_scheduled = False
         events = self._batch_events
         if not events:
@@ -795,6 +803,11 @@ class AuditWriterClient:
                     fut.set_result(seq)
                 seq += 1
             self._recorded += len(inflight.futures)
+            if not self._just_acked:
+                self._just_acked = True
+                assert self._loop is not None
+                # Queued behind the wake-ups of the callers just resolved.
+                self._loop.call_soon(self._clear_just_acked)
             assert self._loop is not None
             elapsed_us = int((self._loop.time() - inflight.sent_at) * 1e6)
             self._ack_us_sum += elapsed_us
@@ -821,6 +834,9 @@ class AuditWriterClient:
             waiter = self._stats_waiters.pop(reply.id, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(reply.stats)
+
+    def _clear_just_acked(self) -> None:
+        self._just_acked = False
 
     def _check_deadline(self) -> None:
         self._deadline_timer = None
