@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import ipaddress
 import json
 import logging
@@ -40,7 +41,7 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 import h11
@@ -66,6 +67,10 @@ from agentwall.io.contracts import AuditSink
 from agentwall.types import AuditEvent, Decision, Identity
 
 log = logging.getLogger("agentwall.identity")
+
+_REQUEST_METADATA_URL: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "agentwall_request_metadata_url", default=None
+)
 
 # The name of the variable, not a secret.
 DEFAULT_TOKEN_ENV = "AGENTWALL_IDENTITY_TOKEN"  # noqa: S105
@@ -586,6 +591,9 @@ class HttpIdentityGate:
 
     async def authenticate(self, meta: RequestMeta, peer: str) -> Identity | HttpReply:
         identity: Identity | None = None
+        # judge() runs in this same task for this request: it reads the URL to
+        # put in a 403 insufficient_scope challenge (step_up) from here.
+        _REQUEST_METADATA_URL.set(self.metadata_url(meta.host))
         try:
             identity = await self.authenticator.verify(bearer_token(meta.authorization))
             if meta.session_id:
@@ -621,6 +629,28 @@ class HttpIdentityGate:
 
     def end_session(self, session_id: str) -> None:
         self.binder.forget(session_id)
+
+    # -- the rest of the front-end's Authenticator protocol ------------------
+
+    def session_assigned(self, session_id: str, identity: Identity) -> None:
+        try:
+            self.bind_session(session_id, identity)
+        except IdentityError:
+            # An upstream re-issuing a live id: its owner keeps it; the new
+            # caller will be refused when presenting it.
+            log.error("identity: upstream assigned session id already bound to another subject")
+
+    def session_ended(self, session_id: str) -> None:
+        self.end_session(session_id)
+
+    def step_up(self, decision: Decision) -> tuple[tuple[bytes, bytes], ...] | None:
+        """The headers of a 403 insufficient_scope answer for ``decision``, or
+        None when it is not an identity denial a better token could fix."""
+        prm = _REQUEST_METADATA_URL.get() or self.metadata_url(None)
+        challenge = challenge_for_decision(decision, prm)
+        if challenge is None or challenge.www_authenticate is None:
+            return None
+        return ((b"www-authenticate", challenge.www_authenticate.encode("ascii", "replace")),)
 
     def challenge_for(self, decision: Decision, host: str | bytes | None) -> HttpReply | None:
         challenge = challenge_for_decision(decision, self.metadata_url(host))
@@ -668,3 +698,10 @@ def reply_for(challenge: AuthChallenge) -> HttpReply:
         data={"reason": challenge.reason},
         headers=headers,
     )
+
+
+if TYPE_CHECKING:
+    from agentwall.io.http_front import Authenticator
+
+    def _gate_is_an_authenticator(gate: HttpIdentityGate) -> Authenticator:
+        return gate  # mypy checks the front-end's hook protocol here
