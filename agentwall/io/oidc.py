@@ -483,6 +483,47 @@ async def wrap_identity(authenticator: OidcAuthenticator, source: TokenFile) -> 
     return await authenticator.verify(source.read())
 
 
+class WrapIdentity:
+    """The identity of an ``agentwall wrap`` session (issue 6, stdio).
+
+    ``start()`` fetches the issuer's keys and verifies the token once: a token
+    that does not verify stops ``wrap`` before the server runs.  The wrapper's
+    data path is synchronous, so ``__call__(now_ns)`` verifies without
+    awaiting: a cache hit while the token is unchanged and unexpired, a full
+    verification when the file changed.  An unknown kid (the key rotated under
+    a renewed token) schedules the rate-limited refresh in the background and
+    refuses this call; the next one verifies against the refreshed keys.
+    """
+
+    def __init__(self, authenticator: OidcAuthenticator, source: TokenFile) -> None:
+        self.authenticator = authenticator
+        self.source = source
+        self._refreshing: asyncio.Task[bool] | None = None
+
+    async def start(self) -> Identity:
+        await self.authenticator.start()
+        return await wrap_identity(self.authenticator, self.source)
+
+    def __call__(self, now_ns: int) -> Identity:
+        auth = self.authenticator
+        try:
+            return auth.verifier.verify(self.source.read(), now_ns / 1e9)
+        except UnknownKeyId:
+            if auth.verifier.jwks.claim_unknown_kid_refresh(auth.clock()):
+                auth.unknown_kid_refreshes += 1
+                self._refreshing = asyncio.get_running_loop().create_task(
+                    auth.refresh("unknown_kid")
+                )
+            raise
+
+    async def aclose(self) -> None:
+        if self._refreshing is not None and not self._refreshing.done():
+            self._refreshing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._refreshing
+        await self.authenticator.aclose()
+
+
 _HEADER_NAME_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
 # Headers the proxy owns on the upstream leg; credentials may not override them.
 _RESERVED_UPSTREAM = frozenset(
