@@ -41,7 +41,7 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import h11
@@ -64,6 +64,7 @@ from agentwall.identity.jwks import JwksCache, JwksError, KeySetChange
 from agentwall.identity.session import SessionBinder
 from agentwall.identity.verifier import TokenVerifier
 from agentwall.io.contracts import AuditSink
+from agentwall.io.upstream import Headers, UpstreamPool, UpstreamResponse
 from agentwall.types import AuditEvent, Decision, Identity
 
 log = logging.getLogger("agentwall.identity")
@@ -562,6 +563,24 @@ class UpstreamCredentials:
                 raise ConfigError("--upstream-token-file: empty or multi-line token")
             out.append((b"authorization", b"Bearer " + token))
         return out
+
+
+class CredentialedUpstreamPool(UpstreamPool):
+    """An ``UpstreamPool`` that adds the proxy's own upstream credentials to
+    every request it sends (POST, the GET stream, DELETE, refusals returned to
+    the server).  The client's ``Authorization`` never reaches this point: the
+    front-end drops it when it reads the request (``mcp_http``)."""
+
+    def __init__(self, url: str, *, credentials: UpstreamCredentials, **options: Any) -> None:
+        super().__init__(url, **options)
+        self.credentials = credentials
+
+    async def request(
+        self, method: bytes, headers: Headers, body: bytes = b"", *, head_timeout: float
+    ) -> UpstreamResponse:
+        return await super().request(
+            method, [*headers, *self.credentials.headers()], body, head_timeout=head_timeout
+        )
 
 
 def parse_upstream_header(text: str) -> tuple[bytes, bytes]:

@@ -18,7 +18,6 @@ import collections
 import contextlib
 import ssl
 import time
-from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -258,13 +257,8 @@ class UpstreamPool:
         max_connections: int = 512,
         max_idle: int = 128,
         idle_keepalive: float = 4.0,
-        credentials: Callable[[], Headers] | None = None,
     ) -> None:
         self.target = UpstreamTarget(url)
-        # The proxy's own credentials for the upstream (--upstream-header,
-        # --upstream-token-file; agentwall.io.oidc.UpstreamCredentials.headers).
-        # The client's Authorization is never forwarded (mcp_http drops it).
-        self.credentials = credentials
         self.connect_timeout = connect_timeout
         self.max_connections = max_connections
         self.max_idle = max_idle
@@ -398,8 +392,6 @@ class UpstreamPool:
         if body or method == b"POST":
             out_headers.append((b"content-length", str(len(body)).encode("ascii")))
         out_headers.extend(headers)
-        if self.credentials is not None:
-            out_headers.extend(self.credentials())
         req = h11.Request(method=method, target=target.path, headers=out_headers)
         for attempt in (0, 1):
             conn, reused = await self._acquire(deadline)

@@ -29,9 +29,14 @@ from agentwall.audit.log import AuditLog, LocalAuditSink
 from agentwall.errors import FORBIDDEN, POLICY_DENIED, UNAUTHENTICATED
 from agentwall.identity import coerce_identity_config
 from agentwall.io.http_front import FrontConfig, Proxy, serve
-from agentwall.io.oidc import HttpIdentityGate, OidcAuthenticator, OidcSettings, UpstreamCredentials
+from agentwall.io.oidc import (
+    CredentialedUpstreamPool,
+    HttpIdentityGate,
+    OidcAuthenticator,
+    OidcSettings,
+    UpstreamCredentials,
+)
 from agentwall.io.stdio_wrap import InProcessEvaluator
-from agentwall.io.upstream import UpstreamPool
 from agentwall.policy import filter_tools_list, loads_policy
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -177,9 +182,9 @@ def test_identity_through_the_front_end(
         port = _free_port()
         with AuditLog.open(log_path, AuditKey(os.urandom(32), source="test")) as log:
             sink = LocalAuditSink(log)
-            pool = UpstreamPool(
+            pool = CredentialedUpstreamPool(
                 upstream_url,
-                credentials=UpstreamCredentials([f"X-Upstream-Key: {UPSTREAM_SECRET}"]).headers,
+                credentials=UpstreamCredentials([f"X-Upstream-Key: {UPSTREAM_SECRET}"]),
             )
             gate = HttpIdentityGate(auth, listen=f"127.0.0.1:{port}", audit=sink)
             evaluator = InProcessEvaluator(policy)
