@@ -269,6 +269,9 @@ def read_request_meta(headers: Iterable[tuple[bytes, bytes]]) -> RequestMeta:
         elif name == H_LAST_EVENT_ID:
             meta.last_event_id = value.decode("latin-1")
         elif name == H_AUTHORIZATION:
+            if meta.authorization is not None and meta.duplicated is None:
+                # RFC 6750: two sets of credentials is a malformed request.
+                meta.duplicated = "authorization"
             meta.authorization = value.decode("latin-1")
         elif name == b"connection":
             # Headers named in Connection are hop-by-hop too (RFC 9110 §7.6.1).

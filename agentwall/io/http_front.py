@@ -43,6 +43,7 @@ from agentwall.core.jsonrpc import (
 from agentwall.core.mcp import make_call
 from agentwall.errors import (
     AUDIT_UNAVAILABLE,
+    FORBIDDEN,
     INTERNAL_ERROR,
     INVALID_REQUEST,
     OVERLOADED,
@@ -103,7 +104,19 @@ class Authenticator(Protocol):
 
     async def authenticate(self, meta: mh.RequestMeta, peer: str) -> Identity | mh.HttpReply: ...
 
-    def serve(self, method: bytes, path: bytes) -> mh.HttpReply | None: ...
+    def serve(
+        self, method: bytes, path: bytes, host: bytes | None = None
+    ) -> mh.HttpReply | None: ...
+
+    # Identity wiring (issue 6), implemented by agentwall.io.oidc.HttpIdentityGate:
+    # the 403 insufficient_scope challenge for an identity denial a better
+    # token could fix (None: an ordinary denial), and the session binding
+    # (an Mcp-Session-Id belongs to the subject that opened it).
+    def step_up(self, decision: Decision) -> tuple[tuple[bytes, bytes], ...] | None: ...
+
+    def session_assigned(self, session_id: str, identity: Identity) -> None: ...
+
+    def session_ended(self, session_id: str) -> None: ...
 
 
 class PolicyView(Protocol):
@@ -633,6 +646,21 @@ class Proxy:
                 status=429,
                 headers=((b"retry-after", str(max(1, -(-retry_ms // 1000))).encode()),),
             )
+        # Identity wiring (issue 6): missing scopes or claims -> 403 with
+        # WWW-Authenticate: Bearer error="insufficient_scope", scope="..."
+        step_up = self.authenticator.step_up(decision) if self.authenticator else None
+        if step_up is not None:
+            return Judgement(
+                call=call,
+                decision=decision,
+                outcome=outcome,
+                passes=False,
+                error=error_response(
+                    call.rpc_id, FORBIDDEN, denial_message(decision), denial_data(decision)
+                ),
+                status=403,
+                headers=step_up,
+            )
         return Judgement(
             call=call,
             decision=decision,
@@ -716,7 +744,8 @@ class Proxy:
         status_holder = conn
         try:
             if self.authenticator is not None:
-                reply = self.authenticator.serve(method, path)
+                host = mh.header_value(req.headers, b"host")
+                reply = self.authenticator.serve(method, path, host)
                 if reply is not None:
                     conn.send_reply(reply)
                     return
@@ -1052,6 +1081,12 @@ class Proxy:
         content_type = resp.header(b"content-type")
         media = mh.media_type(content_type)
         relay_headers = mh.response_headers_to_relay(resp.headers)
+        if self.authenticator is not None and ctx.identity is not None:
+            # Identity wiring (issue 6): bind a session the upstream just
+            # assigned to the subject that opened it.
+            assigned = resp.header(mh.H_SESSION_ID)
+            if assigned is not None and assigned.decode("latin-1") != ctx.meta.session_id:
+                self.authenticator.session_assigned(assigned.decode("latin-1"), ctx.identity)
         if media == "text/event-stream" and resp.status == 200:
             await self._relay_sse(conn, resp, ctx, relay_headers, local_errors)
             return
@@ -1284,6 +1319,8 @@ class Proxy:
             self._upstream_failure(conn, exc, [])
             return
         session = self.session_key(meta, who, conn.peer_host)
+        if self.authenticator is not None and meta.session_id and 200 <= resp.status < 300:
+            self.authenticator.session_ended(meta.session_id)  # identity wiring (issue 6)
         await self._relay(conn, resp, ExchangeContext(session, who, meta, set(), []))
 
     # -- lifecycle ----------------------------------------------------------------
