@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import importlib
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -91,10 +90,18 @@ class MacKey:
         return hmac.compare_digest(expected, given)
 
 
+_ts_cache: list[tuple[int, str]] = [(-1, "")]
+
+
 def format_ts(ts_us: int) -> str:
     """UTC with microseconds, e.g. ``2025-06-01T12:00:00.123456Z``."""
     seconds, micros = divmod(ts_us, 1_000_000)
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{micros:06d}Z"
+    cached_seconds, prefix = _ts_cache[0]
+    if cached_seconds != seconds:
+        # strftime costs more than sealing an entry; a batch per second reuses it.
+        prefix = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _ts_cache[0] = (seconds, prefix)
+    return f"{prefix}.{micros:06d}Z"
 
 
 def event_fields(event: AuditEvent) -> dict[str, Any]:
@@ -210,20 +217,11 @@ def decision_event(
 
 
 def mask_params(params: Any) -> tuple[Any, tuple[str, ...]]:
-    """Safe Mode's secret masking, applied before params reach the log.
+    """Safe Mode's secret masking, applied before params reach the log."""
+    # Imported here: verify-log and report never pay for compiling Safe Mode.
+    from agentwall.policy.secrets import mask_secrets
 
-    Looked up at call time so that a build without the policy package fails
-    this one request (the caller then denies) instead of logging in clear.
-    """
-    try:
-        secrets_module = importlib.import_module("agentwall.policy.secrets")
-    except ModuleNotFoundError as exc:
-        raise ConfigError(
-            "--log-params needs Safe Mode's secret masking (agentwall.policy.secrets), "
-            "which this build lacks; refusing to log parameters unmasked"
-        ) from exc
-    masked_value, pointers = secrets_module.mask_secrets(params)
-    return masked_value, tuple(str(p) for p in pointers)
+    return mask_secrets(params)
 
 
 __all__ = [

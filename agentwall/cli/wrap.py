@@ -7,6 +7,7 @@ Goes in the host's config in place of the server command:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -108,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
     policy = loader(args.policy)  # PolicyError / SignatureError: exit 2 before anything runs
     for warning in getattr(policy, "warnings", ()):
         print(f"agentwall wrap: warning: {warning}", file=sys.stderr)
+    if (problem := loader.check_for(policy.hash).problem) is not None:
+        print(f"agentwall wrap: warning: {problem}", file=sys.stderr)
     key = load_audit_key(args.audit_key_file)
     for warning in key.warnings:
         print(f"agentwall wrap: {warning}", file=sys.stderr)
@@ -123,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
         command=tuple(command),
         kill_mode=args.kill_mode,
         agent_pid=args.agent_pid,
-        dry_run=args.dry_run,
+        dry_run=args.dry_run
+        or os.environ.get("AGENTWALL_DRY_RUN", "").strip().lower() in ("1", "true", "yes"),
         log_params=args.log_params,
         max_line=args.max_line,
         grace_s=args.grace_period,

@@ -110,10 +110,13 @@ _BRACKET_MAP = bytes.maketrans(b"{}", b"[]")
 _NOT_ESCAPE_SYNTAX = bytes(b for b in range(256) if b not in b'[]{}"\\/bfnrtu')
 _NOT_BRACKETS_OR_QUOTES = bytes(b for b in range(256) if b not in b'[]{}"')
 _PRUNE_PASSES = 8
-# The decoded-value walk may look at one child per this many input bytes
-# before the byte scan takes over (the scan costs a few ns per byte, a walk
-# step ~60 ns; see bench/bench_core.py).
-_BYTES_PER_WALK_STEP = 16
+# The decoded-value walk may look at this many children, plus one per
+# _BYTES_PER_WALK_STEP input bytes, before the byte scan takes over.  Text-
+# heavy documents (few containers) finish well within it; container-heavy
+# ones (a tools/list result) give up early, since a walk step costs ~25x a
+# scanned byte (see bench/bench_core.py).
+_WALK_STEPS = 64
+_BYTES_PER_WALK_STEP = 256
 # A colon spelt as an escape decodes to a colon the raw text does not show,
 # which would blind the fast duplicate-key count below.
 _ESCAPED_COLONS = (b"\\u003a", b"\\u003A")
@@ -312,7 +315,7 @@ def _too_deep_decoded(data: bytes, value: Any, limit: int) -> bool:
     """
     if data.count(b"[") + data.count(b"{") <= limit:
         return False
-    verdict = _value_too_deep(value, limit, budget=len(data) // _BYTES_PER_WALK_STEP)
+    verdict = _value_too_deep(value, limit, budget=_WALK_STEPS + len(data) // _BYTES_PER_WALK_STEP)
     if verdict is None:
         return _brackets_too_deep(data, limit)
     return verdict

@@ -78,3 +78,11 @@ def make_event() -> Callable[..., AuditEvent]:
 
 def pytest_configure() -> None:
     os.environ.pop("AGENTWALL_AUDIT_KEY", None)
+
+
+@pytest.fixture
+def key_file(tmp_path: Path, key: AuditKey) -> Path:
+    path = tmp_path / "audit.key"
+    path.write_text(key.secret.hex() + "\n")
+    path.chmod(0o600)
+    return path

@@ -221,3 +221,51 @@ def test_dry_run_forwards_denied_calls(setup: dict[str, Path]) -> None:
     run = [e for e in entries if e.get("target") == "run_command"]
     assert run[0]["decision"] == "dry_run_deny"
     assert_log_verifies(setup)
+
+
+def test_a_refused_server_request_is_answered_in_the_hosts_place(setup: dict[str, Path]) -> None:
+    """methods: {sampling/createMessage: deny}: the host never sees the
+    sampling request, and the server gets the refusal instead of waiting."""
+    setup["policy"].write_text(POLICY + "methods:\n  sampling/createMessage: deny\n")
+
+    async def session() -> Any:
+        import mcp_types as types
+        from mcp.client.session import ClientSession
+        from mcp.client.stdio import StdioServerParameters, stdio_client
+
+        asked: list[str] = []
+
+        async def sampling(context: Any, params: types.CreateMessageRequestParams) -> Any:
+            asked.append("called")
+            return types.CreateMessageResult(
+                role="assistant", content=types.TextContent(type="text", text="x"), model="m"
+            )
+
+        command = wrap_command(setup)
+        params = StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
+        async with (
+            stdio_client(params) as (read, write),
+            ClientSession(read, write, sampling_callback=sampling) as s,
+        ):
+            from mcp.shared.exceptions import MCPError
+
+            await s.initialize()
+            # The server's tool fails with our refusal (the SDK server passes
+            # it on as the call's error); it does not hang.
+            with anyio.fail_after(30):
+                try:
+                    await s.call_tool("ask_model", {"prompt": "hi"})
+                    failure = ""
+                except MCPError as exc:
+                    failure = exc.message
+            again = await s.call_tool("echo", {"text": "ok"})
+            return asked, failure, again.content[0].text  # type: ignore[union-attr]
+
+    asked, failure, again = anyio.run(session)
+    assert asked == []
+    assert "methods[sampling/createMessage]" in failure
+    assert again == "ok"
+    refused = [e for e in audit_entries(setup) if e.get("method") == "sampling/createMessage"]
+    assert refused[0]["decision"] == "deny"
+    assert refused[0]["detail"] == {"origin": "server"}
+    assert_log_verifies(setup)
