@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from agentwall.policy.network import classify_host
+from agentwall.policy.network import IGNORED_IN_HOSTS, classify_host
 from agentwall.policy.patterns import compile_re2
 from agentwall.policy.secrets import SECRET_RULES, find_secret
 
@@ -256,7 +256,8 @@ def _unescape(text: str) -> str:
 
 def _forms(t: str) -> tuple[str, list[str]]:
     if not t.isascii():
-        t = unicodedata.normalize("NFKC", t.translate(_DOTS))
+        # Invisible characters go too: URL parsers delete them from hosts.
+        t = unicodedata.normalize("NFKC", t.translate(_DOTS).translate(IGNORED_IN_HOSTS))
     low = t.lower()
     v1 = _collapse(low) if ("\\" in low or "//" in low) else low
     out = [v1]

@@ -1,0 +1,79 @@
+"""Red team: Safe Mode bypass attempts, through the real ``evaluate``.
+
+Three corpora:
+
+* ``FOUND``: spellings that got through before a fix (each fix's commit
+  names its group); they must now be denied by the named rule.
+* ``HELD``: attacks that were already stopped; kept so they stay stopped.
+* ``BENIGN``: look-alikes that must stay allowed (false positives hurt too).
+
+Every string is checked as the only argument of a call to an arbitrary tool
+under Safe Mode alone (no policy), the setting where Safe Mode decides.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from agentwall.core.canonical import canonical_json
+from agentwall.policy import evaluate, load_policy
+from agentwall.types import Call
+
+SAFE_ONLY = load_policy(None)
+
+
+def _decide(text: str) -> tuple[str, str | None]:
+    params = {"name": "any_tool", "arguments": {"value": text}}
+    call = Call(
+        call_id="rt", session="rt", transport="stdio", origin="client", kind="request",
+        rpc_id=1, method="tools/call", target="any_tool", params=params,
+        params_json=canonical_json(params), identity=None,
+    )  # fmt: skip
+    d = evaluate(SAFE_ONLY, call, 0)
+    return d.verdict, d.rule_id
+
+
+METADATA = "safe_mode.ssrf.metadata"
+PRIVATE = "safe_mode.ssrf.private_network"
+
+FOUND: list[tuple[str, str]] = [
+    # Invisible characters inside a host: the WHATWG URL parser (Node's URL
+    # and fetch, browsers) deletes them (UTS 46 "ignored"), so these ARE the
+    # metadata / loopback hosts.  Checked with node: new URL(...).host.
+    ("http://met\u200badata.google.internal/computeMetadata/v1/", METADATA),
+    ("http://meta\u00addata.google.internal/", METADATA),
+    ("http://meta\ufe0fdata/", METADATA),
+    ("http://metadata.goo\u2060gle.internal/", METADATA),
+    ("http://instance\ufeff-data/latest", METADATA),
+    ("http://loc\u00adalhost:8080/admin", PRIVATE),
+    ("http://l\u200bocalhost/", PRIVATE),
+]
+
+HELD: list[tuple[str, str]] = [
+    ("http://169.254.169.254\u200b/", METADATA),
+    ("http://[::ffff:169.254.169.254]/", METADATA),
+    ("http://169.254.169.254%2f@evil.com/", METADATA),
+    ("http://evil.com#@169.254.169.254/", METADATA),
+    ("http://[fe80::1%25eth0]/", PRIVATE),
+    ("http://①②⑦.0.0.1/", PRIVATE),
+    ("http://0x7f.1/", PRIVATE),
+    ("ws://127.0.0.1:9222/devtools", PRIVATE),
+    ("http://metadata%2egoogle%2einternal/", METADATA),
+    ("http://0000251.0376.0251.0376/", METADATA),
+]
+
+BENIGN: list[str] = [
+    "http://exa\u200bmple.com/",
+    "https://example.com/\u200bpath",
+    "zero\u200bwidth text with no host",
+]
+
+
+@pytest.mark.parametrize(("text", "rule"), FOUND + HELD)
+def test_denied(text: str, rule: str) -> None:
+    assert _decide(text) == ("deny", rule), ascii(text)
+
+
+@pytest.mark.parametrize("text", BENIGN)
+def test_benign_look_alikes_stay_allowed(text: str) -> None:
+    assert _decide(text) == ("allow", None), ascii(text)
