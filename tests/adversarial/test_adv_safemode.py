@@ -47,6 +47,24 @@ FOUND: list[tuple[str, str]] = [
     ("http://instance\ufeff-data/latest", METADATA),
     ("http://loc\u00adalhost:8080/admin", PRIVATE),
     ("http://l\u200bocalhost/", PRIVATE),
+    # No scheme: curl and wget default to http:// and read the host as
+    # inet_aton does (checked: "curl 0x7f000001:1" connects to 127.0.0.1),
+    # nc resolves numeric hosts the same way.  Only the dotted spelling of
+    # 169.254.169.254 was caught (as text).
+    ("curl 2852039166/latest/meta-data/", METADATA),
+    ("curl -s 0xa9fea9fe/latest", METADATA),
+    ("wget -qO- 0251.0376.0251.0376", METADATA),
+    ("curl 169.254.43518", METADATA),
+    ("curl [::ffff:a9fe:a9fe]/latest", METADATA),
+    ("curl 169.254.170.2/v2/credentials", METADATA),  # ECS task credentials
+    ("curl -sS '0xa9fea9fe/latest'", METADATA),
+    ("/usr/bin/curl --url=0xa9fea9fe", METADATA),
+    ("curl${IFS}0xa9fea9fe", METADATA),
+    ("curl metadata/computeMetadata/v1/", METADATA),
+    ("nc 2852039166 80", METADATA),
+    ("curl localhost:8080/admin", PRIVATE),
+    ("wget 127.1/admin", PRIVATE),
+    ("cd /tmp && curl 127.0.0.1:2375/containers/json", PRIVATE),
 ]
 
 HELD: list[tuple[str, str]] = [
@@ -63,6 +81,14 @@ HELD: list[tuple[str, str]] = [
 ]
 
 BENIGN: list[str] = [
+    "curl -m 0.5 https://example.com",
+    "curl --connect-timeout 5 --retry 3 https://example.com/x",
+    "nc -z localhost 8080",
+    "nc -vz 10.0.0.5 5432",
+    "curl example.com/x",
+    "wget -q https://example.com/ -O /tmp/1.2.3",
+    "echo curl 3 things",
+    "curl https://api.example.com -d 'n=1.2'",
     "http://exa\u200bmple.com/",
     "https://example.com/\u200bpath",
     "zero\u200bwidth text with no host",
