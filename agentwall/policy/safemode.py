@@ -51,6 +51,15 @@ class SafeRule:
 _B = r"(?:^|[^a-z0-9_-])"
 _E = r"(?:$|[^a-z0-9_.-])"
 
+# A command prefix that runs the word after it as a command, with its
+# options (and their values), VAR=value assignments and durations.
+_WRAPPER = (
+    r"(?:[a-z0-9_./-]*/)?(?:sudo|doas|env|command|exec|nohup|time|nice|ionice|stdbuf|setsid"
+    r"|xargs|busybox|timeout|unbuffer|su)\b"
+    r"(?:\s+(?:-{1,2}(?:[a-z0-9][a-z0-9-]*)?(?:=[^\s|;&]*)?(?:\s+[a-z0-9_.:@%+/-]+)?"
+    r"|[a-z_][a-z0-9_]*=[^\s|;&]*|[0-9]+(?:\.[0-9]+)?[smhd]?))*"
+)
+
 TEXT_RULES: tuple[SafeRule, ...] = (
     SafeRule(
         "safe_mode.path.ssh", SENSITIVE_PATH, "access to SSH keys or the .ssh directory",
@@ -112,10 +121,15 @@ TEXT_RULES: tuple[SafeRule, ...] = (
     SafeRule(
         "safe_mode.rce.pipe_to_shell", RCE,
         "a download piped into a shell or interpreter",
+        # After the pipe, any run of wrappers that still run the next word as
+        # a command (sudo -u root, env -i, doas, exec, nohup, busybox, ...)
+        # with their options, option values, VAR=value and durations.
         r"\b(?:curl|wget|fetch|iwr|irm|invoke-webrequest|invoke-restmethod)\b[^\n]*\|&?\s*"
-        r"(?:sudo\s+(?:-[a-z-]+\s+)*)?(?:[a-z0-9_./-]*/)?(?:env\s+(?:[a-z0-9_./-]*/)?)?"
-        r"(?:sh|bash|zsh|ksh|dash|ash|fish|csh|tcsh|python[0-9.]*|perl|ruby|node|php|pwsh"
-        r"|powershell|iex|invoke-expression)\b",
+        rf"(?:{_WRAPPER}\s+)*"
+        r"(?:(?:[a-z0-9_./-]*/)?"
+        r"(?:sh|bash|zsh|ksh|dash|ash|fish|csh|tcsh|python[0-9.]*|pypy[0-9.]*|perl|ruby|node"
+        r"|php|pwsh|powershell|iex|invoke-expression|lua[0-9.]*|luajit|tclsh|osascript|deno|bun)\b"
+        r"|\$\{?shell\}?(?:$|[^a-z0-9_])|(?:source|\.)\s+/dev/(?:stdin|fd/0))",
     ),
     SafeRule(
         "safe_mode.rce.download_exec", RCE,
@@ -124,7 +138,13 @@ TEXT_RULES: tuple[SafeRule, ...] = (
         r"|(?:^|[\s;&|(])\.)\s*(?:-[a-z]+\s*)*[\"']?\s*(?:<\(|\$\(|`)\s*(?:sudo\s+)?"
         r"(?:curl|wget|fetch)\b"
         r"|\b(?:iex|invoke-expression)\b[^\n]*(?:downloadstring|\biwr\b|\birm\b"
-        r"|invoke-webrequest|invoke-restmethod)",
+        r"|invoke-webrequest|invoke-restmethod)"
+        # A substitution in command position runs what the download printed.
+        r"|(?:^|[;&|({\n]|\b(?:then|do|else)\b)\s*(?:sudo\s+)?(?:\$\(|`)\s*(?:sudo\s+)?"
+        r"(?:curl|wget|fetch)\b"
+        # Interpreter one-liners that evaluate what they fetch.
+        r"|\b(?:exec|eval)\s*\(\s*(?:await\s*\(?\s*)*(?:[a-z_][a-z0-9_]*\.)*"
+        r"(?:(?:urlopen|file_get_contents|fetch)\b|(?:get|open|read)\s*\(\s*[\"']https?:)",
     ),
     SafeRule(
         "safe_mode.rce.reverse_shell", RCE, "a reverse shell",
