@@ -60,6 +60,14 @@ _WRAPPER = (
     r"|[a-z_][a-z0-9_]*=[^\s|;&]*|[0-9]+(?:\.[0-9]+)?[smhd]?))*"
 )
 
+# What destructive_rm protects: /, /*, /., ~, ~user, $HOME, ${HOME}, ${HOME:?}
+# (and their /* and /.. forms: ~/../.. is /), as a whole operand.
+_RM_TARGET_NO_END = (
+    r"(?:/|/\*/?|/\.|(?:~[a-z0-9_-]*|\$\{?home(?::[?-][^}\s]*)?\}?)(?:/\.\.)*/?\*?)"
+)
+_RM_TARGET = _RM_TARGET_NO_END + r"(?:$|[\s;&|)`])"
+_RM_WORD = r"[^\s;&|`)]+"
+
 TEXT_RULES: tuple[SafeRule, ...] = (
     SafeRule(
         "safe_mode.path.ssh", SENSITIVE_PATH, "access to SSH keys or the .ssh directory",
@@ -157,8 +165,13 @@ TEXT_RULES: tuple[SafeRule, ...] = (
     ),
     SafeRule(
         "safe_mode.rce.destructive_rm", RCE, "a destructive removal of / or the home directory",
-        r"\brm\s+(?:-[a-z-]*\s+)*(?:/|/\*/?|/\.|~[a-z0-9_-]*/?\*?|\$\{?home\}?/?\*?)"
-        r"(?:$|[\s;&|)`])"
+        rf"\brm\s+(?:-[a-z-]*\s+)*{_RM_TARGET}"
+        # Other operands around it, with a recursive flag somewhere
+        # ("rm -rf build /", "rm -r ./x ~ -f").
+        rf"|\brm\s+(?:{_RM_WORD}\s+)*(?:-[a-z]*r[a-z]*|--recursive)\s+(?:{_RM_WORD}\s+)*"
+        rf"{_RM_TARGET}"
+        rf"|\brm\s+(?:{_RM_WORD}\s+)*{_RM_TARGET_NO_END}\s+(?:{_RM_WORD}\s+)*"
+        r"(?:-[a-z]*r[a-z]*|--recursive)(?:$|[\s;&|)`])"
         r"|\bfind\s+(?:/|~|\$\{?home\}?)\s[^\n]*-delete\b",
     ),
     SafeRule(
