@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from agentwall.policy.network import classify_host
+from agentwall.policy.network import IGNORED_IN_HOSTS, classify_host
 from agentwall.policy.patterns import compile_re2
 from agentwall.policy.secrets import SECRET_RULES, find_secret
 
@@ -51,64 +51,69 @@ class SafeRule:
 _B = r"(?:^|[^a-z0-9_-])"
 _E = r"(?:$|[^a-z0-9_.-])"
 
+# A command prefix that runs the word after it as a command, with its
+# options (and their values), VAR=value assignments and durations.
+_WRAPPER = (
+    r"(?:[a-z0-9_./-]*/)?(?:sudo|doas|env|command|exec|nohup|time|nice|ionice|stdbuf|setsid"
+    r"|xargs|busybox|timeout|unbuffer|su)\b"
+    r"(?:\s+(?:-{1,2}(?:[a-z0-9][a-z0-9-]*)?(?:=[^\s|;&]*)?(?:\s+[a-z0-9_.:@%+/-]+)?"
+    r"|[a-z_][a-z0-9_]*=[^\s|;&]*|[0-9]+(?:\.[0-9]+)?[smhd]?))*"
+)
+
+# What destructive_rm protects: /, /*, /., ~, ~user, $HOME, ${HOME}, ${HOME:?}
+# (and their /* and /.. forms: ~/../.. is /), as a whole operand.
+_RM_TARGET_NO_END = (
+    r"(?:/|/\*/?|/\.|(?:~[a-z0-9_-]*|\$\{?home(?::[?-][^}\s]*)?\}?)(?:/\.\.)*/?\*?)"
+)
+_RM_TARGET = _RM_TARGET_NO_END + r"(?:$|[\s;&|)`])"
+_RM_WORD = r"[^\s;&|`)]+"
+
 TEXT_RULES: tuple[SafeRule, ...] = (
     SafeRule(
-        "safe_mode.path.ssh",
-        SENSITIVE_PATH,
-        "access to SSH keys or the .ssh directory",
+        "safe_mode.path.ssh", SENSITIVE_PATH, "access to SSH keys or the .ssh directory",
         rf"{_B}\.ssh{_E}|(?:^|[^a-z0-9_.-])id_(?:rsa|dsa|ecdsa|ed25519)(?:_sk)?(?:$|[^a-z0-9_-])"
         r"|/etc/ssh/ssh_host_[a-z0-9_]*key(?:$|[^a-z0-9_.-])",
     ),
     SafeRule(
-        "safe_mode.path.cloud_credentials",
-        SENSITIVE_PATH,
+        "safe_mode.path.cloud_credentials", SENSITIVE_PATH,
         "access to cloud credentials (AWS, GCP, Azure)",
         rf"{_B}\.aws(?:/|$)|{_B}\.azure(?:/|$)|{_B}\.config/gcloud(?:/|$)"
         r"|application_default_credentials\.json|/\.config/azure(?:/|$)",
     ),
     SafeRule(
-        "safe_mode.path.kube_config",
-        SENSITIVE_PATH,
+        "safe_mode.path.kube_config", SENSITIVE_PATH,
         "access to Kubernetes credentials",
         rf"{_B}\.kube(?:/|$)|/etc/kubernetes/(?:[a-z-]+\.conf|pki)(?:/|$|[^a-z0-9_-])"
         r"|/run/secrets/kubernetes\.io(?:/|$)",
     ),
     SafeRule(
-        "safe_mode.path.system_auth",
-        SENSITIVE_PATH,
+        "safe_mode.path.system_auth", SENSITIVE_PATH,
         "access to system password or sudo files",
         r"/etc/(?:shadow|gshadow|sudoers|master\.passwd|security/opasswd)(?:$|[^a-z0-9_])",
     ),
     SafeRule(
-        "safe_mode.path.docker",
-        SENSITIVE_PATH,
+        "safe_mode.path.docker", SENSITIVE_PATH,
         "access to the Docker socket or Docker credentials",
         rf"docker\.sock(?:$|[^a-z0-9_])|{_B}\.docker/config\.json",
     ),
     SafeRule(
-        "safe_mode.path.dotenv",
-        SENSITIVE_PATH,
-        "access to a .env file",
+        "safe_mode.path.dotenv", SENSITIVE_PATH, "access to a .env file",
         rf"{_B}\.env(?:\.[a-z0-9_-]+)*{_E}",
         exclude=r"\.(?:example|sample|template|dist|defaults|schema)",
     ),
     SafeRule(
-        "safe_mode.path.credential_files",
-        SENSITIVE_PATH,
+        "safe_mode.path.credential_files", SENSITIVE_PATH,
         "access to a credential file (.netrc, .git-credentials, .npmrc, .pypirc, ...)",
         rf"{_B}[._]netrc{_E}|{_B}\.git-credentials{_E}|{_B}\.npmrc{_E}|{_B}\.pypirc{_E}"
         rf"|{_B}\.pgpass{_E}|{_B}\.vault-token{_E}|{_B}\.cargo/credentials"
         rf"|{_B}\.config/gh/hosts\.yml|{_B}\.terraform\.d/credentials",
     ),
     SafeRule(
-        "safe_mode.path.gnupg",
-        SENSITIVE_PATH,
-        "access to GnuPG keys",
+        "safe_mode.path.gnupg", SENSITIVE_PATH, "access to GnuPG keys",
         rf"{_B}\.gnupg{_E}|private-keys-v1\.d|secring\.gpg",
     ),
     SafeRule(
-        "safe_mode.path.browser_profiles",
-        SENSITIVE_PATH,
+        "safe_mode.path.browser_profiles", SENSITIVE_PATH,
         "access to browser profile stores (cookies, saved passwords)",
         r"(?:\.config/(?:google-chrome|chromium|bravesoftware|microsoft-edge)"
         r"|\.mozilla/firefox|library/application support/(?:google/chrome|firefox"
@@ -116,35 +121,41 @@ TEXT_RULES: tuple[SafeRule, ...] = (
         r"|mozilla/firefox|microsoft/edge|bravesoftware))(?:/|$)",
     ),
     SafeRule(
-        "safe_mode.path.process_secrets",
-        SENSITIVE_PATH,
+        "safe_mode.path.process_secrets", SENSITIVE_PATH,
         "access to another process's environment or memory",
         r"/proc/(?:self|thread-self|[0-9]+)/(?:task/[0-9]+/)?(?:environ|mem|cmdline)(?:$|[^a-z0-9_])"
         r"|/proc/kcore(?:$|[^a-z0-9_])",
     ),
     SafeRule(
-        "safe_mode.rce.pipe_to_shell",
-        RCE,
+        "safe_mode.rce.pipe_to_shell", RCE,
         "a download piped into a shell or interpreter",
+        # After the pipe, any run of wrappers that still run the next word as
+        # a command (sudo -u root, env -i, doas, exec, nohup, busybox, ...)
+        # with their options, option values, VAR=value and durations.
         r"\b(?:curl|wget|fetch|iwr|irm|invoke-webrequest|invoke-restmethod)\b[^\n]*\|&?\s*"
-        r"(?:sudo\s+(?:-[a-z-]+\s+)*)?(?:[a-z0-9_./-]*/)?(?:env\s+(?:[a-z0-9_./-]*/)?)?"
-        r"(?:sh|bash|zsh|ksh|dash|ash|fish|csh|tcsh|python[0-9.]*|perl|ruby|node|php|pwsh"
-        r"|powershell|iex|invoke-expression)\b",
+        rf"(?:{_WRAPPER}\s+)*"
+        r"(?:(?:[a-z0-9_./-]*/)?"
+        r"(?:sh|bash|zsh|ksh|dash|ash|fish|csh|tcsh|python[0-9.]*|pypy[0-9.]*|perl|ruby|node"
+        r"|php|pwsh|powershell|iex|invoke-expression|lua[0-9.]*|luajit|tclsh|osascript|deno|bun)\b"
+        r"|\$\{?shell\}?(?:$|[^a-z0-9_])|(?:source|\.)\s+/dev/(?:stdin|fd/0))",
     ),
     SafeRule(
-        "safe_mode.rce.download_exec",
-        RCE,
+        "safe_mode.rce.download_exec", RCE,
         "downloaded code executed through a shell substitution",
         r"(?:\b(?:sh|bash|zsh|ksh|dash|source|eval|python[0-9.]*|perl|ruby|node|php)\b"
         r"|(?:^|[\s;&|(])\.)\s*(?:-[a-z]+\s*)*[\"']?\s*(?:<\(|\$\(|`)\s*(?:sudo\s+)?"
         r"(?:curl|wget|fetch)\b"
         r"|\b(?:iex|invoke-expression)\b[^\n]*(?:downloadstring|\biwr\b|\birm\b"
-        r"|invoke-webrequest|invoke-restmethod)",
+        r"|invoke-webrequest|invoke-restmethod)"
+        # A substitution in command position runs what the download printed.
+        r"|(?:^|[;&|({\n]|\b(?:then|do|else)\b)\s*(?:sudo\s+)?(?:\$\(|`)\s*(?:sudo\s+)?"
+        r"(?:curl|wget|fetch)\b"
+        # Interpreter one-liners that evaluate what they fetch.
+        r"|\b(?:exec|eval)\s*\(\s*(?:await\s*\(?\s*)*(?:[a-z_][a-z0-9_]*\.)*"
+        r"(?:(?:urlopen|file_get_contents|fetch)\b|(?:get|open|read)\s*\(\s*[\"']https?:)",
     ),
     SafeRule(
-        "safe_mode.rce.reverse_shell",
-        RCE,
-        "a reverse shell",
+        "safe_mode.rce.reverse_shell", RCE, "a reverse shell",
         r"/dev/(?:tcp|udp)/"
         r"|\b(?:nc|ncat|netcat)\b[^\n;|&]*\s(?:-[a-z]*[ec][a-z]*|--exec|--sh-exec|--lua-exec)\b"
         r"|\bsocat\b[^\n]*\b(?:exec|system):"
@@ -153,35 +164,31 @@ TEXT_RULES: tuple[SafeRule, ...] = (
         r"|\bsocket\b[^\n]*(?:os\.dup2|pty\.spawn)\(",
     ),
     SafeRule(
-        "safe_mode.rce.destructive_rm",
-        RCE,
-        "a destructive removal of / or the home directory",
-        r"\brm\s+(?:-[a-z-]*\s+)*(?:/|/\*/?|/\.|~[a-z0-9_-]*/?\*?|\$\{?home\}?/?\*?)"
-        r"(?:$|[\s;&|)`])"
+        "safe_mode.rce.destructive_rm", RCE, "a destructive removal of / or the home directory",
+        rf"\brm\s+(?:-[a-z-]*\s+)*{_RM_TARGET}"
+        # Other operands around it, with a recursive flag somewhere
+        # ("rm -rf build /", "rm -r ./x ~ -f").
+        rf"|\brm\s+(?:{_RM_WORD}\s+)*(?:-[a-z]*r[a-z]*|--recursive)\s+(?:{_RM_WORD}\s+)*"
+        rf"{_RM_TARGET}"
+        rf"|\brm\s+(?:{_RM_WORD}\s+)*{_RM_TARGET_NO_END}\s+(?:{_RM_WORD}\s+)*"
+        r"(?:-[a-z]*r[a-z]*|--recursive)(?:$|[\s;&|)`])"
         r"|\bfind\s+(?:/|~|\$\{?home\}?)\s[^\n]*-delete\b",
     ),
     SafeRule(
-        "safe_mode.rce.disk_wipe",
-        RCE,
-        "a command that overwrites a disk",
+        "safe_mode.rce.disk_wipe", RCE, "a command that overwrites a disk",
         r"\bmkfs(?:\.[a-z0-9]+)?\s[^\n;|&]*/dev/"
         r"|\bdd\b[^\n]*\bof=/dev/(?:sd|hd|vd|xvd|nvme|mmcblk|disk)",
     ),
     SafeRule(
-        "safe_mode.ssrf.metadata",
-        SSRF,
-        "a request to a cloud metadata endpoint",
+        "safe_mode.ssrf.metadata", SSRF, "a request to a cloud metadata endpoint",
         r"169\.254\.169\.254|fd00:ec2::254|metadata\.google\.internal|100\.100\.100\.200",
     ),
     SafeRule(
-        "safe_mode.ssrf.scheme",
-        SSRF,
-        "a file:, gopher: or dict: URL",
+        "safe_mode.ssrf.scheme", SSRF, "a file:, gopher: or dict: URL",
         r"(?:^|[^a-z0-9+.-])(?:file|gopher|dict|netdoc|phar|expect):/",
     ),
     SafeRule(
-        "safe_mode.ssrf.private_network",
-        SSRF,
+        "safe_mode.ssrf.private_network", SSRF,
         "a URL pointing to a loopback or private network address",
         None,
     ),
@@ -214,6 +221,16 @@ def _hit(rule_id: str) -> SafeHit:
 _URL = compile_re2(
     r"(?:\b(?:https?|wss?|ftp)):/*([^/?#\s\"'<>`|]+)|\b[a-z][a-z0-9+.-]*://([^/?#\s\"'<>`|]*)"
 )
+# Commands that take a host or URL without a scheme: curl and wget default
+# to http://, and parse the host as inet_aton does ("curl 0xa9fea9fe/latest"
+# is IMDS); nc and telnet resolve numeric hosts the same way.
+_FETCH_CMD = compile_re2(
+    r"(?:^|[\s;&|(`'\"])(?:[a-z0-9_./-]*/)?"
+    r"(curl|wget|https?|xh|aria2c|lynx|w3m|elinks|nc|ncat|netcat|telnet)(?:\s|\$\{?ifs\}?)"
+)
+_SEGMENT_END = compile_re2(r"[;&|\n`)]")
+# For these only metadata counts: "nc -z localhost 8080" is a health check.
+_RAW_SOCKET_CMDS = frozenset({"nc", "ncat", "netcat", "telnet"})
 _BARE_HOST = compile_re2(r"^\s*(\[[0-9a-f:.%a-z]+\]|[0-9a-fx.]+)(?::[0-9]*)?(?:[/?#].*)?\s*$")
 _DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
 _ESCAPE = compile_re2(r"\\u([0-9a-fA-F]{4})|\\x([0-9a-fA-F]{2})")
@@ -273,7 +290,6 @@ def _unescape(text: str) -> str:
     """\\uXXXX and \\xXX escapes written as text (a server that decodes the
     argument again would see the characters).  Surrogate escapes stay as
     written: a lone surrogate cannot be matched and is not a character."""
-
     def _char(m: Any) -> str:
         code = int(m.group(1) or m.group(2), 16)
         return m.group(0) if 0xD800 <= code <= 0xDFFF else chr(code)
@@ -283,7 +299,8 @@ def _unescape(text: str) -> str:
 
 def _forms(t: str) -> tuple[str, list[str]]:
     if not t.isascii():
-        t = unicodedata.normalize("NFKC", t.translate(_DOTS))
+        # Invisible characters go too: URL parsers delete them from hosts.
+        t = unicodedata.normalize("NFKC", t.translate(_DOTS).translate(IGNORED_IN_HOSTS))
     low = t.lower()
     v1 = _collapse(low) if ("\\" in low or "//" in low) else low
     out = [v1]
@@ -359,17 +376,8 @@ def parse_allow_private(spec: str) -> str | None:
 class SafeModeEngine:
     """Safe Mode compiled for one set of enabled rules."""
 
-    __slots__ = (
-        "_allow",
-        "_any",
-        "_disabled",
-        "_memo",
-        "_metadata_on",
-        "_private_on",
-        "_rules",
-        "_scheme_on",
-        "disabled",
-    )
+    __slots__ = ("_allow", "_any", "_disabled", "_memo", "_metadata_on", "_private_on",
+                 "_rules", "_scheme_on", "disabled")
 
     def __init__(self, disabled: Iterable[str], allow_private: Iterable[str] = ()) -> None:
         self.disabled = frozenset(disabled)
@@ -379,7 +387,9 @@ class SafeModeEngine:
             (r, compile_re2(r.source or ""), compile_re2(r.exclude) if r.exclude else None)
             for r in enabled
         )
-        self._any = compile_re2("|".join(f"(?:{r.source})" for r in enabled)) if enabled else None
+        self._any = (
+            compile_re2("|".join(f"(?:{r.source})" for r in enabled)) if enabled else None
+        )
         self._scheme_on = SCHEME_RULE not in self.disabled
         self._metadata_on = METADATA_RULE not in self.disabled
         self._private_on = PRIVATE_RULE not in self.disabled
@@ -441,29 +451,86 @@ class SafeModeEngine:
             for m in _URL.finditer(text):
                 authority = m.group(1) or m.group(2) or ""
                 hosts.append(_host_of(authority))
+        scheme_less: list[tuple[str, bool]] = []
+        if _FETCH_CMD.search(low) is not None:
+            scheme_less = _scheme_less_hosts(low)
         bare: str | None = None
-        if not hosts and low[:1] in "0123456789[":
+        if not hosts and not scheme_less and low[:1] in "0123456789[":
             # A string that is only an address (an "ip" or "host" argument).
             # Only metadata counts here, and only in address-like spellings:
             # bare numbers such as order ids or versions stay allowed.
             m = _BARE_HOST.match(low)
-            if m is not None and (
-                "." in m.group(1) or m.group(1)[:1] == "[" or m.group(1).startswith("0x")
-            ):
+            if m is not None and ("." in m.group(1) or m.group(1)[:1] == "["
+                                  or m.group(1).startswith("0x")):
                 bare = m.group(1)
         if bare is not None:
             cls, _, _ = classify_host(bare)
             if cls == "metadata" and self._metadata_on:
                 return _hit(METADATA_RULE)
-        for host in hosts:
+        for host, private_counts in [*((h, True) for h in hosts), *scheme_less]:
             cls, clean, ip = classify_host(host)
             if cls == "metadata" and self._metadata_on:
                 return _hit(METADATA_RULE)
-            if cls == "private" and self._private_on:
+            if cls == "private" and self._private_on and private_counts:
                 if any(entry.allows(clean, ip) for entry in self._allow):
                     continue
                 return _hit(PRIVATE_RULE)
         return None
+
+
+def _scheme_less_hosts(low: str) -> list[tuple[str, bool]]:
+    """Hosts written without a scheme after curl, wget, nc and friends, with
+    whether the private-network rule applies to each.  Option values are
+    read too (a host is recognisable, a timeout is not one): only tokens that
+    spell an address (a digit or bracket first) or a known name are kept,
+    and a private host only counts with a port, a path, a dotted quad, brackets
+    or a name, so "curl -m 0.5 https://x" stays a timeout.  Segments do not
+    overlap, so the scan is linear."""
+    out: list[tuple[str, bool]] = []
+    seen: set[str] = set()
+    pos = 0
+    while True:
+        m = _FETCH_CMD.search(low, pos)
+        if m is None:
+            return out
+        end_m = _SEGMENT_END.search(low, m.end())
+        end = len(low) if end_m is None else end_m.start()
+        raw_socket = m.group(1) in _RAW_SOCKET_CMDS
+        segment = low[m.end() : end].replace("${ifs}", " ").replace("$ifs", " ")
+        pos = max(end, m.end())
+        for token in segment.split():
+            token = token.strip("'\"")
+            if token.startswith("-"):
+                if "=" not in token:
+                    continue
+                token = token.split("=", 1)[1].strip("'\"")
+            if not token or "://" in token or token in seen:
+                continue
+            seen.add(token)
+            head = token
+            for sep in "/?#":
+                head = head.split(sep, 1)[0]
+            host = _host_of(head)
+            if not host:
+                continue
+            if host[:1] not in "0123456789[" and not _is_named_host(host):
+                continue
+            addressy = (
+                head != token or ":" in head.lstrip("[").split("]")[-1]
+                or host.startswith("[") or host.count(".") >= 3 or _is_named_host(host)
+            )  # fmt: skip
+            out.append((host, addressy and not raw_socket))
+
+
+def _is_named_host(host: str) -> bool:
+    from agentwall.policy.network import LOOPBACK_NAMES, METADATA_NAMES
+
+    name = host.rstrip(".")
+    return (
+        name in METADATA_NAMES
+        or name in LOOPBACK_NAMES
+        or name.endswith((".localhost", ".nip.io", ".sslip.io", ".xip.io", ".internal"))
+    )
 
 
 def _host_of(authority: str) -> str:
