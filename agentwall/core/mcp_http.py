@@ -232,9 +232,6 @@ class RequestMeta(msgspec.Struct):
     accept: str | None = None
     last_event_id: str | None = None
     authorization: str | None = None
-    # Every Authorization header given (more than one is refused by the
-    # identity layer, RFC 6750 3.1).
-    authorizations: tuple[str, ...] = ()
     # A routing header given twice: first-copy and last-copy readers would
     # disagree, so the request is refused.
     duplicated: str | None = None
@@ -272,8 +269,10 @@ def read_request_meta(headers: Iterable[tuple[bytes, bytes]]) -> RequestMeta:
         elif name == H_LAST_EVENT_ID:
             meta.last_event_id = value.decode("latin-1")
         elif name == H_AUTHORIZATION:
+            if meta.authorization is not None and meta.duplicated is None:
+                # RFC 6750: two sets of credentials is a malformed request.
+                meta.duplicated = "authorization"
             meta.authorization = value.decode("latin-1")
-            meta.authorizations += (meta.authorization,)
         elif name == b"connection":
             # Headers named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
             hop_named.update(t.strip().lower() for t in value.split(b",") if t.strip())

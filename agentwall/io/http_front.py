@@ -43,6 +43,7 @@ from agentwall.core.jsonrpc import (
 from agentwall.core.mcp import make_call
 from agentwall.errors import (
     AUDIT_UNAVAILABLE,
+    FORBIDDEN,
     INTERNAL_ERROR,
     INVALID_REQUEST,
     OVERLOADED,
@@ -94,37 +95,29 @@ class FrontConfig(msgspec.Struct, frozen=True):
     agent_pid_file: str | None = None
 
 
-class AuthRefusal(msgspec.Struct, frozen=True):
-    """What the identity layer answers instead of letting a request in, and
-    the stable reason code its audit entry carries (``expired``,
-    ``wrong_audience``, ``session_owner``...)."""
-
-    reply: mh.HttpReply
-    reason: str
-    message: str = ""
-
-
 class Authenticator(Protocol):
     """The identity layer's hook (issue 6); None: no authentication.
+    Implemented by ``agentwall.io.oidc.HttpIdentityGate``.
 
-    ``authenticate`` gives the caller's Identity or an ``AuthRefusal`` (401
-    with WWW-Authenticate, 403, 503); ``serve`` answers the endpoints it owns
-    (RFC 9728 metadata) and None for every other path; ``challenge`` turns a
-    policy denial a better token could fix into its 403 insufficient_scope
-    (None: the ordinary JSON-RPC error); ``session_closed`` is told when a
-    DELETE ended a session."""
+    ``authenticate`` gives the caller's Identity, or the reply to send
+    instead (401 with WWW-Authenticate, 403, 503; the gate audits the
+    refusal); ``serve`` answers the endpoints it owns (RFC 9728 metadata) and
+    None for every other path."""
 
-    async def authenticate(
-        self, meta: mh.RequestMeta, path: bytes, peer: str
-    ) -> Identity | AuthRefusal: ...
+    async def authenticate(self, meta: mh.RequestMeta, peer: str) -> Identity | mh.HttpReply: ...
 
-    def serve(self, method: bytes, path: bytes, meta: mh.RequestMeta) -> mh.HttpReply | None: ...
-
-    def challenge(
-        self, decision: Decision, meta: mh.RequestMeta, path: bytes
+    def serve(
+        self, method: bytes, path: bytes, host: bytes | None = None
     ) -> mh.HttpReply | None: ...
 
-    def session_closed(self, session_id: str) -> None: ...
+    # The 403 insufficient_scope challenge for an identity denial a better
+    # token could fix (None: an ordinary denial), and the session binding
+    # (an Mcp-Session-Id belongs to the subject that opened it).
+    def step_up(self, decision: Decision) -> tuple[tuple[bytes, bytes], ...] | None: ...
+
+    def session_assigned(self, session_id: str, identity: Identity) -> None: ...
+
+    def session_ended(self, session_id: str) -> None: ...
 
 
 class PolicyView(Protocol):
@@ -488,7 +481,6 @@ class Proxy:
         readiness: Callable[[], Awaitable[dict[str, bool]]] | None = None,
         processes: Callable[[], dict[str, Any]] | None = None,
         metrics_extras: list[Callable[[], Awaitable[str]]] | None = None,
-        upstream_credentials: Callable[[], list[tuple[bytes, bytes]]] | None = None,
     ) -> None:
         self.config = config
         self.evaluator = evaluator
@@ -504,8 +496,6 @@ class Proxy:
         self.processes = processes
         # Prometheus text from the other parts (pool, audit writer).
         self.metrics_extras = metrics_extras or []
-        # The proxy's own credentials for the upstream (never the agent's).
-        self._upstream_credentials = upstream_credentials
         self.metrics = Metrics()
         self.killer = Killer(config.agent_pid, config.agent_pid_file)
         self.inflight = 0
@@ -524,9 +514,6 @@ class Proxy:
             self._drained.set()
 
     # -- small helpers -----------------------------------------------------
-    def upstream_headers(self) -> list[tuple[bytes, bytes]]:
-        return self._upstream_credentials() if self._upstream_credentials is not None else []
-
     def next_call_id(self) -> str:
         return f"{self._call_prefix}-{next(self._call_seq)}"
 
@@ -660,6 +647,21 @@ class Proxy:
                 status=429,
                 headers=((b"retry-after", str(max(1, -(-retry_ms // 1000))).encode()),),
             )
+        # Identity wiring (issue 6): missing scopes or claims -> 403 with
+        # WWW-Authenticate: Bearer error="insufficient_scope", scope="..."
+        step_up = self.authenticator.step_up(decision) if self.authenticator else None
+        if step_up is not None:
+            return Judgement(
+                call=call,
+                decision=decision,
+                outcome=outcome,
+                passes=False,
+                error=error_response(
+                    call.rpc_id, FORBIDDEN, denial_message(decision), denial_data(decision)
+                ),
+                status=403,
+                headers=step_up,
+            )
         return Judgement(
             call=call,
             decision=decision,
@@ -742,8 +744,9 @@ class Proxy:
         received_ns = conn.request_started_ns
         status_holder = conn
         try:
-            if self.authenticator is not None and path not in (b"/mcp", b"/"):
-                reply = self.authenticator.serve(method, path, mh.read_request_meta(req.headers))
+            if self.authenticator is not None:
+                host = mh.header_value(req.headers, b"host")
+                reply = self.authenticator.serve(method, path, host)
                 if reply is not None:
                     conn.send_reply(reply)
                     return
@@ -877,35 +880,11 @@ class Proxy:
     async def _identify(
         self, conn: HttpConnection, meta: mh.RequestMeta, path: bytes
     ) -> Identity | mh.HttpReply | None:
-        """The verified caller; or the reply for a refused authentication,
-        once its deny entry is durable (a refusal is a decision too)."""
+        """The verified caller, or the reply for a refused authentication
+        (the gate writes its audit entry before returning it)."""
         if self.authenticator is None:
             return None
-        outcome = await self.authenticator.authenticate(meta, path, conn.peer_host)
-        if not isinstance(outcome, AuthRefusal):
-            return outcome
-        Metrics.bump(self.metrics.decisions, "deny")
-        try:
-            await self.audit.record(
-                AuditEvent(
-                    event="decision",
-                    session=meta.session_id or f"peer:{conn.peer_host}",
-                    transport="http",
-                    call_id=self.next_call_id(),
-                    method=meta.mcp_method,
-                    decision="deny",
-                    rule_id=f"identity.{outcome.reason}",
-                    reason=outcome.message or outcome.reason,
-                    category="identity",
-                    policy_hash=self.policy.hash,
-                )
-            )
-        except AuditError as exc:
-            self.metrics.audit_failures += 1
-            return mh.rpc_error_reply(
-                503, AUDIT_UNAVAILABLE, f"Refused: the audit log is unavailable ({exc})"
-            )
-        return outcome.reply
+        return await self.authenticator.authenticate(meta, conn.peer_host)
 
     def _precheck(
         self, conn: HttpConnection, req: h11.Request, meta: mh.RequestMeta
@@ -959,7 +938,7 @@ class Proxy:
             message, session=session, origin="client", identity=identity, received_ns=received_ns
         )
         if not judgement.passes:
-            await self._refuse(conn, judgement, kind, meta, path)
+            await self._refuse(conn, judgement, kind)
             return
         wire = parsed.wire if judgement.forward is None else encode_message(judgement.forward)
         filter_ids: set[Any] = set()
@@ -979,25 +958,10 @@ class Proxy:
         ctx = ExchangeContext(session, identity, meta, filter_ids, pending)
         await self._forward_post(conn, meta, wire, ctx, local_errors=[])
 
-    async def _refuse(
-        self,
-        conn: HttpConnection,
-        judgement: Judgement,
-        kind: str,
-        meta: mh.RequestMeta,
-        path: bytes,
-    ) -> None:
+    async def _refuse(self, conn: HttpConnection, judgement: Judgement, kind: str) -> None:
         close = False
         if judgement.outcome == "deny":
             close = await self.enforce_kill(conn, judgement)
-            decision = judgement.decision
-            if self.authenticator is not None and decision is not None:
-                # An identity rule a better token could satisfy: MCP wants
-                # 403 insufficient_scope with the scopes, not a plain error.
-                step_up = self.authenticator.challenge(decision, meta, path)
-                if step_up is not None:
-                    conn.send_reply(msgspec.structs.replace(step_up, close=step_up.close or close))
-                    return
         assert judgement.error is not None
         status = judgement.status
         if kind != "request" and status == 200:
@@ -1092,7 +1056,7 @@ class Proxy:
         local_errors: list[bytes],
         batch: bool = False,
     ) -> None:
-        headers = meta.forward + self.upstream_headers()
+        headers = meta.forward
         if meta.accept is None:
             # Clients must send it; a bare curl does not.  The upstream would
             # answer 406, so supply what every MCP client means.
@@ -1120,6 +1084,12 @@ class Proxy:
         content_type = resp.header(b"content-type")
         media = mh.media_type(content_type)
         relay_headers = mh.response_headers_to_relay(resp.headers)
+        if self.authenticator is not None and ctx.identity is not None:
+            # Identity wiring (issue 6): bind a session the upstream just
+            # assigned to the subject that opened it.
+            assigned = resp.header(mh.H_SESSION_ID)
+            if assigned is not None and assigned.decode("latin-1") != ctx.meta.session_id:
+                self.authenticator.session_assigned(assigned.decode("latin-1"), ctx.identity)
         if media == "text/event-stream" and resp.status == 200:
             await self._relay_sse(conn, resp, ctx, relay_headers, local_errors)
             return
@@ -1303,7 +1273,6 @@ class Proxy:
             (n, v) for n, v in ctx.meta.forward if n in (mh.H_SESSION_ID, mh.H_PROTOCOL_VERSION)
         ]
         headers += [(b"content-type", _JSON), (b"accept", b"application/json, text/event-stream")]
-        headers += self.upstream_headers()
         try:
             resp = await self.upstream.request(
                 b"POST", headers, judgement.error, head_timeout=self.config.upstream_timeout
@@ -1329,7 +1298,7 @@ class Proxy:
         try:
             resp = await self.upstream.request(
                 b"GET",
-                meta.forward + self.upstream_headers(),
+                meta.forward,
                 head_timeout=self.config.upstream_timeout,
             )
         except UpstreamError as exc:
@@ -1350,15 +1319,15 @@ class Proxy:
         try:
             resp = await self.upstream.request(
                 b"DELETE",
-                meta.forward + self.upstream_headers(),
+                meta.forward,
                 head_timeout=self.config.upstream_timeout,
             )
         except UpstreamError as exc:
             self._upstream_failure(conn, exc, [])
             return
         session = self.session_key(meta, who, conn.peer_host)
-        if 200 <= resp.status < 300 and meta.session_id and self.authenticator is not None:
-            self.authenticator.session_closed(meta.session_id)
+        if self.authenticator is not None and meta.session_id and 200 <= resp.status < 300:
+            self.authenticator.session_ended(meta.session_id)  # identity wiring (issue 6)
         await self._relay(conn, resp, ExchangeContext(session, who, meta, set(), []))
 
     # -- lifecycle ----------------------------------------------------------------

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
-import orjson
 
 from agentwall import __version__
 from agentwall.audit.keys import load_verify_keys
@@ -37,37 +36,26 @@ from agentwall.audit.report import render_json, report_for_log
 from agentwall.cache.ratelimit import RateLimiter, RateSpec, as_spec
 from agentwall.cache.shm import DecisionCache
 from agentwall.core import mcp_http as mh
-from agentwall.core.jsonrpc import error_response
-from agentwall.errors import (
-    FORBIDDEN,
-    AuditError,
-    ConfigError,
-    PolicyError,
-    SessionBindingError,
-    SignatureError,
-)
-from agentwall.identity import (
-    AuthChallenge,
-    IdentityConfig,
-    SessionBinder,
-    coerce_identity_config,
-    metadata_url,
-    protected_resource_metadata,
-    resource_url,
-)
-from agentwall.identity.challenge import challenge_for_decision, metadata_path_resource
+from agentwall.errors import AuditError, ConfigError, PolicyError, SignatureError
+from agentwall.identity import IdentityConfig, coerce_identity_config
 from agentwall.io.audit_writer import AuditWriterClient, AuditWriterProcess
 from agentwall.io.audit_writer import render_metrics as render_audit_metrics
 from agentwall.io.contracts import Evaluator
-from agentwall.io.http_front import AuthRefusal, FrontConfig, Proxy, serve
-from agentwall.io.oidc import OidcAuthenticator, UpstreamCredentials
+from agentwall.io.http_front import FrontConfig, Proxy, serve
+from agentwall.io.oidc import (
+    CredentialedUpstreamPool,
+    HttpIdentityGate,
+    OidcAuthenticator,
+    OidcSettings,
+    UpstreamCredentials,
+)
 from agentwall.io.pool import EvaluatorPool
 from agentwall.io.upstream import UpstreamPool
 from agentwall.io.worker import PolicyEngine
 from agentwall.policy import Policy, filter_tools_list, load_policy
 from agentwall.policy import evaluate as policy_evaluate
 from agentwall.policy.secrets import mask_secrets
-from agentwall.types import AuditEvent, Call, Decision, Identity
+from agentwall.types import AuditEvent, Call, Decision
 
 log = logging.getLogger("agentwall.start")
 
@@ -201,76 +189,6 @@ class InProcessEvaluator:
 
 PolicyLoader = Callable[[str | None], Policy]
 
-_MCP_PATHS = ("/mcp",)
-
-
-def _challenge_reply(challenge: AuthChallenge) -> mh.HttpReply:
-    headers: tuple[tuple[bytes, bytes], ...] = ()
-    if challenge.www_authenticate is not None:
-        headers = ((b"www-authenticate", challenge.www_authenticate.encode("latin-1")),)
-    return mh.HttpReply(
-        status=challenge.status,
-        body=error_response(None, challenge.rpc_code, challenge.message),
-        headers=headers,
-    )
-
-
-class OidcGate:
-    """The front-end's ``Authenticator`` over the identity part: Bearer
-    tokens verified by ``OidcAuthenticator`` (401/400/503 challenges), RFC 9728
-    protected-resource metadata served at ``/.well-known/oauth-protected-
-    resource[/mcp]``, each ``Mcp-Session-Id`` bound to the subject that opened
-    it (another subject: 403), and the 403 ``insufficient_scope`` step-up for
-    identity-rule denials."""
-
-    def __init__(self, oidc: OidcAuthenticator, config: IdentityConfig, fallback_host: str) -> None:
-        self.oidc = oidc
-        self.config = config
-        self.fallback_host = fallback_host
-        self.binder = SessionBinder()
-
-    def _resource(self, meta: mh.RequestMeta, path: str) -> str:
-        return resource_url(
-            self.config, scheme="http", host=meta.host, path=path, fallback_host=self.fallback_host
-        )
-
-    def _metadata_url(self, meta: mh.RequestMeta, path: bytes) -> str:
-        return metadata_url(self._resource(meta, path.decode("latin-1")))
-
-    async def authenticate(
-        self, meta: mh.RequestMeta, path: bytes, peer: str
-    ) -> Identity | AuthRefusal:
-        outcome = await self.oidc.authenticate(
-            list(meta.authorizations) or None, resource_metadata=self._metadata_url(meta, path)
-        )
-        if isinstance(outcome, AuthChallenge):
-            return AuthRefusal(_challenge_reply(outcome), outcome.reason, outcome.message)
-        if meta.session_id is not None:
-            try:
-                self.binder.check(meta.session_id, outcome, time.time())
-            except SessionBindingError as exc:
-                reply = mh.rpc_error_reply(403, FORBIDDEN, str(exc))
-                return AuthRefusal(reply, "session_owner", str(exc))
-        return outcome
-
-    def serve(self, method: bytes, path: bytes, meta: mh.RequestMeta) -> mh.HttpReply | None:
-        endpoint = metadata_path_resource(path.decode("latin-1"), _MCP_PATHS)
-        if endpoint is None:
-            return None
-        if method not in (b"GET", b"HEAD"):
-            return mh.HttpReply(status=405, content_type=None, headers=((b"allow", b"GET"),))
-        document = protected_resource_metadata(self.config, self._resource(meta, endpoint))
-        return mh.HttpReply(status=200, body=orjson.dumps(document))
-
-    def challenge(
-        self, decision: Decision, meta: mh.RequestMeta, path: bytes
-    ) -> mh.HttpReply | None:
-        found = challenge_for_decision(decision, self._metadata_url(meta, path))
-        return _challenge_reply(found) if found is not None else None
-
-    def session_closed(self, session_id: str) -> None:
-        self.binder.forget(session_id)
-
 
 class Sidecar:
     """The running parts, so shutdown can undo them in reverse order."""
@@ -363,16 +281,28 @@ class Sidecar:
         if self.pool is not None:
             await self.pool.attach()
         host, port = parse_listen(cfg.listen)
-        gate: OidcGate | None = None
+        gate: HttpIdentityGate | None = None
         if self.identity_config is not None:
-            self.oidc = OidcAuthenticator(self.identity_config)
+            # The identity class in the decision-cache key must cover every
+            # claim a rule looks at.
+            self.oidc = OidcAuthenticator(
+                self.identity_config,
+                OidcSettings(),
+                class_claims=sorted(getattr(self.policy, "identity_claims_used", ())),
+            )
             if not await self.oidc.start():
                 log.error(
                     "the identity provider's keys could not be fetched yet; requests get 503 "
                     "until a retry succeeds"
                 )
-            gate = OidcGate(self.oidc, self.identity_config, cfg.listen)
-        self.upstream = UpstreamPool(cfg.mcp_url, connect_timeout=min(5.0, cfg.upstream_timeout))
+            gate = HttpIdentityGate(self.oidc, listen=cfg.listen, audit=self.audit)
+        connect_timeout = min(5.0, cfg.upstream_timeout)
+        if self.credentials is not None:
+            self.upstream = CredentialedUpstreamPool(
+                cfg.mcp_url, credentials=self.credentials, connect_timeout=connect_timeout
+            )
+        else:
+            self.upstream = UpstreamPool(cfg.mcp_url, connect_timeout=connect_timeout)
         mask = mask_secrets if cfg.log_params else None
         front = FrontConfig(
             kill_mode=cfg.kill_mode,
@@ -401,7 +331,6 @@ class Sidecar:
             policy=self.policy,
             tools_filter=filter_tools_list,
             authenticator=gate,
-            upstream_credentials=self.credentials.headers if self.credentials else None,
             mask_params=mask,
             readiness=self.readiness,
             processes=self.processes,

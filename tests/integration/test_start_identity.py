@@ -100,15 +100,16 @@ def test_no_token_is_401_with_resource_metadata(stack: tuple[int, ScriptedUpstre
     assert reply[0] == 401
     challenge = reply[1]["www-authenticate"]
     assert challenge.startswith("Bearer ")
-    assert (
-        f'resource_metadata="http://127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp"'
-        in challenge
+    # The identity gate names the origin-level metadata document (it covers / and /mcp).
+    assert f'resource_metadata="http://127.0.0.1:{port}/.well-known/oauth-protected-resource' in (
+        challenge
     )
     assert rpc(reply)["error"]["code"] == -32007
     assert len(upstream.seen) == before
-    refused = [e for e in log_entries(log_path) if e.get("category") == "identity"]
-    assert refused
+    refused = [e for e in log_entries(log_path) if e.get("rule_id") == "identity.authentication"]
+    assert refused  # audited before the 401 went out
     assert refused[-1]["decision"] == "deny"
+    assert refused[-1]["reason"].startswith("401")
 
 
 @pytest.mark.timeout(60)
