@@ -152,6 +152,11 @@ def parse(
         if not decoded:
             raise FrameError("empty batch", rpc_code=INVALID_REQUEST)
         message = [_classify_or_error(item) for item in decoded]
+        if any(type(item) is FrameError for item in message):
+            # An item that is invalid on its own cannot be encoded, and
+            # leaving it out of the wire would break the colon count of the
+            # duplicate-key check: the slow path handles such batches.
+            return _parse_slow(data, max_depth)
         wire = _encoder.encode(message)
     else:
         message = _classify(decoded)

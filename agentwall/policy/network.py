@@ -64,13 +64,22 @@ _EMBEDDING_SUFFIXES = (".nip.io", ".sslip.io", ".xip.io", ".traefik.me")
 _LOOPBACK_SUFFIXES = (".localhost", ".localtest.me", ".lvh.me", ".localh.st")
 
 _DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
+# Invisible code points that host parsers delete before resolving: UTS 46
+# "ignored" (the WHATWG URL parser: browsers, Node's URL and fetch) and IDNA
+# 2003 nameprep "mapped to nothing" (Python's idna codec).  To Node,
+# "met\u200badata.google.internal" *is* the metadata host.
+IGNORED_IN_HOSTS: dict[int, None] = dict.fromkeys(
+    [0xAD, 0x34F, 0x1806, 0x180B, 0x180C, 0x180D, 0x180F, 0x200B, 0x200C, 0x200D, 0x2060,
+     0x2064, 0xFEFF, *range(0xFE00, 0xFE10), *range(0x1BCA0, 0x1BCA4),
+     *range(0xE0100, 0xE01F0)]
+)  # fmt: skip
 
 
 def clean_host(host: str) -> str:
     """Lower-case, IDNA-ish mapping of a host as a URL parser would see it."""
     h = host.strip()
     if not h.isascii():
-        h = unicodedata.normalize("NFKC", h.translate(_DOTS))
+        h = unicodedata.normalize("NFKC", h.translate(_DOTS).translate(IGNORED_IN_HOSTS))
     h = h.lower()
     if h.startswith("[") and "]" in h:
         h = h[1 : h.index("]")]

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from agentwall.policy.network import classify_host
+from agentwall.policy.network import IGNORED_IN_HOSTS, classify_host
 from agentwall.policy.patterns import compile_re2
 from agentwall.policy.secrets import SECRET_RULES, find_secret
 
@@ -50,6 +50,23 @@ class SafeRule:
 # characters, so "my.ssh.notes" or "process.env" do not look like ".ssh"/".env".
 _B = r"(?:^|[^a-z0-9_-])"
 _E = r"(?:$|[^a-z0-9_.-])"
+
+# A command prefix that runs the word after it as a command, with its
+# options (and their values), VAR=value assignments and durations.
+_WRAPPER = (
+    r"(?:[a-z0-9_./-]*/)?(?:sudo|doas|env|command|exec|nohup|time|nice|ionice|stdbuf|setsid"
+    r"|xargs|busybox|timeout|unbuffer|su)\b"
+    r"(?:\s+(?:-{1,2}(?:[a-z0-9][a-z0-9-]*)?(?:=[^\s|;&]*)?(?:\s+[a-z0-9_.:@%+/-]+)?"
+    r"|[a-z_][a-z0-9_]*=[^\s|;&]*|[0-9]+(?:\.[0-9]+)?[smhd]?))*"
+)
+
+# What destructive_rm protects: /, /*, /., ~, ~user, $HOME, ${HOME}, ${HOME:?}
+# (and their /* and /.. forms: ~/../.. is /), as a whole operand.
+_RM_TARGET_NO_END = (
+    r"(?:/|/\*/?|/\.|(?:~[a-z0-9_-]*|\$\{?home(?::[?-][^}\s]*)?\}?)(?:/\.\.)*/?\*?)"
+)
+_RM_TARGET = _RM_TARGET_NO_END + r"(?:$|[\s;&|)`])"
+_RM_WORD = r"[^\s;&|`)]+"
 
 TEXT_RULES: tuple[SafeRule, ...] = (
     SafeRule(
@@ -112,10 +129,15 @@ TEXT_RULES: tuple[SafeRule, ...] = (
     SafeRule(
         "safe_mode.rce.pipe_to_shell", RCE,
         "a download piped into a shell or interpreter",
+        # After the pipe, any run of wrappers that still run the next word as
+        # a command (sudo -u root, env -i, doas, exec, nohup, busybox, ...)
+        # with their options, option values, VAR=value and durations.
         r"\b(?:curl|wget|fetch|iwr|irm|invoke-webrequest|invoke-restmethod)\b[^\n]*\|&?\s*"
-        r"(?:sudo\s+(?:-[a-z-]+\s+)*)?(?:[a-z0-9_./-]*/)?(?:env\s+(?:[a-z0-9_./-]*/)?)?"
-        r"(?:sh|bash|zsh|ksh|dash|ash|fish|csh|tcsh|python[0-9.]*|perl|ruby|node|php|pwsh"
-        r"|powershell|iex|invoke-expression)\b",
+        rf"(?:{_WRAPPER}\s+)*"
+        r"(?:(?:[a-z0-9_./-]*/)?"
+        r"(?:sh|bash|zsh|ksh|dash|ash|fish|csh|tcsh|python[0-9.]*|pypy[0-9.]*|perl|ruby|node"
+        r"|php|pwsh|powershell|iex|invoke-expression|lua[0-9.]*|luajit|tclsh|osascript|deno|bun)\b"
+        r"|\$\{?shell\}?(?:$|[^a-z0-9_])|(?:source|\.)\s+/dev/(?:stdin|fd/0))",
     ),
     SafeRule(
         "safe_mode.rce.download_exec", RCE,
@@ -124,7 +146,13 @@ TEXT_RULES: tuple[SafeRule, ...] = (
         r"|(?:^|[\s;&|(])\.)\s*(?:-[a-z]+\s*)*[\"']?\s*(?:<\(|\$\(|`)\s*(?:sudo\s+)?"
         r"(?:curl|wget|fetch)\b"
         r"|\b(?:iex|invoke-expression)\b[^\n]*(?:downloadstring|\biwr\b|\birm\b"
-        r"|invoke-webrequest|invoke-restmethod)",
+        r"|invoke-webrequest|invoke-restmethod)"
+        # A substitution in command position runs what the download printed.
+        r"|(?:^|[;&|({\n]|\b(?:then|do|else)\b)\s*(?:sudo\s+)?(?:\$\(|`)\s*(?:sudo\s+)?"
+        r"(?:curl|wget|fetch)\b"
+        # Interpreter one-liners that evaluate what they fetch.
+        r"|\b(?:exec|eval)\s*\(\s*(?:await\s*\(?\s*)*(?:[a-z_][a-z0-9_]*\.)*"
+        r"(?:(?:urlopen|file_get_contents|fetch)\b|(?:get|open|read)\s*\(\s*[\"']https?:)",
     ),
     SafeRule(
         "safe_mode.rce.reverse_shell", RCE, "a reverse shell",
@@ -137,8 +165,13 @@ TEXT_RULES: tuple[SafeRule, ...] = (
     ),
     SafeRule(
         "safe_mode.rce.destructive_rm", RCE, "a destructive removal of / or the home directory",
-        r"\brm\s+(?:-[a-z-]*\s+)*(?:/|/\*/?|/\.|~[a-z0-9_-]*/?\*?|\$\{?home\}?/?\*?)"
-        r"(?:$|[\s;&|)`])"
+        rf"\brm\s+(?:-[a-z-]*\s+)*{_RM_TARGET}"
+        # Other operands around it, with a recursive flag somewhere
+        # ("rm -rf build /", "rm -r ./x ~ -f").
+        rf"|\brm\s+(?:{_RM_WORD}\s+)*(?:-[a-z]*r[a-z]*|--recursive)\s+(?:{_RM_WORD}\s+)*"
+        rf"{_RM_TARGET}"
+        rf"|\brm\s+(?:{_RM_WORD}\s+)*{_RM_TARGET_NO_END}\s+(?:{_RM_WORD}\s+)*"
+        r"(?:-[a-z]*r[a-z]*|--recursive)(?:$|[\s;&|)`])"
         r"|\bfind\s+(?:/|~|\$\{?home\}?)\s[^\n]*-delete\b",
     ),
     SafeRule(
@@ -188,6 +221,16 @@ def _hit(rule_id: str) -> SafeHit:
 _URL = compile_re2(
     r"(?:\b(?:https?|wss?|ftp)):/*([^/?#\s\"'<>`|]+)|\b[a-z][a-z0-9+.-]*://([^/?#\s\"'<>`|]*)"
 )
+# Commands that take a host or URL without a scheme: curl and wget default
+# to http://, and parse the host as inet_aton does ("curl 0xa9fea9fe/latest"
+# is IMDS); nc and telnet resolve numeric hosts the same way.
+_FETCH_CMD = compile_re2(
+    r"(?:^|[\s;&|(`'\"])(?:[a-z0-9_./-]*/)?"
+    r"(curl|wget|https?|xh|aria2c|lynx|w3m|elinks|nc|ncat|netcat|telnet)(?:\s|\$\{?ifs\}?)"
+)
+_SEGMENT_END = compile_re2(r"[;&|\n`)]")
+# For these only metadata counts: "nc -z localhost 8080" is a health check.
+_RAW_SOCKET_CMDS = frozenset({"nc", "ncat", "netcat", "telnet"})
 _BARE_HOST = compile_re2(r"^\s*(\[[0-9a-f:.%a-z]+\]|[0-9a-fx.]+)(?::[0-9]*)?(?:[/?#].*)?\s*$")
 _DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
 _ESCAPE = compile_re2(r"\\u([0-9a-fA-F]{4})|\\x([0-9a-fA-F]{2})")
@@ -256,7 +299,8 @@ def _unescape(text: str) -> str:
 
 def _forms(t: str) -> tuple[str, list[str]]:
     if not t.isascii():
-        t = unicodedata.normalize("NFKC", t.translate(_DOTS))
+        # Invisible characters go too: URL parsers delete them from hosts.
+        t = unicodedata.normalize("NFKC", t.translate(_DOTS).translate(IGNORED_IN_HOSTS))
     low = t.lower()
     v1 = _collapse(low) if ("\\" in low or "//" in low) else low
     out = [v1]
@@ -407,8 +451,11 @@ class SafeModeEngine:
             for m in _URL.finditer(text):
                 authority = m.group(1) or m.group(2) or ""
                 hosts.append(_host_of(authority))
+        scheme_less: list[tuple[str, bool]] = []
+        if _FETCH_CMD.search(low) is not None:
+            scheme_less = _scheme_less_hosts(low)
         bare: str | None = None
-        if not hosts and low[:1] in "0123456789[":
+        if not hosts and not scheme_less and low[:1] in "0123456789[":
             # A string that is only an address (an "ip" or "host" argument).
             # Only metadata counts here, and only in address-like spellings:
             # bare numbers such as order ids or versions stay allowed.
@@ -420,15 +467,70 @@ class SafeModeEngine:
             cls, _, _ = classify_host(bare)
             if cls == "metadata" and self._metadata_on:
                 return _hit(METADATA_RULE)
-        for host in hosts:
+        for host, private_counts in [*((h, True) for h in hosts), *scheme_less]:
             cls, clean, ip = classify_host(host)
             if cls == "metadata" and self._metadata_on:
                 return _hit(METADATA_RULE)
-            if cls == "private" and self._private_on:
+            if cls == "private" and self._private_on and private_counts:
                 if any(entry.allows(clean, ip) for entry in self._allow):
                     continue
                 return _hit(PRIVATE_RULE)
         return None
+
+
+def _scheme_less_hosts(low: str) -> list[tuple[str, bool]]:
+    """Hosts written without a scheme after curl, wget, nc and friends, with
+    whether the private-network rule applies to each.  Option values are
+    read too (a host is recognisable, a timeout is not one): only tokens that
+    spell an address (a digit or bracket first) or a known name are kept,
+    and a private host only counts with a port, a path, a dotted quad, brackets
+    or a name, so "curl -m 0.5 https://x" stays a timeout.  Segments do not
+    overlap, so the scan is linear."""
+    out: list[tuple[str, bool]] = []
+    seen: set[str] = set()
+    pos = 0
+    while True:
+        m = _FETCH_CMD.search(low, pos)
+        if m is None:
+            return out
+        end_m = _SEGMENT_END.search(low, m.end())
+        end = len(low) if end_m is None else end_m.start()
+        raw_socket = m.group(1) in _RAW_SOCKET_CMDS
+        segment = low[m.end() : end].replace("${ifs}", " ").replace("$ifs", " ")
+        pos = max(end, m.end())
+        for token in segment.split():
+            token = token.strip("'\"")
+            if token.startswith("-"):
+                if "=" not in token:
+                    continue
+                token = token.split("=", 1)[1].strip("'\"")
+            if not token or "://" in token or token in seen:
+                continue
+            seen.add(token)
+            head = token
+            for sep in "/?#":
+                head = head.split(sep, 1)[0]
+            host = _host_of(head)
+            if not host:
+                continue
+            if host[:1] not in "0123456789[" and not _is_named_host(host):
+                continue
+            addressy = (
+                head != token or ":" in head.lstrip("[").split("]")[-1]
+                or host.startswith("[") or host.count(".") >= 3 or _is_named_host(host)
+            )  # fmt: skip
+            out.append((host, addressy and not raw_socket))
+
+
+def _is_named_host(host: str) -> bool:
+    from agentwall.policy.network import LOOPBACK_NAMES, METADATA_NAMES
+
+    name = host.rstrip(".")
+    return (
+        name in METADATA_NAMES
+        or name in LOOPBACK_NAMES
+        or name.endswith((".localhost", ".nip.io", ".sslip.io", ".xip.io", ".internal"))
+    )
 
 
 def _host_of(authority: str) -> str:
