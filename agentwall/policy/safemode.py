@@ -159,9 +159,16 @@ TEXT_RULES: tuple[SafeRule, ...] = (
         r"/dev/(?:tcp|udp)/"
         r"|\b(?:nc|ncat|netcat)\b[^\n;|&]*\s(?:-[a-z]*[ec][a-z]*|--exec|--sh-exec|--lua-exec)\b"
         r"|\bsocat\b[^\n]*\b(?:exec|system):"
-        r"|\bmkfifo\b[^\n]*\b(?:nc|ncat|netcat|telnet|openssl)\b"
-        r"|\btelnet\b[^\n]*\|\s*(?:[a-z0-9_./-]*/)?(?:ba)?sh\b"
-        r"|\bsocket\b[^\n]*(?:os\.dup2|pty\.spawn)\(",
+        r"|\b(?:mkfifo|mknod)\b[^\n]*\b(?:nc|ncat|netcat|telnet|openssl)\b"
+        # A network client piped into a shell: commands from the network run.
+        r"|\b(?:telnet|nc|ncat|netcat|openssl\s+s_client)\b[^\n]*\|\s*(?:[a-z0-9_./-]*/)?"
+        r"(?:ba|z|da|k|c|tc)?sh\b"
+        r"|\bsocket\b[^\n]*(?:os\.dup2|pty\.spawn)\("
+        # Socket one-liners in perl/php/ruby/powershell that exec a shell.
+        r"|(?:\bsocket\s*\(|\bfsockopen\s*\(|\btcpsocket\.(?:open|new)\b"
+        r"|system\.net\.sockets\.tcpclient)[^\n]*"
+        r"\b(?:exec|system|popen|proc_open|shell_exec|passthru|spawn|iex|invoke-expression)\b"
+        r"|/inet/tcp/|\bztcp\b",
     ),
     SafeRule(
         "safe_mode.rce.destructive_rm", RCE, "a destructive removal of / or the home directory",
