@@ -106,6 +106,11 @@ class AuditError(AgentwallError):
     rpc_code = AUDIT_UNAVAILABLE
 
 
+class AuditEventError(AuditError):
+    """One event cannot be turned into an entry (a value JSON cannot carry).
+    Only that event's call is refused; the log itself is fine."""
+
+
 class AuditChainError(AgentwallError):
     """A chain that does not verify.  ``seq`` is the first bad entry."""
 

@@ -128,6 +128,36 @@ class VerifyReport(msgspec.Struct, frozen=True):
     notices: tuple[Notice, ...]
     head_seq: int | None
     torn_tail: bool
+    # The first entry's prev, and the mac of entry ``watch_seq`` when seen:
+    # what it takes to join reports of consecutive pieces of one chain.
+    first_prev: str | None = None
+    watched_mac: str | None = None
+
+
+def head_damage(
+    head: HeadSeal, first_seq: int | None, last_seq: int | None, mac_at_head: str | None
+) -> Damage | None:
+    """What is wrong with a chain's end, given its sealed head."""
+    if (last_seq or 0) < head.seq:
+        return Damage(
+            "truncated",
+            (last_seq or 0) + 1,
+            f"the sealed head says the log reached seq {head.seq}, but it ends at "
+            f"{last_seq or 'nothing'}",
+        )
+    if head.seq > 0 and mac_at_head is not None and mac_at_head != head.mac:
+        return Damage(
+            "modified",
+            head.seq,
+            f"entry seq {head.seq} differs from the one the sealed head vouches for",
+        )
+    if head.seq > 0 and mac_at_head is None and (first_seq or 1) <= head.seq:
+        return Damage(
+            "modified",
+            head.seq,
+            f"entry seq {head.seq} that the sealed head vouches for was not seen",
+        )
+    return None
 
 
 class _Suspect(msgspec.Struct):
@@ -162,6 +192,7 @@ class ChainVerifier:
         *,
         head: HeadSeal | None = None,
         partial: bool = False,
+        watch_seq: int | None = None,
     ) -> None:
         if not keys:
             raise ValueError("at least one key is needed to verify")
@@ -181,6 +212,9 @@ class ChainVerifier:
         self._mac_at_head: str | None = None
         self._torn = False
         self._where: tuple[str | None, int | None] = (None, None)
+        self._last_key_id: str | None = None
+        self._first_prev: str | None = None
+        self._watch = head.seq if head is not None else (watch_seq if watch_seq is not None else -1)
 
     @property
     def done(self) -> bool:
@@ -247,16 +281,91 @@ class ChainVerifier:
             return
         if head.key_id not in self._key_ids:
             self._key_ids.append(head.key_id)
+        self._last_key_id = head.key_id
         if head.event != "decision":
             self._note_event(head.event, seq, body)
-        if self._head is not None and seq == self._head.seq:
+        if seq == self._watch:
             self._mac_at_head = mac_hex
         self._prev_raw = mac
         self._expected_seq = seq + 1
         self._entries += 1
 
+    def feed_many(
+        self,
+        lines: Sequence[bytes],
+        *,
+        file: str | None = None,
+        first_lineno: int = 1,
+        last_terminated: bool = True,
+    ) -> None:
+        """Feed consecutive lines: the same verdict as ``feed`` line by line.
+
+        Ordinary entries (a decision, sealed with the key of the entry before,
+        in sequence) take an inlined loop; anything else, including every
+        failure, goes through ``feed``, which owns the semantics.
+        """
+        count = len(lines)
+        # The fast loop never sees an unterminated last line (a torn tail).
+        fast_stop = count if last_terminated else count - 1
+        i = 0
+        while i < count and self._damage is None:
+            if i < fast_stop and self._suspect is None and self._hunt is None:
+                i = self._fast(lines, i, fast_stop)
+                if i >= count:
+                    break
+            terminated = last_terminated or i < count - 1
+            self.feed(lines[i], file=file, lineno=first_lineno + i, terminated=terminated)
+            i += 1
+
+    def _fast(self, lines: Sequence[bytes], start: int, stop: int) -> int:
+        """Verify ordinary entries from ``start``; return the index of the
+        first line left for ``feed`` (``stop`` when none)."""
+        key_id = self._last_key_id
+        if key_id is None or not self._started:
+            return start
+        inner0, outer0 = self._keys[key_id].states()
+        decode = HEAD_DECODER.decode
+        prev_raw = self._prev_raw
+        expected = self._expected_seq
+        watch = self._watch
+        prefix = MAC_PREFIX
+        i = start
+        while i < stop:
+            line = lines[i]
+            cut = len(line) - MAC_SUFFIX_LEN
+            if cut < 2 or line[cut : cut + 8] != prefix or line[-2:] != b'"}':
+                break
+            body = line[:cut] + b"}"
+            try:
+                head = decode(body)
+            except msgspec.DecodeError:
+                break
+            if (
+                head.seq != expected
+                or head.seq == watch
+                or head.key_id != key_id
+                or head.event != "decision"
+            ):
+                break
+            inner = inner0.copy()
+            inner.update(prev_raw)
+            inner.update(body)
+            outer = outer0.copy()
+            outer.update(inner.digest())
+            mac = outer.digest()
+            if mac.hex().encode("ascii") != line[cut + 8 : -2]:
+                break
+            prev_raw = mac
+            expected += 1
+            i += 1
+        self._entries += expected - self._expected_seq
+        self._prev_raw = prev_raw
+        self._expected_seq = expected
+        return i
+
     def _start(self, seq: int, prev: str) -> None:
         self._started = True
+        self._first_prev = prev
         if self._partial:
             try:
                 self._prev_raw = bytes.fromhex(prev)
@@ -420,28 +529,7 @@ class ChainVerifier:
         head = self._head
         last_seq = self._expected_seq - 1 if self._entries else None
         if self._damage is None and head is not None:
-            if (last_seq or 0) < head.seq:
-                self._fail(
-                    "truncated",
-                    (last_seq or 0) + 1,
-                    f"the sealed head says the log "
-                    f"reached seq {head.seq}, but it ends at {last_seq or 'nothing'}",
-                    (None, None),
-                )
-            elif head.seq > 0 and self._mac_at_head is not None and self._mac_at_head != head.mac:
-                self._fail(
-                    "modified",
-                    head.seq,
-                    f"entry seq {head.seq} differs from the one the sealed head vouches for",
-                    (None, None),
-                )
-            elif head.seq > 0 and self._mac_at_head is None and (self._first_seq or 1) <= head.seq:
-                self._fail(
-                    "modified",
-                    head.seq,
-                    f"entry seq {head.seq} that the sealed head vouches for was not seen",
-                    (None, None),
-                )
+            self._damage = head_damage(head, self._first_seq, last_seq, self._mac_at_head)
         return VerifyReport(
             valid=self._damage is None,
             entries=self._entries,
@@ -453,6 +541,8 @@ class ChainVerifier:
             notices=tuple(self._notices),
             head_seq=head.seq if head is not None else None,
             torn_tail=self._torn,
+            first_prev=self._first_prev,
+            watched_mac=self._mac_at_head,
         )
 
 
@@ -466,6 +556,7 @@ __all__ = [
     "Notice",
     "SealedBatch",
     "VerifyReport",
+    "head_damage",
     "seal_batch",
     "seal_fields",
 ]

@@ -41,7 +41,7 @@ from agentwall.audit.head import HEAD_SIZE, HeadProblem, head_slot, read_head, s
 from agentwall.audit.keys import AuditKey
 from agentwall.audit.record import parse_head, split_line
 from agentwall.audit.recovery import TailScan, plan_recovery, scan_tail
-from agentwall.errors import AuditError
+from agentwall.errors import AuditError, AuditEventError
 from agentwall.types import AuditEvent
 
 BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
@@ -277,7 +277,11 @@ class AuditLog:
         if not events:
             return []
         self._check_usable()
-        batch = seal_batch(self.key.mac_key, self._tip, events, self._clock_us())
+        try:
+            batch = seal_batch(self.key.mac_key, self._tip, events, self._clock_us())
+        except (TypeError, ValueError, OverflowError) as exc:
+            # Nothing was written: the log is as it was.
+            raise AuditEventError(f"an audit event cannot be encoded: {exc}") from exc
         self._commit(batch)
         if self.max_bytes is not None and self._size >= self.max_bytes:
             self._rotate()

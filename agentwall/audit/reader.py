@@ -7,6 +7,8 @@ so a damaged log can still be summarised.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,8 @@ import orjson
 from agentwall.audit.files import base_of, chain_files
 from agentwall.audit.verify import iter_lines, order_files
 from agentwall.errors import ConfigError
+
+_LONG_NUMBER = re.compile(rb"\d{19,}")
 
 
 class ReadCounts:
@@ -53,8 +57,10 @@ def iter_entries(
             if not line.strip():
                 continue
             try:
-                entry = orjson.loads(line)
-            except orjson.JSONDecodeError:
+                # orjson turns integers beyond 64 bits into floats; the stdlib
+                # keeps them exact, so lines that may hold one go there.
+                entry = json.loads(line) if _LONG_NUMBER.search(line) else orjson.loads(line)
+            except ValueError:
                 if terminated:
                     counts.unreadable += 1
                 else:

@@ -76,6 +76,11 @@ class MacKey:
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key_block))
         self.key_id = key_id_for(key)
 
+    def states(self) -> tuple[Any, Any]:
+        """The pre-keyed inner and outer sha256 states (copy before use), for
+        loops that inline ``mac``."""
+        return self._inner, self._outer
+
     def mac(self, prev_raw: bytes, body: bytes) -> bytes:
         inner = self._inner.copy()
         inner.update(prev_raw)

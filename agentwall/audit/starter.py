@@ -41,6 +41,8 @@ def yaml_str(value: str) -> str:
             out.append("\\n")
         elif ch == "\t":
             out.append("\\t")
+        elif code in (0x2028, 0x2029, 0xFEFF):
+            out.append(f"\\u{code:04x}")  # line breaks / BOM to some YAML readers
         elif (
             0x20 <= code <= 0x7E
             or (0xA0 <= code <= 0xD7FF)

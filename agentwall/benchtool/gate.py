@@ -51,8 +51,10 @@ class Figure:
     value: float
     source: str  # the pytest node id that produced it
     kind: str  # "median/calibration" or "extra"
-    # min/calibration-min: the least noise-prone view of a CPU-bound benchmark
-    # (contention only ever adds time).  None for "extra" figures.
+    # The least noise-prone view of the same figure: for a micro-benchmark its
+    # fastest round over the calibration's fastest (contention only ever adds
+    # time); for an e2e figure the benchmark's own ``gate_min`` (e.g. the best
+    # round's ratio at the 10th percentile).
     value_min: float | None = None
 
 
@@ -109,8 +111,12 @@ def figures(data: dict[str, Any]) -> dict[str, Figure]:
         info = bench.get("extra_info") or {}
         extra = info.get("gate")
         if extra:
+            fastest = info.get("gate_min") or {}
             for name, value in extra.items():
-                out[name] = Figure(name, float(value), node, "extra")
+                low = fastest.get(name)
+                out[name] = Figure(
+                    name, float(value), node, "extra", None if low is None else float(low)
+                )
             continue  # its timing is the whole measuring procedure, not a figure
         # Prefer the calibration taken right around this benchmark.
         local = info.get("calibration_ns") or {}

@@ -51,11 +51,40 @@ def median_of(values: Sequence[float]) -> float:
     return float(median(values))
 
 
-def timed_median_ns(fn: Callable[[], object], n: int) -> float:
-    """Median wall time of ``n`` calls of ``fn`` (for interleaved comparisons)."""
+def timed_samples_ns(fn: Callable[[], object], n: int) -> list[int]:
+    """Wall time of each of ``n`` calls of ``fn``, sorted."""
     times = []
     for _ in range(n):
         t0 = time.perf_counter_ns()
         fn()
         times.append(time.perf_counter_ns() - t0)
-    return float(median(times))
+    times.sort()
+    return times
+
+
+def timed_median_ns(fn: Callable[[], object], n: int) -> float:
+    """Median wall time of ``n`` calls of ``fn`` (for interleaved comparisons)."""
+    return float(median(timed_samples_ns(fn, n)))
+
+
+class Interleaved:
+    """Overhead of B over A from alternating rounds, two ways.
+
+    ``ratios``: (B - A) / A at the median of each round; ``fast_ratios``: the
+    same at the 10th percentile, which a neighbour's burst of CPU or disk use
+    moves much less.  The gate takes the median of the first and the minimum
+    of the second, and fails only when both are over the limit.
+    """
+
+    def __init__(self) -> None:
+        self.ratios: list[float] = []
+        self.fast_ratios: list[float] = []
+        self.overheads_us: list[float] = []
+
+    def round(self, a: Callable[[], object], b: Callable[[], object], n: int) -> None:
+        sa, sb = timed_samples_ns(a, n), timed_samples_ns(b, n)
+        ma, mb = float(median(sa)), float(median(sb))
+        fa, fb = percentile(sa, 10), percentile(sb, 10)
+        self.ratios.append((mb - ma) / ma)
+        self.fast_ratios.append((fb - fa) / fa)
+        self.overheads_us.append((mb - ma) / 1000)

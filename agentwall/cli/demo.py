@@ -17,11 +17,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from importlib import metadata
+
     try:
-        import mcp  # noqa: F401 - only to give a clear message when it is missing
-    except ImportError:
+        version = metadata.version("mcp")
+    except metadata.PackageNotFoundError:
+        print("agentwall demo needs the official MCP SDK: pip install '.[demo]'", file=sys.stderr)
+        return 2
+    if not version.split(".")[0].isdigit() or int(version.split(".")[0]) < 2:
         print(
-            "agentwall demo needs the official MCP SDK: pip install 'agentwall[demo]'",
+            f"agentwall demo needs mcp >= 2 (found {version}): pip install -U 'mcp>=2'",
             file=sys.stderr,
         )
         return 2

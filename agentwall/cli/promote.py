@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="check the existing signature as start --require-signed would (needs --trusted-key)",
     )
-    enforce.add_signing_arguments(parser)
+    # --verify is promote's --require-signed.
+    enforce.add_signing_arguments(parser, with_require_signed=False)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,16 +12,20 @@ from agentwall.policy import Policy, load_policy
 from agentwall.policy.cases import CaseError, CaseResult, decode_json, parse_cases, run_cases
 from agentwall.policy.replay import looks_like_audit_log, parse_audit_log
 
-HELP = ("Validate a policy (no FILE), or run a JSON array of test cases or a recorded "
-        "audit log through it.  Exit 0: all expectations hold; 1: one failed; 2: unusable "
-        "policy or input.")
+HELP = (
+    "Validate a policy (no FILE), or run a JSON array of test cases or a recorded "
+    "audit log through it.  Exit 0: all expectations hold; 1: one failed; 2: unusable "
+    "policy or input."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--policy", metavar="P",
-                        help="policy YAML (without it, Safe Mode alone decides)")
-    parser.add_argument("file", nargs="?", metavar="FILE",
-                        help="JSON array of cases, or an AgentWall audit log")
+    parser.add_argument(
+        "--policy", metavar="P", help="policy YAML (without it, Safe Mode alone decides)"
+    )
+    parser.add_argument(
+        "file", nargs="?", metavar="FILE", help="JSON array of cases, or an AgentWall audit log"
+    )
     parser.add_argument("--format", choices=("text", "json"), default="text")
 
 
@@ -53,12 +57,16 @@ def run(args: argparse.Namespace) -> int:
             cases = replay.cases
             logged, masked = replay.logged, replay.masked
             if replay.skipped_no_params:
-                notes.append(f"{replay.skipped_no_params} of {replay.decisions_seen} decision "
-                             "entries have no params (the proxy ran without --log-params) and "
-                             "were skipped")
+                notes.append(
+                    f"{replay.skipped_no_params} of {replay.decisions_seen} decision "
+                    "entries have no params (the proxy ran without --log-params) and "
+                    "were skipped"
+                )
             if replay.unreadable_lines:
-                notes.append(f"{len(replay.unreadable_lines)} unreadable lines skipped "
-                             f"(first: line {replay.unreadable_lines[0]})")
+                notes.append(
+                    f"{len(replay.unreadable_lines)} unreadable lines skipped "
+                    f"(first: line {replay.unreadable_lines[0]})"
+                )
         else:
             cases = parse_cases(decode_json(text, args.file), args.file)
     except CaseError as exc:
@@ -66,20 +74,32 @@ def run(args: argparse.Namespace) -> int:
     results = run_cases(policy, cases)
     failed = sum(1 for r in results if not r.ok)
     if args.format == "json":
-        print(json.dumps({
-            "policy": policy.source_path, "policy_hash": policy.hash,
-            "cases": [_as_json(r, logged, masked) for r in results],
-            "summary": {"cases": len(results), "failed": failed,
+        print(
+            json.dumps(
+                {
+                    "policy": policy.source_path,
+                    "policy_hash": policy.hash,
+                    "cases": [_as_json(r, logged, masked) for r in results],
+                    "summary": {
+                        "cases": len(results),
+                        "failed": failed,
                         "allowed": sum(1 for r in results if r.decision.verdict == "allow"),
-                        "denied": sum(1 for r in results if r.decision.verdict == "deny")},
-            "notes": notes,
-        }, indent=2, ensure_ascii=False))
+                        "denied": sum(1 for r in results if r.decision.verdict == "deny"),
+                    },
+                    "notes": notes,
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
     else:
         for r in results:
             print(_as_line(r, logged, masked))
         expected = sum(1 for r in results if r.case.expect is not None)
-        print(f"{len(results)} cases, {expected} with expectations, {failed} failed "
-              f"(policy {policy.hash[:12]})")
+        print(
+            f"{len(results)} cases, {expected} with expectations, {failed} failed "
+            f"(policy {policy.hash[:12]})"
+        )
         for note in notes:
             print(f"note: {note}")
     return 1 if failed else 0
@@ -87,10 +107,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _as_line(r: CaseResult, logged: dict[int, str], masked: dict[int, tuple[str, ...]]) -> str:
     d = r.decision
-    status = "ok  " if r.case.expect is not None and r.ok else \
-        "FAIL" if not r.ok else "    "
-    parts = [status, f"{d.verdict.upper():5}", r.case.label,
-             f"rule={d.rule_id or 'default_action'}", f"pointer={d.pointer or '-'}", d.reason]
+    status = "ok  " if r.case.expect is not None and r.ok else "FAIL" if not r.ok else "    "
+    parts = [
+        status,
+        f"{d.verdict.upper():5}",
+        r.case.label,
+        f"rule={d.rule_id or 'default_action'}",
+        f"pointer={d.pointer or '-'}",
+        d.reason,
+    ]
     if not r.ok:
         parts.append(f"(expected {r.case.expect})")
     if r.case.index in logged:
@@ -100,14 +125,22 @@ def _as_line(r: CaseResult, logged: dict[int, str], masked: dict[int, tuple[str,
     return "  ".join(parts)
 
 
-def _as_json(r: CaseResult, logged: dict[int, str],
-             masked: dict[int, tuple[str, ...]]) -> dict[str, Any]:
+def _as_json(
+    r: CaseResult, logged: dict[int, str], masked: dict[int, tuple[str, ...]]
+) -> dict[str, Any]:
     d = r.decision
     out: dict[str, Any] = {
-        "index": r.case.index, "name": r.case.label, "method": r.case.call.method,
-        "target": r.case.call.target, "verdict": d.verdict, "rule_id": d.rule_id,
-        "pointer": d.pointer, "reason": d.reason, "category": d.category,
-        "expect": r.case.expect, "ok": r.ok,
+        "index": r.case.index,
+        "name": r.case.label,
+        "method": r.case.call.method,
+        "target": r.case.call.target,
+        "verdict": d.verdict,
+        "rule_id": d.rule_id,
+        "pointer": d.pointer,
+        "reason": d.reason,
+        "category": d.category,
+        "expect": r.case.expect,
+        "ok": r.ok,
     }
     if r.case.index in logged:
         out["logged"] = logged[r.case.index]
@@ -119,15 +152,23 @@ def _as_json(r: CaseResult, logged: dict[int, str],
 def _print_summary(policy: Policy, fmt: str) -> None:
     m = policy.model
     summary: dict[str, Any] = {
-        "policy": policy.source_path, "hash": policy.hash, "safe_mode_only": m.safe_mode_only,
+        "policy": policy.source_path,
+        "hash": policy.hash,
+        "safe_mode_only": m.safe_mode_only,
         "default_action": m.default_action,
-        "tools": {"allow": sorted(t.name for t in m.tools if t.action == "allow"),
-                  "deny": sorted(t.name for t in m.tools if t.action == "deny")},
-        "resources": len(m.resources), "prompts": len(m.prompts),
+        "tools": {
+            "allow": sorted(t.name for t in m.tools if t.action == "allow"),
+            "deny": sorted(t.name for t in m.tools if t.action == "deny"),
+        },
+        "resources": len(m.resources),
+        "prompts": len(m.prompts),
         "methods": dict(sorted(m.methods.items())),
         "safe_mode_disabled": list(m.safe_mode.disable),
-        "limits": {"max_depth": m.limits.max_depth, "max_bytes": m.limits.max_bytes,
-                   "max_string_length": m.limits.max_string_length},
+        "limits": {
+            "max_depth": m.limits.max_depth,
+            "max_bytes": m.limits.max_bytes,
+            "max_string_length": m.limits.max_string_length,
+        },
         "session_rate": policy.session_rate,
         "identity": m.identity.issuer if m.identity is not None else None,
         "warnings": list(policy.warnings),
@@ -138,14 +179,18 @@ def _print_summary(policy: Policy, fmt: str) -> None:
     print(f"policy OK: {policy.source_path or '(none: Safe Mode only)'}")
     print(f"  hash            {policy.hash}")
     print(f"  default_action  {m.default_action}")
-    print(f"  tools           {len(summary['tools']['allow'])} allowed, "
-          f"{len(summary['tools']['deny'])} denied")
+    print(
+        f"  tools           {len(summary['tools']['allow'])} allowed, "
+        f"{len(summary['tools']['deny'])} denied"
+    )
     print(f"  resources       {len(m.resources)} rules; prompts {len(m.prompts)} rules")
     if m.methods:
         print(f"  methods         {', '.join(f'{k}={v}' for k, v in summary['methods'].items())}")
     print(f"  safe mode       on; disabled rules: {', '.join(m.safe_mode.disable) or 'none'}")
-    print(f"  limits          depth {m.limits.max_depth}, {m.limits.max_bytes} bytes"
-          + (f", strings {m.limits.max_string_length}" if m.limits.max_string_length else ""))
+    print(
+        f"  limits          depth {m.limits.max_depth}, {m.limits.max_bytes} bytes"
+        + (f", strings {m.limits.max_string_length}" if m.limits.max_string_length else "")
+    )
     if policy.session_rate is not None:
         print(f"  session rate    {policy.session_rate:g} calls/s")
     if m.identity is not None:

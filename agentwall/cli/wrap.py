@@ -79,6 +79,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the server command as one string, split like a shell would",
     )
     add_signing_arguments(parser)
+    # Identity wiring (issue 6): optional over stdio; verified like on HTTP.
+    parser.add_argument(
+        "--identity-token-file",
+        metavar="F",
+        help="a JWT access token for this session (re-read when it changes; default: "
+        "$AGENTWALL_IDENTITY_TOKEN), verified against the policy's identity: section",
+    )
+    parser.add_argument(
+        "--oidc-issuer", metavar="URL", help="override the policy's identity.issuer"
+    )
     parser.add_argument("server_command", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS",
                         help="the MCP server to run")  # fmt: skip
 
@@ -134,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         filter_tools_list=args.filter_tools_list,
     )
     detail = {"policy_path": args.policy, **loader.audit_detail(policy.hash)}
+    identity = _wrap_identity(args, policy)
     try:
         return run_wrap(
             lambda: StdioWrap(
@@ -142,7 +153,25 @@ def run(args: argparse.Namespace) -> int:
                 audit=audit_log,
                 reload_policy=reload_policy,
                 start_detail=detail,
+                identity=identity,
             )
         )
     finally:
         audit_log.close()
+
+
+def _wrap_identity(args: argparse.Namespace, policy: Any) -> Any:
+    """The session's identity source (issue 6), or None when no token is given."""
+    from agentwall.identity import coerce_identity_config
+    from agentwall.io.oidc import OidcAuthenticator, TokenFile, WrapIdentity
+
+    source = TokenFile(args.identity_token_file)
+    if not source.configured():
+        return None
+    if policy.identity is None:
+        raise ConfigError(
+            "an identity token was given but the policy has no identity: section to verify it"
+        )
+    config = coerce_identity_config(policy.identity, issuer_override=args.oidc_issuer)
+    authenticator = OidcAuthenticator(config, class_claims=sorted(policy.identity_claims_used))
+    return WrapIdentity(authenticator, source)

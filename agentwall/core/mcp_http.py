@@ -269,6 +269,9 @@ def read_request_meta(headers: Iterable[tuple[bytes, bytes]]) -> RequestMeta:
         elif name == H_LAST_EVENT_ID:
             meta.last_event_id = value.decode("latin-1")
         elif name == H_AUTHORIZATION:
+            if meta.authorization is not None and meta.duplicated is None:
+                # RFC 6750: two sets of credentials is a malformed request.
+                meta.duplicated = "authorization"
             meta.authorization = value.decode("latin-1")
         elif name == b"connection":
             # Headers named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
@@ -622,3 +625,240 @@ def header_value(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes |
         if n == name:
             return v
     return None
+
+
+# --------------------------------------------------------------------------
+# HTTP/1.1 responses from the upstream (sans-IO)
+#
+# The proxy writes its own requests to the upstream (fixed method, target and
+# framing; header values that already passed h11 on the way in), so only the
+# responses need parsing.  This parser is strict where a lenient one could be
+# steered into reading a different message than the upstream meant: no
+# obsolete line folding, one Content-Length (or equal duplicates), only
+# "chunked" as Transfer-Encoding and never together with Content-Length,
+# bounded head size, header count and chunk-size digits.
+
+
+class HttpFramingError(ValueError):
+    pass
+
+
+class ResponseHead(msgspec.Struct):
+    status: int
+    reason: bytes
+    headers: Headers
+    # The connection may carry another exchange after this one.
+    keep_alive: bool
+
+
+class BodyEnd(msgspec.Struct):
+    pass
+
+
+BODY_END = BodyEnd()
+ResponseEvent = ResponseHead | bytes | BodyEnd
+
+_TOKEN_CHARS = frozenset(
+    b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+_HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _UNTIL_CLOSE, _DONE = range(8)
+
+
+class ResponseParser:
+    """Feed bytes; get ``ResponseHead``, body ``bytes`` pieces and ``BODY_END``.
+
+    One response per ``start()``: after ``BODY_END`` the parser holds any
+    bytes that followed (a keep-alive upstream must not send any before the
+    next request; we treat them as a framing error on reuse)."""
+
+    __slots__ = (
+        "_buf",
+        "_chunk_left",
+        "_headers_seen",
+        "_left",
+        "_max_head",
+        "_no_body",
+        "_state",
+        "keep_alive",
+    )
+
+    MAX_HEADERS = 256
+
+    def __init__(self, max_head: int = 64 * 1024) -> None:
+        self._max_head = max_head
+        self._buf = bytearray()
+        self.start()
+
+    def start(self, *, no_body: bool = False) -> None:
+        """Expect the next response (``no_body``: the answer to a HEAD)."""
+        self._state = _HEAD
+        self._left = 0
+        self._chunk_left = 0
+        self._no_body = no_body
+        self.keep_alive = False
+        self._headers_seen = 0
+
+    @property
+    def done(self) -> bool:
+        return self._state == _DONE
+
+    @property
+    def leftover(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[ResponseEvent]:
+        if data:
+            self._buf += data
+        out: list[ResponseEvent] = []
+        while True:
+            state = self._state
+            buf = self._buf
+            if state == _HEAD:
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(buf) > self._max_head:
+                        raise HttpFramingError(f"response head larger than {self._max_head} bytes")
+                    return out
+                head = bytes(buf[:end])
+                del buf[: end + 4]
+                parsed = self._parse_head(head)
+                if parsed is None:
+                    continue  # 1xx: informational, the real response follows
+                out.append(parsed)
+                if self._state == _DONE:
+                    out.append(BODY_END)  # no body: 204, 304, HEAD, length 0
+            elif state == _LENGTH:
+                if not buf:
+                    return out
+                take = min(self._left, len(buf))
+                out.append(bytes(buf[:take]))
+                del buf[:take]
+                self._left -= take
+                if self._left == 0:
+                    self._state = _DONE
+                    out.append(BODY_END)
+            elif state == _UNTIL_CLOSE:
+                if buf:
+                    out.append(bytes(buf))
+                    buf.clear()
+                return out
+            elif state == _CHUNK_SIZE:
+                end = buf.find(b"\r\n")
+                if end < 0:
+                    if len(buf) > 1024:
+                        raise HttpFramingError("chunk-size line too long")
+                    return out
+                line = bytes(buf[:end]).split(b";", 1)[0].strip(b" \t")
+                del buf[: end + 2]
+                if not line or len(line) > 16 or not _HEX.issuperset(line):
+                    raise HttpFramingError(f"invalid chunk size {line[:20]!r}")
+                size = int(line, 16)
+                if size == 0:
+                    self._state = _TRAILERS
+                else:
+                    self._chunk_left = size
+                    self._state = _CHUNK_DATA
+            elif state == _CHUNK_DATA:
+                if not buf:
+                    return out
+                take = min(self._chunk_left, len(buf))
+                out.append(bytes(buf[:take]))
+                del buf[:take]
+                self._chunk_left -= take
+                if self._chunk_left == 0:
+                    self._state = _CHUNK_CRLF
+            elif state == _CHUNK_CRLF:
+                if len(buf) < 2:
+                    return out
+                if buf[:2] != b"\r\n":
+                    raise HttpFramingError("chunk data not followed by CRLF")
+                del buf[:2]
+                self._state = _CHUNK_SIZE
+            elif state == _TRAILERS:
+                end = buf.find(b"\r\n")
+                if end < 0:
+                    if len(buf) > self._max_head:
+                        raise HttpFramingError("trailer section too large")
+                    return out
+                del buf[: end + 2]
+                if end == 0:
+                    self._state = _DONE
+                    out.append(BODY_END)
+            else:  # _DONE
+                return out
+
+    def close(self) -> list[ResponseEvent]:
+        """The upstream closed the connection."""
+        if self._state == _UNTIL_CLOSE:
+            self._state = _DONE
+            return [BODY_END]
+        if self._state == _DONE:
+            return []
+        if self._state == _HEAD and not self._buf:
+            raise HttpFramingError("connection closed before a response")
+        raise HttpFramingError("connection closed in the middle of a response")
+
+    def _parse_head(self, head: bytes) -> ResponseHead | None:
+        lines = head.split(b"\r\n")
+        status_line = lines[0]
+        version, _, rest = status_line.partition(b" ")
+        code, _, reason = rest.partition(b" ")
+        if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
+            raise HttpFramingError(f"invalid status line {status_line[:80]!r}")
+        status = int(code)
+        headers: Headers = []
+        content_length: int | None = None
+        chunked = False
+        close = version == b"HTTP/1.0"
+        if len(lines) - 1 > self.MAX_HEADERS:
+            raise HttpFramingError("too many response headers")
+        for line in lines[1:]:
+            if not line or line[0] in (0x20, 0x09):
+                raise HttpFramingError("obsolete header line folding")
+            name, colon, value = line.partition(b":")
+            if not colon or not name or not _TOKEN_CHARS.issuperset(name):
+                raise HttpFramingError(f"invalid header line {line[:80]!r}")
+            value = value.strip(b" \t")
+            if b"\r" in value or b"\n" in value or b"\x00" in value:
+                raise HttpFramingError("control character in a header value")
+            name = name.lower()
+            if name == b"content-length":
+                if not value.isdigit() or len(value) > 18:
+                    raise HttpFramingError(f"invalid Content-Length {value[:20]!r}")
+                length = int(value)
+                if content_length is not None and content_length != length:
+                    raise HttpFramingError("conflicting Content-Length headers")
+                content_length = length
+            elif name == b"transfer-encoding":
+                if value.lower() != b"chunked" or chunked:
+                    raise HttpFramingError(f"unsupported Transfer-Encoding {value[:40]!r}")
+                chunked = True
+            elif name == b"connection":
+                tokens = {t.strip().lower() for t in value.split(b",")}
+                if b"close" in tokens:
+                    close = True
+                elif b"keep-alive" in tokens and version == b"HTTP/1.0":
+                    close = False
+            headers.append((name, value))
+        if 100 <= status < 200:
+            if status == 101:
+                raise HttpFramingError("the upstream tried to switch protocols")
+            return None
+        if chunked and content_length is not None:
+            raise HttpFramingError("both Transfer-Encoding and Content-Length")
+        if self._no_body or status in (204, 304):
+            self._state = _DONE
+            self.keep_alive = not close
+            return ResponseHead(status, reason, headers, not close)
+        if chunked:
+            self._state = _CHUNK_SIZE
+        elif content_length is not None:
+            self._left = content_length
+            self._state = _LENGTH if content_length else _DONE
+        else:
+            self._state = _UNTIL_CLOSE
+            close = True
+        self.keep_alive = not close
+        return ResponseHead(status, reason, headers, not close)

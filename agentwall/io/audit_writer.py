@@ -40,7 +40,7 @@ import msgspec
 from agentwall.audit.batcher import GroupCommitBatcher
 from agentwall.audit.keys import load_audit_key
 from agentwall.audit.log import AuditLog, LogStats
-from agentwall.errors import AgentwallError, AuditError, FrameError
+from agentwall.errors import AgentwallError, AuditError, AuditEventError, FrameError
 from agentwall.ipc.wire import FrameDecoder, encode_frame
 from agentwall.types import AuditEvent
 
@@ -48,8 +48,12 @@ from agentwall.types import AuditEvent
 
 
 class Append(msgspec.Struct, tag="a", array_like=True):
+    """``events`` items are structs, or (rarely) bytes holding one event as
+    msgspec JSON: msgpack cannot carry integers beyond 64 bits, which
+    JSON-RPC params may hold and the log keeps exactly."""
+
     id: int
-    events: list[AuditEvent]
+    events: list[AuditEvent | bytes]
 
 
 class StatsQuery(msgspec.Struct, tag="q", array_like=True):
@@ -86,6 +90,7 @@ Request = Append | StatsQuery
 Reply = Ack | Failed | StatsReply
 
 _REQUEST_DECODER: Final = msgspec.msgpack.Decoder(Request)
+_JSON_EVENT: Final = msgspec.json.Decoder(AuditEvent)
 _REPLY_DECODER: Final = msgspec.msgpack.Decoder(Reply)
 
 READY_PREFIX: Final = b"READY "
@@ -227,9 +232,14 @@ class WriterLoop:
                 for payload in payloads:
                     msg = _REQUEST_DECODER.decode(payload)
                     if type(msg) is Append:
+                        events = msg.events
+                        if bytes in map(type, events):
+                            events = [
+                                _JSON_EVENT.decode(e) if type(e) is bytes else e for e in events
+                            ]
                         offer(
-                            _Pending(conn, msg.id, msg.events),
-                            entries=len(msg.events),
+                            _Pending(conn, msg.id, cast(list[AuditEvent], events)),
+                            entries=len(events),
                             nbytes=len(payload),
                             now_ns=now,
                         )
@@ -247,6 +257,15 @@ class WriterLoop:
             events += pending.events
         try:
             seqs = self.log.append_batch(events)
+        except AuditEventError:
+            if len(batch) > 1:
+                # One request's event cannot be encoded: commit the others
+                # without it rather than refuse everyone's calls.
+                for pending in batch:
+                    self._commit([pending])
+                return
+            self._send(batch[0].conn, Failed(batch[0].id, "an audit event cannot be encoded"))
+            return
         except AuditError as exc:
             reason = str(exc)
             for pending in batch:
@@ -647,6 +666,7 @@ class AuditWriterClient:
         self._batch_events: list[AuditEvent] = []
         self._batch_futures: list[asyncio.Future[int]] = []
         self._flush_scheduled = False
+        self._just_acked = False
         self._inflight: dict[int, _Inflight] = {}
         self._stats_waiters: dict[int, asyncio.Future[WriterStats]] = {}
         self._deadline_timer: asyncio.TimerHandle | None = None
@@ -754,12 +774,19 @@ class AuditWriterClient:
         fut: asyncio.Future[int] = loop.create_future()
         self._batch_events.append(event)
         self._batch_futures.append(fut)
-        if not self._flush_scheduled:
+        if not self._inflight and not self._flush_scheduled and not self._just_acked:
+            # Idle: nothing to coalesce with, so send now rather than a loop
+            # turn later (a lone caller's latency).  Right after an ack, the
+            # callers it woke are about to record again: gather them instead.
+            self._flush()
+        elif not self._flush_scheduled:
+            # Busy: gather every record of this loop turn into one frame.
             self._flush_scheduled = True
             loop.call_soon(self._flush)
         return await fut
 
     def _flush(self) -> None:
+        """Send the records gathered so far as one Append frame."""
         self._flush_scheduled = False
         events = self._batch_events
         if not events:
@@ -775,13 +802,45 @@ class AuditWriterClient:
                     fut.set_exception(error)
             self._failed += len(futures)
             return
-        request_id = self._next_id
-        self._next_id += 1
         assert self._loop is not None
         now = self._loop.time()
-        self._inflight[request_id] = _Inflight(futures, now)
-        transport.write(encode_frame(self._encoder.encode(Append(request_id, events))))
+        try:
+            wire_events = cast(list[AuditEvent | bytes], events)  # no copy: list is invariant
+            frame = encode_frame(self._encoder.encode(Append(self._next_id, wire_events)))
+        except (OverflowError, TypeError, ValueError, FrameError):
+            # Rare: an event msgpack cannot carry, or a frame over the size
+            # limit.  Send each event on its own, as JSON where needed.
+            for event, fut in zip(events, futures, strict=True):
+                self._send_one(event, fut, now)
+            return
+        self._inflight[self._next_id] = _Inflight(futures, now)
+        self._next_id += 1
+        transport.write(frame)
+        self._arm_deadline(now)
+
+    def _send_one(self, event: AuditEvent, fut: asyncio.Future[int], now: float) -> None:
+        items: list[AuditEvent | bytes] = [event]
+        try:
+            try:
+                payload = self._encoder.encode(Append(self._next_id, items))
+            except (OverflowError, TypeError, ValueError):
+                items = [msgspec.json.encode(event)]
+                payload = self._encoder.encode(Append(self._next_id, items))
+            frame = encode_frame(payload)
+        except (OverflowError, TypeError, ValueError, FrameError) as exc:
+            if not fut.done():
+                fut.set_exception(AuditEventError(f"audit event cannot be sent: {exc}"))
+            self._failed += 1
+            return
+        assert self._transport is not None
+        self._inflight[self._next_id] = _Inflight([fut], now)
+        self._next_id += 1
+        self._transport.write(frame)
+        self._arm_deadline(now)
+
+    def _arm_deadline(self, now: float) -> None:
         if self._deadline_timer is None:
+            assert self._loop is not None
             self._deadline_timer = self._loop.call_at(now + self.deadline_s, self._check_deadline)
 
     def _on_reply(self, reply: Reply) -> None:
@@ -795,6 +854,11 @@ class AuditWriterClient:
                     fut.set_result(seq)
                 seq += 1
             self._recorded += len(inflight.futures)
+            if not self._just_acked:
+                self._just_acked = True
+                assert self._loop is not None
+                # Queued behind the wake-ups of the callers just resolved.
+                self._loop.call_soon(self._clear_just_acked)
             assert self._loop is not None
             elapsed_us = int((self._loop.time() - inflight.sent_at) * 1e6)
             self._ack_us_sum += elapsed_us
@@ -821,6 +885,9 @@ class AuditWriterClient:
             waiter = self._stats_waiters.pop(reply.id, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(reply.stats)
+
+    def _clear_just_acked(self) -> None:
+        self._just_acked = False
 
     def _check_deadline(self) -> None:
         self._deadline_timer = None

@@ -43,6 +43,7 @@ from agentwall.core.jsonrpc import (
 from agentwall.core.mcp import make_call
 from agentwall.errors import (
     AUDIT_UNAVAILABLE,
+    FORBIDDEN,
     INTERNAL_ERROR,
     INVALID_REQUEST,
     OVERLOADED,
@@ -103,7 +104,19 @@ class Authenticator(Protocol):
 
     async def authenticate(self, meta: mh.RequestMeta, peer: str) -> Identity | mh.HttpReply: ...
 
-    def serve(self, method: bytes, path: bytes) -> mh.HttpReply | None: ...
+    def serve(
+        self, method: bytes, path: bytes, host: bytes | None = None
+    ) -> mh.HttpReply | None: ...
+
+    # Identity wiring (issue 6), implemented by agentwall.io.oidc.HttpIdentityGate:
+    # the 403 insufficient_scope challenge for an identity denial a better
+    # token could fix (None: an ordinary denial), and the session binding
+    # (an Mcp-Session-Id belongs to the subject that opened it).
+    def step_up(self, decision: Decision) -> tuple[tuple[bytes, bytes], ...] | None: ...
+
+    def session_assigned(self, session_id: str, identity: Identity) -> None: ...
+
+    def session_ended(self, session_id: str) -> None: ...
 
 
 class PolicyView(Protocol):
@@ -365,6 +378,9 @@ class Judgement(msgspec.Struct):
     forward: Message | None = None
 
 
+_SERVER_ORIGIN: dict[str, Any] = {"origin": "server"}
+
+
 def _kind(message: Message) -> Literal["request", "notification", "response"]:
     if isinstance(message, Request):
         return "request"
@@ -487,6 +503,7 @@ class Proxy:
         self._call_prefix = os.urandom(4).hex()
         self._call_seq = itertools.count(1)
         self._background: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
         self._drained: asyncio.Event | None = None
         self._audit_log_throttle = LogThrottle(1.0)
 
@@ -629,6 +646,21 @@ class Proxy:
                 status=429,
                 headers=((b"retry-after", str(max(1, -(-retry_ms // 1000))).encode()),),
             )
+        # Identity wiring (issue 6): missing scopes or claims -> 403 with
+        # WWW-Authenticate: Bearer error="insufficient_scope", scope="..."
+        step_up = self.authenticator.step_up(decision) if self.authenticator else None
+        if step_up is not None:
+            return Judgement(
+                call=call,
+                decision=decision,
+                outcome=outcome,
+                passes=False,
+                error=error_response(
+                    call.rpc_id, FORBIDDEN, denial_message(decision), denial_data(decision)
+                ),
+                status=403,
+                headers=step_up,
+            )
         return Judgement(
             call=call,
             decision=decision,
@@ -668,6 +700,8 @@ class Proxy:
             category=decision.category,
             params=params,
             masked=masked,
+            # Same marker as the stdio shell: who sent the judged message.
+            detail=_SERVER_ORIGIN if call.origin == "server" else None,
         )
 
     async def record_quietly(self, event: AuditEvent) -> None:
@@ -710,7 +744,8 @@ class Proxy:
         status_holder = conn
         try:
             if self.authenticator is not None:
-                reply = self.authenticator.serve(method, path)
+                host = mh.header_value(req.headers, b"host")
+                reply = self.authenticator.serve(method, path, host)
                 if reply is not None:
                     conn.send_reply(reply)
                     return
@@ -730,11 +765,11 @@ class Proxy:
                             headers=((b"allow", b"GET, POST, DELETE"),),
                         )
                     )
-            elif path == b"/healthz" and method == b"GET":
+            elif path == b"/healthz" and method in (b"GET", b"HEAD"):
                 conn.send_reply(mh.plain_reply(200, "ok\n"))
-            elif path == b"/readyz" and method == b"GET":
+            elif path == b"/readyz" and method in (b"GET", b"HEAD"):
                 await self.readyz(conn)
-            elif path == b"/metrics" and method == b"GET":
+            elif path == b"/metrics" and method in (b"GET", b"HEAD"):
                 conn.send_reply(
                     mh.HttpReply(
                         status=200,
@@ -1046,6 +1081,12 @@ class Proxy:
         content_type = resp.header(b"content-type")
         media = mh.media_type(content_type)
         relay_headers = mh.response_headers_to_relay(resp.headers)
+        if self.authenticator is not None and ctx.identity is not None:
+            # Identity wiring (issue 6): bind a session the upstream just
+            # assigned to the subject that opened it.
+            assigned = resp.header(mh.H_SESSION_ID)
+            if assigned is not None and assigned.decode("latin-1") != ctx.meta.session_id:
+                self.authenticator.session_assigned(assigned.decode("latin-1"), ctx.identity)
         if media == "text/event-stream" and resp.status == 200:
             await self._relay_sse(conn, resp, ctx, relay_headers, local_errors)
             return
@@ -1278,14 +1319,30 @@ class Proxy:
             self._upstream_failure(conn, exc, [])
             return
         session = self.session_key(meta, who, conn.peer_host)
+        if self.authenticator is not None and meta.session_id and 200 <= resp.status < 300:
+            self.authenticator.session_ended(meta.session_id)  # identity wiring (issue 6)
         await self._relay(conn, resp, ExchangeContext(session, who, meta, set(), []))
 
     # -- lifecycle ----------------------------------------------------------------
+    async def sweep(self) -> None:
+        """Enforce the connections' deadlines (idle keep-alive, slow
+        requests) a few times per timeout period."""
+        cfg = self.config
+        interval = min(1.0, max(0.05, min(cfg.request_timeout, cfg.idle_timeout) / 4))
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            now = loop.time()
+            for conn in [c for c in self.connections if c.deadline <= now]:
+                conn.expire()
+
     async def drain(self, deadline: float) -> None:
         """Stop taking new requests; wait (until ``deadline``, loop time) for
         the exchanges in flight to finish."""
         self.draining = True
         loop = asyncio.get_running_loop()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for conn in list(self.connections):
             conn.stop_accepting()
         if self.inflight:
@@ -1331,13 +1388,24 @@ class HttpConnection(asyncio.Protocol):
         self._ready: tuple[h11.Request, bytes] | None = None
         self._inbox: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        # One deadline at a time (idle keep-alive, or the request being
+        # received), checked by the proxy's periodic sweep: setting two
+        # numbers per request is cheaper than a timer per request.
+        self.deadline = float("inf")
         self._receiving = False
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._close_after = False
         self._accepting = True
         self._registered = False
+        # The response to the request in hand: 0 not started, 1 streaming,
+        # 2 complete.  h11 parses the agent's requests; our responses are
+        # formatted here (a fresh h11 parser per request cycle).
+        self._resp = 2
+        self._chunked = True
+        self._http10 = False
+        self._client_close = False
+        self._head_request = False
         # Called when the client goes away mid-exchange (closes the upstream
         # stream: for 2026-07-28 that is the cancellation).
         self.on_lost: Callable[[], None] | None = None
@@ -1414,28 +1482,23 @@ class HttpConnection(asyncio.Protocol):
 
     # -- timers ----------------------------------------------------------------------
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.deadline = float("inf")
 
     def _arm_idle(self) -> None:
-        self._cancel_timer()
         self._receiving = False
-        self._timer = self.loop.call_later(self.config.idle_timeout, self._on_idle_timeout)
+        self.deadline = self.loop.time() + self.config.idle_timeout
 
     def _arm_request(self) -> None:
-        self._cancel_timer()
         self._receiving = True
-        self._timer = self.loop.call_later(self.config.request_timeout, self._on_request_timeout)
+        self.deadline = self.loop.time() + self.config.request_timeout
 
-    def _on_idle_timeout(self) -> None:
-        self._timer = None
-        if not self._handling:
-            self.abort()
-
-    def _on_request_timeout(self) -> None:
-        self._timer = None
+    def expire(self) -> None:
+        """The sweep found our deadline passed."""
+        self.deadline = float("inf")
         if self._handling or self.closed:
+            return
+        if not self._receiving:
+            self.abort()  # idle keep-alive connection
             return
         reply = mh.rpc_error_reply(
             408,
@@ -1496,11 +1559,16 @@ class HttpConnection(asyncio.Protocol):
                         )
                     )
                     return
+                self._resp = 0
+                self._http10 = event.http_version == b"1.0"
+                self._head_request = event.method == b"HEAD"
+                self._client_close = self._http10 or any(
+                    name == b"connection" and b"close" in value.lower()
+                    for name, value in event.headers
+                )
                 if conn.they_are_waiting_for_100_continue:
                     assert self.transport is not None
-                    self.transport.write(
-                        conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
-                    )
+                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             elif isinstance(event, h11.Data):
                 self._body_size += len(event.data)
                 if self._body_size > self.config.max_body_bytes:
@@ -1592,7 +1660,7 @@ class HttpConnection(asyncio.Protocol):
                     await proxy.handle(self, req, body)
                 except Exception as exc:  # the last line of defence: answer, log, keep serving
                     log.exception("internal error while handling %s %s", req.method, req.target)
-                    if self.h11.our_state is h11.SEND_RESPONSE:
+                    if self._resp == 0:
                         self.send_reply(
                             mh.rpc_error_reply(
                                 500, INTERNAL_ERROR, f"internal error: {type(exc).__name__}"
@@ -1606,82 +1674,91 @@ class HttpConnection(asyncio.Protocol):
                 return
 
     def _finish_cycle(self) -> bool:
-        conn = self.h11
         if self.closed:
             return False
-        if conn.our_state is h11.DONE and conn.their_state is h11.DONE and not self._close_after:
-            conn.start_next_cycle()
-            self._handling = False
-            self._arm_idle()
-            assert self.transport is not None
-            self.transport.resume_reading()
-            return True
-        if conn.our_state is h11.DONE and conn.their_state is h11.SEND_BODY:
-            # We answered before reading the whole body (never the case for
-            # MCP, which reads first), so the connection cannot be reused.
-            pass
-        self.abort_after_write()
-        return False
+        if self._resp != 2 or self._close_after:
+            self.abort_after_write()
+            return False
+        # A fresh parser for the next request, fed what the agent already
+        # pipelined behind this one.
+        data, closed = self.h11.trailing_data
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.config.max_header_bytes)
+        if data:
+            conn.receive_data(data)
+        if closed:
+            conn.receive_data(b"")
+        self.h11 = conn
+        self._handling = False
+        self._arm_idle()
+        assert self.transport is not None
+        self.transport.resume_reading()
+        return True
 
     # -- responses ------------------------------------------------------------------------------
-    def _write(self, data: bytes | None) -> None:
+    def _write(self, data: bytes) -> None:
         if data and self.transport is not None and not self.closed:
             self.transport.write(data)
 
-    def send_reply(self, reply: mh.HttpReply) -> None:
-        conn = self.h11
-        if self.closed or conn.our_state is not h11.SEND_RESPONSE:
-            return
-        self.last_status = reply.status
-        headers: list[tuple[bytes, bytes]] = []
-        if reply.content_type is not None:
-            headers.append((b"content-type", reply.content_type))
-        headers.extend(reply.headers)
-        if reply.status not in (204, 304) and not (100 <= reply.status < 200):
-            headers.append((b"content-length", str(len(reply.body)).encode("ascii")))
-        if reply.close or self._close_after or not self._accepting:
-            headers.append((b"connection", b"close"))
+    def _head(
+        self, status: int, headers: Iterable[tuple[bytes, bytes]], close: bool
+    ) -> list[bytes]:
+        parts = [
+            _STATUS_LINES.get(status) or b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))
+        ]
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        if close or self._close_after or not self._accepting or self._client_close:
             self._close_after = True
-        try:
-            out = conn.send(
-                h11.Response(
-                    status_code=reply.status,
-                    headers=headers,
-                    reason=_REASONS.get(reply.status, b""),
-                )
-            )
-            if reply.body:
-                out = (out or b"") + (conn.send(h11.Data(data=reply.body)) or b"")
-            out = (out or b"") + (conn.send(h11.EndOfMessage()) or b"")
-        except h11.LocalProtocolError as exc:
-            log.error("could not send a %d response: %s", reply.status, exc)
-            self.abort()
+            parts.append(b"connection: close\r\n")
+        return parts
+
+    def send_reply(self, reply: mh.HttpReply) -> None:
+        """A whole response in one write.  Header values are ours, or an
+        upstream's that the strict response parser already checked."""
+        if self.closed or self._resp != 0:
             return
-        self._write(out)
+        self._resp = 2
+        status = reply.status
+        self.last_status = status
+        parts = self._head(status, reply.headers, reply.close)
+        if reply.content_type is not None:
+            parts += (b"content-type: ", reply.content_type, b"\r\n")
+        body = reply.body
+        if status not in (204, 304):
+            parts.append(b"content-length: %d\r\n\r\n" % len(body))
+            if body and not self._head_request:
+                parts.append(body)
+        else:
+            parts.append(b"\r\n")
+        self._write(b"".join(parts))
 
     def start_stream(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        conn = self.h11
-        if self.closed or conn.our_state is not h11.SEND_RESPONSE:
+        if self.closed or self._resp != 0:
             return
+        self._resp = 1
         self.last_status = status
-        if self._close_after or not self._accepting:
-            headers = [*headers, (b"connection", b"close")]
-            self._close_after = True
-        self._write(
-            conn.send(
-                h11.Response(status_code=status, headers=headers, reason=_REASONS.get(status, b""))
-            )
-        )
+        # HTTP/1.0 has no chunked coding: the body ends when we close.
+        self._chunked = not self._http10
+        parts = self._head(status, headers, not self._chunked)
+        if self._chunked:
+            parts.append(b"transfer-encoding: chunked\r\n")
+        parts.append(b"\r\n")
+        self._write(b"".join(parts))
 
     def send_chunk(self, data: bytes) -> None:
-        if self.closed or self.h11.our_state is not h11.SEND_BODY or not data:
+        if self.closed or self._resp != 1 or not data or self._head_request:
             return
-        self._write(self.h11.send(h11.Data(data=data)))
+        if self._chunked:
+            self._write(b"%x\r\n%s\r\n" % (len(data), data))
+        else:
+            self._write(data)
 
     def end_stream(self) -> None:
-        if self.closed or self.h11.our_state is not h11.SEND_BODY:
+        if self.closed or self._resp != 1:
             return
-        self._write(self.h11.send(h11.EndOfMessage()))
+        self._resp = 2
+        if self._chunked and not self._head_request:
+            self._write(b"0\r\n\r\n")
 
     async def drain(self) -> None:
         if self._write_paused and not self.closed:
@@ -1753,8 +1830,15 @@ _REASONS: dict[int, bytes] = {
 }
 
 
+_STATUS_LINES: dict[int, bytes] = {
+    code: b"HTTP/1.1 %d %s\r\n" % (code, reason) for code, reason in _REASONS.items()
+}
+
+
 async def serve(proxy: Proxy, host: str, port: int, *, sock: Any = None) -> asyncio.Server:
     loop = asyncio.get_running_loop()
+    if proxy._sweeper is None:
+        proxy._sweeper = loop.create_task(proxy.sweep())
     if sock is not None:
         return await loop.create_server(lambda: HttpConnection(proxy), sock=sock, backlog=1024)
     return await loop.create_server(

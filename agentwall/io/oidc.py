@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import ipaddress
 import json
 import logging
@@ -40,7 +41,7 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import h11
@@ -63,9 +64,14 @@ from agentwall.identity.jwks import JwksCache, JwksError, KeySetChange
 from agentwall.identity.session import SessionBinder
 from agentwall.identity.verifier import TokenVerifier
 from agentwall.io.contracts import AuditSink
+from agentwall.io.upstream import Headers, UpstreamPool, UpstreamResponse
 from agentwall.types import AuditEvent, Decision, Identity
 
 log = logging.getLogger("agentwall.identity")
+
+_REQUEST_METADATA_URL: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "agentwall_request_metadata_url", default=None
+)
 
 # The name of the variable, not a secret.
 DEFAULT_TOKEN_ENV = "AGENTWALL_IDENTITY_TOKEN"  # noqa: S105
@@ -478,6 +484,47 @@ async def wrap_identity(authenticator: OidcAuthenticator, source: TokenFile) -> 
     return await authenticator.verify(source.read())
 
 
+class WrapIdentity:
+    """The identity of an ``agentwall wrap`` session (issue 6, stdio).
+
+    ``start()`` fetches the issuer's keys and verifies the token once: a token
+    that does not verify stops ``wrap`` before the server runs.  The wrapper's
+    data path is synchronous, so ``__call__(now_ns)`` verifies without
+    awaiting: a cache hit while the token is unchanged and unexpired, a full
+    verification when the file changed.  An unknown kid (the key rotated under
+    a renewed token) schedules the rate-limited refresh in the background and
+    refuses this call; the next one verifies against the refreshed keys.
+    """
+
+    def __init__(self, authenticator: OidcAuthenticator, source: TokenFile) -> None:
+        self.authenticator = authenticator
+        self.source = source
+        self._refreshing: asyncio.Task[bool] | None = None
+
+    async def start(self) -> Identity:
+        await self.authenticator.start()
+        return await wrap_identity(self.authenticator, self.source)
+
+    def __call__(self, now_ns: int) -> Identity:
+        auth = self.authenticator
+        try:
+            return auth.verifier.verify(self.source.read(), now_ns / 1e9)
+        except UnknownKeyId:
+            if auth.verifier.jwks.claim_unknown_kid_refresh(auth.clock()):
+                auth.unknown_kid_refreshes += 1
+                self._refreshing = asyncio.get_running_loop().create_task(
+                    auth.refresh("unknown_kid")
+                )
+            raise
+
+    async def aclose(self) -> None:
+        if self._refreshing is not None and not self._refreshing.done():
+            self._refreshing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._refreshing
+        await self.authenticator.aclose()
+
+
 _HEADER_NAME_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
 # Headers the proxy owns on the upstream leg; credentials may not override them.
 _RESERVED_UPSTREAM = frozenset(
@@ -516,6 +563,24 @@ class UpstreamCredentials:
                 raise ConfigError("--upstream-token-file: empty or multi-line token")
             out.append((b"authorization", b"Bearer " + token))
         return out
+
+
+class CredentialedUpstreamPool(UpstreamPool):
+    """An ``UpstreamPool`` that adds the proxy's own upstream credentials to
+    every request it sends (POST, the GET stream, DELETE, refusals returned to
+    the server).  The client's ``Authorization`` never reaches this point: the
+    front-end drops it when it reads the request (``mcp_http``)."""
+
+    def __init__(self, url: str, *, credentials: UpstreamCredentials, **options: Any) -> None:
+        super().__init__(url, **options)
+        self.credentials = credentials
+
+    async def request(
+        self, method: bytes, headers: Headers, body: bytes = b"", *, head_timeout: float
+    ) -> UpstreamResponse:
+        return await super().request(
+            method, [*headers, *self.credentials.headers()], body, head_timeout=head_timeout
+        )
 
 
 def parse_upstream_header(text: str) -> tuple[bytes, bytes]:
@@ -586,6 +651,9 @@ class HttpIdentityGate:
 
     async def authenticate(self, meta: RequestMeta, peer: str) -> Identity | HttpReply:
         identity: Identity | None = None
+        # judge() runs in this same task for this request: it reads the URL to
+        # put in a 403 insufficient_scope challenge (step_up) from here.
+        _REQUEST_METADATA_URL.set(self.metadata_url(meta.host))
         try:
             identity = await self.authenticator.verify(bearer_token(meta.authorization))
             if meta.session_id:
@@ -621,6 +689,28 @@ class HttpIdentityGate:
 
     def end_session(self, session_id: str) -> None:
         self.binder.forget(session_id)
+
+    # -- the rest of the front-end's Authenticator protocol ------------------
+
+    def session_assigned(self, session_id: str, identity: Identity) -> None:
+        try:
+            self.bind_session(session_id, identity)
+        except IdentityError:
+            # An upstream re-issuing a live id: its owner keeps it; the new
+            # caller will be refused when presenting it.
+            log.error("identity: upstream assigned session id already bound to another subject")
+
+    def session_ended(self, session_id: str) -> None:
+        self.end_session(session_id)
+
+    def step_up(self, decision: Decision) -> tuple[tuple[bytes, bytes], ...] | None:
+        """The headers of a 403 insufficient_scope answer for ``decision``, or
+        None when it is not an identity denial a better token could fix."""
+        prm = _REQUEST_METADATA_URL.get() or self.metadata_url(None)
+        challenge = challenge_for_decision(decision, prm)
+        if challenge is None or challenge.www_authenticate is None:
+            return None
+        return ((b"www-authenticate", challenge.www_authenticate.encode("ascii", "replace")),)
 
     def challenge_for(self, decision: Decision, host: str | bytes | None) -> HttpReply | None:
         challenge = challenge_for_decision(decision, self.metadata_url(host))
@@ -668,3 +758,10 @@ def reply_for(challenge: AuthChallenge) -> HttpReply:
         data={"reason": challenge.reason},
         headers=headers,
     )
+
+
+if TYPE_CHECKING:
+    from agentwall.io.http_front import Authenticator
+
+    def _gate_is_an_authenticator(gate: HttpIdentityGate) -> Authenticator:
+        return gate  # mypy checks the front-end's hook protocol here

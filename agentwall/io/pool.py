@@ -85,7 +85,18 @@ from agentwall.types import Call, Decision
 log = logging.getLogger("agentwall.pool")
 
 LATENCY_BUCKETS_US: Final = (
-    25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000,
+    25,
+    50,
+    100,
+    250,
+    500,
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    100_000,
+    1_000_000,
 )
 _MAX_BACKOFF_S: Final = 5.0
 _STABLE_S: Final = 10.0
@@ -617,10 +628,7 @@ class EvaluatorPool:
             try:
                 prepared = await asyncio.gather(
                     *([self._ask_zygote(wire.Prepare(0, target))] if with_zygote else []),
-                    *(
-                        self._ask(w, wire.Prepare(0, target), self.reload_timeout_s)
-                        for w in live
-                    ),
+                    *(self._ask(w, wire.Prepare(0, target), self.reload_timeout_s) for w in live),
                 )
             except (OSError, RuntimeError) as exc:
                 await self._abort_everywhere(live)

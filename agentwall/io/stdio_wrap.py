@@ -61,9 +61,11 @@ from agentwall.errors import (
     INVALID_REQUEST,
     POLICY_DENIED,
     RATE_LIMITED,
+    UNAUTHENTICATED,
     UPSTREAM_UNAVAILABLE,
     AuditError,
     FrameError,
+    IdentityError,
 )
 from agentwall.types import (
     PASSING_VERDICTS,
@@ -71,6 +73,7 @@ from agentwall.types import (
     AuditOutcome,
     Call,
     Decision,
+    Identity,
     Origin,
 )
 
@@ -304,6 +307,19 @@ class AgentKiller:
 # --- the wrapper ------------------------------------------------------------------------
 
 
+class WrapIdentitySource(Protocol):
+    """Identity wiring (issue 6): the session's verified identity
+    (``agentwall.io.oidc.WrapIdentity``).  ``start`` raises ``IdentityError``
+    when the token does not verify; ``__call__`` is synchronous (the data
+    path is) and raises ``IdentityError`` once the token stops verifying."""
+
+    async def start(self) -> Identity: ...
+
+    def __call__(self, now_ns: int) -> Identity: ...
+
+    async def aclose(self) -> None: ...
+
+
 class SyncAudit(Protocol):
     """The in-process audit log (``agentwall.audit.log.AuditLog``): returns
     once the batch is written and fdatasynced; raises ``AuditError``."""
@@ -448,8 +464,10 @@ class StdioWrap:
         host_in: int = 0,
         host_out: int = 1,
         stderr_fd: int = 2,
+        identity: WrapIdentitySource | None = None,
     ) -> None:
         self.config = config
+        self._identity = identity
         self.evaluator = InProcessEvaluator(policy)
         self.audit = audit
         self._reload_policy = reload_policy
@@ -498,6 +516,10 @@ class StdioWrap:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        if self._identity is not None:
+            # Identity wiring (issue 6): a token that does not verify stops
+            # wrap (IdentityError -> diagnostics) before the server runs.
+            await self._identity.start()
         self._record(self._start_event())
         if self.config.dry_run:
             self._record(
@@ -551,6 +573,8 @@ class StdioWrap:
                 self._host_in.close()
             transport.close()
             self.evaluator.close()
+            if self._identity is not None:
+                await self._identity.aclose()
             if self.killer is not None:
                 self.killer.close()
         status = exit_status(returncode)
@@ -878,6 +902,8 @@ class StdioWrap:
                 denial_data(decision),
             )
         message = denial_message(decision)
+        if decision.category == "identity_invalid":
+            return error_response(rpc_id, UNAUTHENTICATED, message, denial_data(decision))
         return error_response(rpc_id, POLICY_DENIED, message, denial_data(decision))
 
     def _host_frame_error(self, exc: FrameError) -> None:
@@ -1062,6 +1088,13 @@ class StdioWrap:
         outcome, what to forward); None when the message was malformed (its
         refusal is queued)."""
         call_id = f"{self.session}-{next(self._call_ids)}"
+        identity: Identity | None = None
+        identity_error: IdentityError | None = None
+        if self._identity is not None:
+            try:
+                identity = self._identity(received_ns)
+            except IdentityError as exc:
+                identity_error = exc
         try:
             call = make_call(
                 message,
@@ -1069,13 +1102,27 @@ class StdioWrap:
                 transport="stdio",
                 origin=origin,
                 call_id=call_id,
-                identity=None,
+                identity=identity,
                 now_ns=received_ns,
             )
         except FrameError as exc:
             self._malformed(message, origin, call_id, exc)
             return None
-        decision = self.evaluator.decide(call, received_ns)
+        if identity_error is not None:
+            # The session's token stopped verifying (expired, key removed):
+            # fail closed, audited like any denial.
+            decision = Decision(
+                call_id=call_id,
+                verdict="deny",
+                rule_id="identity.token",
+                reason=f"the session's identity token does not verify: {identity_error}",
+                pointer=None,
+                policy_hash=self.evaluator.policy.hash,
+                category="identity_invalid",
+                cacheable=False,
+            )
+        else:
+            decision = self.evaluator.decide(call, received_ns)
         verdict = decision.verdict
         outcome: AuditOutcome
         if verdict in PASSING_VERDICTS:
@@ -1131,6 +1178,8 @@ class StdioWrap:
             event="decision",
             session=call.session,
             transport="stdio",
+            subject=call.identity.subject if call.identity else None,
+            issuer=call.identity.issuer if call.identity else None,
             call_id=call.call_id,
             rpc_id=call.rpc_id,
             method=call.method,

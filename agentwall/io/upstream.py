@@ -1,4 +1,4 @@
-"""Keep-alive HTTP/1.1 client pool to the upstream MCP server (h11 over asyncio).
+"""Keep-alive HTTP/1.1 client pool to the upstream MCP server (asyncio Protocol).
 
 One ``UpstreamPool`` per proxy.  ``request()`` sends one request on an idle
 keep-alive connection (or a new one) and returns an ``UpstreamResponse`` as
@@ -21,8 +21,7 @@ import time
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-import h11
-
+from agentwall.core import mcp_http as mh
 from agentwall.errors import UPSTREAM_TIMEOUT, ConfigError, UpstreamError
 
 Headers = list[tuple[bytes, bytes]]
@@ -58,19 +57,27 @@ class UpstreamTarget:
         self.path = path.encode("ascii")
 
 
+class _Closed:
+    """The upstream closed the connection (queued after the last event)."""
+
+
+_CLOSED = _Closed()
+
+
 class _Conn(asyncio.Protocol):
-    """One upstream connection.  ``data_received`` feeds h11 and queues the
-    events; the reader awaits them.  Reading pauses when the consumer falls
-    behind, which pushes back on the upstream through TCP."""
+    """One upstream connection.  ``data_received`` feeds the response parser
+    and queues its events; the reader awaits them.  Reading pauses when the
+    consumer falls behind, which pushes back on the upstream through TCP."""
 
     __slots__ = (
         "_events",
         "_paused",
         "_waiter",
         "closed",
-        "h11",
         "idle_since",
+        "in_exchange",
         "loop",
+        "parser",
         "received_any",
         "transport",
     )
@@ -79,13 +86,14 @@ class _Conn(asyncio.Protocol):
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=64 * 1024)
+        self.parser = mh.ResponseParser()
         self.transport: asyncio.Transport | None = None
         self._events: collections.deque[Any] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
         self.closed = False
         self.received_any = False
+        self.in_exchange = False
         self.idle_since = 0.0
 
     # asyncio.Protocol -------------------------------------------------------
@@ -95,52 +103,52 @@ class _Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received_any = True
-        self.h11.receive_data(data)
-        self._drain_h11()
+        if not self.in_exchange:
+            # Bytes from a keep-alive upstream between exchanges: it is not
+            # speaking HTTP the way we do; never reuse this connection.
+            self._events.append(UpstreamError("upstream sent data outside of a response"))
+            self.close()
+            return
+        try:
+            self._events.extend(self.parser.feed(data))
+        except mh.HttpFramingError as exc:
+            self._events.append(UpstreamError(f"upstream sent malformed HTTP: {exc}"))
+            self.close()
+        self._after_events()
 
     def eof_received(self) -> bool | None:
-        self.h11.receive_data(b"")
-        self._drain_h11()
+        self._finish()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.h11.their_state not in (h11.CLOSED, h11.ERROR):
-            with contextlib.suppress(h11.RemoteProtocolError):
-                self.h11.receive_data(b"")
-        self._drain_h11()
-        self._events.append(h11.ConnectionClosed())
-        self._wake()
+        self._finish()
+
+    def _finish(self) -> None:
+        if self.in_exchange:
+            # A response cut short: _CLOSED below says so.
+            with contextlib.suppress(mh.HttpFramingError):
+                self._events.extend(self.parser.close())
+        self._events.append(_CLOSED)
+        self._after_events()
 
     # ------------------------------------------------------------------------
-    def _drain_h11(self) -> None:
-        conn = self.h11
-        try:
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA or event is h11.PAUSED:
-                    break
-                self._events.append(event)
-                if isinstance(event, h11.ConnectionClosed):
-                    break
-        except h11.RemoteProtocolError as exc:
-            self._events.append(exc)
+    def _after_events(self) -> None:
         if len(self._events) >= self.HIGH_WATER and not self._paused and self.transport:
             self._paused = True
             self.transport.pause_reading()
-        self._wake()
-
-    def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     async def next_event(self, deadline: float | None) -> Any:
-        """The next h11 event; raises UpstreamTimeout past ``deadline``
-        (loop time), UpstreamError on malformed HTTP."""
-        while not self._events:
-            if self.closed and not self._events:
-                return h11.ConnectionClosed()
+        """The next parser event (``ResponseHead``, body ``bytes``,
+        ``BODY_END``) or ``_CLOSED``; raises UpstreamTimeout past
+        ``deadline`` (loop time), UpstreamError on malformed HTTP."""
+        events = self._events
+        while not events:
+            if self.closed:
+                return _CLOSED
             waiter = self.loop.create_future()
             self._waiter = waiter
             handle = None
@@ -155,18 +163,19 @@ class _Conn(asyncio.Protocol):
                 self._waiter = None
                 if handle is not None:
                     handle.cancel()
-        event = self._events.popleft()
-        if self._paused and len(self._events) < self.HIGH_WATER // 2 and self.transport:
+        event = events.popleft()
+        if self._paused and len(events) < self.HIGH_WATER // 2 and self.transport:
             self._paused = False
             self.transport.resume_reading()
-        if isinstance(event, h11.RemoteProtocolError):
-            raise UpstreamError(f"upstream sent malformed HTTP: {event}")
+        if isinstance(event, UpstreamError):
+            raise event
         return event
 
-    def send(self, *events: Any) -> None:
+    def send_request(self, data: bytes) -> None:
         assert self.transport is not None
-        out = b"".join(self.h11.send(e) or b"" for e in events)
-        self.transport.write(out)
+        self.parser.start()
+        self.in_exchange = True
+        self.transport.write(data)
 
     def close(self) -> None:
         self.closed = True
@@ -181,19 +190,18 @@ def _expire(waiter: asyncio.Future[None]) -> None:
 
 class UpstreamResponse:
     """A response whose head has arrived.  Read the body with ``read()`` (all
-    of it, bounded) or ``chunks()`` (as it arrives); always ``close()`` or
+    of it, bounded) or ``next_chunk()`` (as it arrives); always ``close()`` or
     finish reading so the connection is released."""
 
-    __slots__ = ("_conn", "_done", "_pool", "headers", "reason", "status")
+    __slots__ = ("_conn", "_done", "_keep_alive", "_pool", "headers", "reason", "status")
 
-    def __init__(
-        self, pool: UpstreamPool, conn: _Conn, status: int, reason: bytes, headers: Headers
-    ) -> None:
+    def __init__(self, pool: UpstreamPool, conn: _Conn, head: mh.ResponseHead) -> None:
         self._pool = pool
         self._conn = conn
-        self.status = status
-        self.reason = reason
-        self.headers = headers
+        self.status = head.status
+        self.reason = head.reason
+        self.headers = head.headers
+        self._keep_alive = head.keep_alive
         self._done = False
 
     def header(self, name: bytes) -> bytes | None:
@@ -209,19 +217,20 @@ class UpstreamResponse:
         if self._done:
             return None
         conn = self._conn
-        loop = conn.loop
-        deadline = None if idle_timeout is None else loop.time() + idle_timeout
+        deadline = None if idle_timeout is None else conn.loop.time() + idle_timeout
         try:
-            while True:
-                event = await conn.next_event(deadline)
-                if isinstance(event, h11.Data):
-                    return bytes(event.data)
-                if isinstance(event, h11.EndOfMessage):
-                    self._done = True
+            event = await conn.next_event(deadline)
+            if isinstance(event, bytes):
+                return event
+            if event is mh.BODY_END:
+                self._done = True
+                conn.in_exchange = False
+                if self._keep_alive and not conn.closed:
                     self._pool._release(conn)
-                    return None
-                if isinstance(event, h11.ConnectionClosed):
-                    raise UpstreamError("upstream closed the connection mid-response")
+                else:
+                    self._pool._discard(conn)
+                return None
+            raise UpstreamError("upstream closed the connection mid-response")
         except BaseException:
             self._done = True
             self._pool._discard(conn)
@@ -233,7 +242,7 @@ class UpstreamResponse:
         while True:
             chunk = await self.next_chunk(idle_timeout)
             if chunk is None:
-                return b"".join(parts)
+                return parts[0] if len(parts) == 1 else b"".join(parts)
             size += len(chunk)
             if size > limit:
                 self.close()
@@ -333,18 +342,7 @@ class UpstreamPool:
             raise
 
     def _release(self, conn: _Conn) -> None:
-        h = conn.h11
-        if (
-            not conn.closed
-            and h.our_state is h11.DONE
-            and h.their_state is h11.DONE
-            and len(self._idle) < self.max_idle
-        ):
-            try:
-                h.start_next_cycle()
-            except h11.LocalProtocolError:
-                self._discard(conn)
-                return
+        if not conn.closed and len(self._idle) < self.max_idle:
             conn.received_any = False
             conn.idle_since = time.monotonic()
             self._idle.append(conn)
@@ -387,41 +385,42 @@ class UpstreamPool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + head_timeout
         self.requests += 1
-        target = self.target
-        out_headers: Headers = [(b"host", target.authority)]
-        if body or method == b"POST":
-            out_headers.append((b"content-length", str(len(body)).encode("ascii")))
-        out_headers.extend(headers)
-        req = h11.Request(method=method, target=target.path, headers=out_headers)
+        head = self._request_head(method, headers, body)
+        data = head + body if body else head
         for attempt in (0, 1):
             conn, reused = await self._acquire(deadline)
             try:
-                if body:
-                    conn.send(req, h11.Data(data=body), h11.EndOfMessage())
-                else:
-                    conn.send(req, h11.EndOfMessage())
-                while True:
-                    event = await conn.next_event(deadline)
-                    if isinstance(event, h11.Response):
-                        return UpstreamResponse(
-                            self, conn, event.status_code, event.reason, list(event.headers)
-                        )
-                    if isinstance(event, h11.InformationalResponse):
-                        continue
-                    if isinstance(event, h11.ConnectionClosed):
-                        # A reused keep-alive connection the server closed just
-                        # as we wrote: it never read the request, so one retry
-                        # on a fresh connection is safe.
-                        if reused and attempt == 0 and not conn.received_any:
-                            break
-                        raise UpstreamError("upstream closed the connection without answering")
-                    raise UpstreamError(f"unexpected upstream event {type(event).__name__}")
+                conn.send_request(data)
+                event = await conn.next_event(deadline)
+                if isinstance(event, mh.ResponseHead):
+                    return UpstreamResponse(self, conn, event)
+                # A reused keep-alive connection the server closed just as we
+                # wrote: it never read the request, so one retry on a fresh
+                # connection is safe.
+                if event is _CLOSED and reused and attempt == 0 and not conn.received_any:
+                    self._discard(conn)
+                    continue
+                raise UpstreamError("upstream closed the connection without answering")
             except BaseException:
                 self._discard(conn)
                 self.failures += 1
                 raise
-            self._discard(conn)
         raise UpstreamError("upstream closed the connection without answering")
+
+    def _request_head(self, method: bytes, headers: Headers, body: bytes) -> bytes:
+        """Our own request bytes.  Header names and values arrive validated
+        (h11 parsed them from the agent, or they are ours); the CR/LF check
+        is the last guard against splitting the request."""
+        target = self.target
+        parts = [method, b" ", target.path, b" HTTP/1.1\r\nhost: ", target.authority, b"\r\n"]
+        if body or method == b"POST":
+            parts.append(b"content-length: %d\r\n" % len(body))
+        for name, value in headers:
+            if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name:
+                raise UpstreamError("refusing a header with a line break")
+            parts += (name, b": ", value, b"\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
 
     async def probe(self, within: float = 1.0) -> bool:
         """Can we open a TCP connection to the upstream right now?"""

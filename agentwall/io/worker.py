@@ -379,7 +379,6 @@ def fork_zygote(state: PolicyState) -> tuple[int, int, socket.socket]:
     return pid, pidfd, parent_end
 
 
-
 # ------------------------------------------------- a replacement zygote (exec)
 
 

@@ -25,8 +25,18 @@ from agentwall.policy.compiled import Policy
 from agentwall.policy.evaluate import evaluate
 from agentwall.types import Call, Decision, Identity
 
-CASE_KEYS = ("name", "tool", "uri", "prompt", "method", "arguments", "params", "expect",
-             "identity", "origin")
+CASE_KEYS = (
+    "name",
+    "tool",
+    "uri",
+    "prompt",
+    "method",
+    "arguments",
+    "params",
+    "expect",
+    "identity",
+    "origin",
+)
 IDENTITY_KEYS = ("subject", "issuer", "scopes", "claims")
 
 
@@ -71,6 +81,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def decode_json(text: str, source: str) -> Any:
     """Strict JSON (no duplicate keys, no NaN), with line:column on errors."""
+
     def _no_constants(name: str) -> Any:
         raise ValueError(f"{name} is not JSON")
 
@@ -108,17 +119,31 @@ def _hint(word: str, choices: tuple[str, ...]) -> str:
     return f"; did you mean {found[0]!r}?" if found else ""
 
 
-def make_test_call(method: str, params: Any, *, index: int, origin: str = "client",
-                   identity: Identity | None = None, target: str = "") -> Call:
+def make_test_call(
+    method: str,
+    params: Any,
+    *,
+    index: int,
+    origin: str = "client",
+    identity: Identity | None = None,
+    target: str = "",
+) -> Call:
     try:
         raw = canonical_json(params)
     except (TypeError, ValueError):
         raw = b""
     return Call(
-        call_id=f"case-{index}", session="agentwall-test", transport="stdio",
+        call_id=f"case-{index}",
+        session="agentwall-test",
+        transport="stdio",
         origin=origin,  # type: ignore[arg-type]
-        kind="request", rpc_id=index, method=method, target=target, params=params,
-        params_json=raw, identity=identity,
+        kind="request",
+        rpc_id=index,
+        method=method,
+        target=target,
+        params=params,
+        params_json=raw,
+        identity=identity,
     )
 
 
@@ -135,10 +160,10 @@ def parse_case(item: Any, index: int) -> Case:
     kind = kinds[0]
     expect = item.get("expect")
     if expect is not None and expect not in ("allow", "deny"):
-        raise CaseError(where, f"expect must be \"allow\" or \"deny\", not {expect!r}")
+        raise CaseError(where, f'expect must be "allow" or "deny", not {expect!r}')
     origin = item.get("origin", "client")
     if origin not in ("client", "server"):
-        raise CaseError(where, "origin must be \"client\" or \"server\"")
+        raise CaseError(where, 'origin must be "client" or "server"')
     identity = _identity(item["identity"], where) if "identity" in item else None
     if kind != "method" and "params" in item:
         raise CaseError(where, f"params goes with method; a {kind} case uses arguments")
@@ -163,8 +188,14 @@ def parse_case(item: Any, index: int) -> Case:
     if label is not None and not isinstance(label, str):
         raise CaseError(where, "name must be a string")
     shown = label or (f"{method} {item[kind]}" if kind != "method" else method)
-    call = make_test_call(method, params, index=index, origin=origin, identity=identity,
-                          target=target if kind != "method" else "")
+    call = make_test_call(
+        method,
+        params,
+        index=index,
+        origin=origin,
+        identity=identity,
+        target=target if kind != "method" else "",
+    )
     return Case(index=index, label=shown, call=call, expect=expect)
 
 

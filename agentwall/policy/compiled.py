@@ -83,25 +83,51 @@ def _describe_type(name: str) -> str:
 
 
 class CompiledParam:
-    __slots__ = ("enum_keys", "expect", "items", "max_items", "max_length", "maximum",
-                 "min_items", "min_length", "minimum", "name", "pattern", "roots", "rule",
-                 "rule_base", "schema", "type_check")
+    __slots__ = (
+        "enum_keys",
+        "expect",
+        "items",
+        "max_items",
+        "max_length",
+        "maximum",
+        "min_items",
+        "min_length",
+        "minimum",
+        "name",
+        "pattern",
+        "roots",
+        "rule",
+        "rule_base",
+        "schema",
+        "type_check",
+    )
 
-    def __init__(self, rule: ParameterRule, rule_base: str, pattern: Any,
-                 schema: CompiledSchema | None, items: CompiledParam | None = None) -> None:
+    def __init__(
+        self,
+        rule: ParameterRule,
+        rule_base: str,
+        pattern: Any,
+        schema: CompiledSchema | None,
+        items: CompiledParam | None = None,
+    ) -> None:
         self.rule = rule
         self.name = rule.name
         self.rule_base = rule_base
         # A parameter with string constraints but no declared type must be a
         # string; with number bounds, a number.
         expect = rule.type
-        if expect is None and (rule.pattern is not None or rule.max_length is not None
-                               or rule.min_length is not None or rule.within is not None):
+        if expect is None and (
+            rule.pattern is not None
+            or rule.max_length is not None
+            or rule.min_length is not None
+            or rule.within is not None
+        ):
             expect = "string"
         if expect is None and (rule.minimum is not None or rule.maximum is not None):
             expect = "number"
-        if expect is None and (rule.items is not None or rule.max_items is not None
-                               or rule.min_items is not None):
+        if expect is None and (
+            rule.items is not None or rule.max_items is not None or rule.min_items is not None
+        ):
             expect = "array"
         self.expect = expect
         self.type_check = _TYPE_CHECKS[expect] if expect is not None else None
@@ -126,36 +152,72 @@ class CompiledParam:
         name = self.name
         if self.expect is not None:
             if value is None:
-                return (f"{base}.type", f"parameter {name!r} is null but must be "
-                        f"{_describe_type(self.expect)}", pointer(loc), "parameter")
+                return (
+                    f"{base}.type",
+                    f"parameter {name!r} is null but must be {_describe_type(self.expect)}",
+                    pointer(loc),
+                    "parameter",
+                )
             if self.type_check is not None and not self.type_check(value):
-                return (f"{base}.type", f"parameter {name!r} must be "
-                        f"{_describe_type(self.expect)}", pointer(loc), "parameter")
+                return (
+                    f"{base}.type",
+                    f"parameter {name!r} must be {_describe_type(self.expect)}",
+                    pointer(loc),
+                    "parameter",
+                )
         if self.enum_keys is not None and enum_key(value) not in self.enum_keys:
-            return (f"{base}.enum", f"parameter {name!r} is not one of the allowed values",
-                    pointer(loc), "parameter")
+            return (
+                f"{base}.enum",
+                f"parameter {name!r} is not one of the allowed values",
+                pointer(loc),
+                "parameter",
+            )
         if type(value) is str:
             n = len(value)
             if self.max_length is not None and n > self.max_length:
-                return (f"{base}.max_length", f"parameter {name!r} is longer than "
-                        f"{self.max_length} characters", pointer(loc), "parameter")
+                return (
+                    f"{base}.max_length",
+                    f"parameter {name!r} is longer than {self.max_length} characters",
+                    pointer(loc),
+                    "parameter",
+                )
             if self.min_length is not None and n < self.min_length:
-                return (f"{base}.min_length", f"parameter {name!r} is shorter than "
-                        f"{self.min_length} characters", pointer(loc), "parameter")
+                return (
+                    f"{base}.min_length",
+                    f"parameter {name!r} is shorter than {self.min_length} characters",
+                    pointer(loc),
+                    "parameter",
+                )
             if self.pattern is not None and self.pattern.search(value) is None:
-                return (f"{base}.pattern", f"parameter {name!r} does not match its pattern",
-                        pointer(loc), "parameter")
+                return (
+                    f"{base}.pattern",
+                    f"parameter {name!r} does not match its pattern",
+                    pointer(loc),
+                    "parameter",
+                )
             if self.roots is not None and not is_within(value, self.roots):
-                return (f"{base}.within", f"parameter {name!r} is not a path inside "
-                        f"{', '.join(self.roots)}", pointer(loc), "parameter")
+                return (
+                    f"{base}.within",
+                    f"parameter {name!r} is not a path inside {', '.join(self.roots)}",
+                    pointer(loc),
+                    "parameter",
+                )
         elif type(value) is list or type(value) is tuple:
             n = len(value)
             if self.max_items is not None and n > self.max_items:
-                return (f"{base}.max_items", f"parameter {name!r} has more than "
-                        f"{self.max_items} items", pointer(loc), "parameter")
+                return (
+                    f"{base}.max_items",
+                    f"parameter {name!r} has more than {self.max_items} items",
+                    pointer(loc),
+                    "parameter",
+                )
             if self.min_items is not None and n < self.min_items:
-                return (f"{base}.min_items", f"parameter {name!r} has fewer than "
-                        f"{self.min_items} items", pointer(loc), "parameter")
+                return (
+                    f"{base}.min_items",
+                    f"parameter {name!r} has fewer than {self.min_items} items",
+                    pointer(loc),
+                    "parameter",
+                )
             if self.items is not None:
                 for i, item in enumerate(value):
                     item_problem = self.items.check(item, (loc, i))
@@ -163,17 +225,29 @@ class CompiledParam:
                         return item_problem
         elif self.minimum is not None or self.maximum is not None:
             if self.minimum is not None and value < self.minimum:
-                return (f"{base}.minimum", f"parameter {name!r} is below {self.minimum}",
-                        pointer(loc), "parameter")
+                return (
+                    f"{base}.minimum",
+                    f"parameter {name!r} is below {self.minimum}",
+                    pointer(loc),
+                    "parameter",
+                )
             if self.maximum is not None and value > self.maximum:
-                return (f"{base}.maximum", f"parameter {name!r} is above {self.maximum}",
-                        pointer(loc), "parameter")
+                return (
+                    f"{base}.maximum",
+                    f"parameter {name!r} is above {self.maximum}",
+                    pointer(loc),
+                    "parameter",
+                )
         if self.schema is not None:
             problem = _schema_problem(self.schema, value)
             if problem is not None:
                 sub, message = problem
-                return (f"{base}.schema", f"parameter {name!r}: {message}", pointer(loc) + sub,
-                        "parameter")
+                return (
+                    f"{base}.schema",
+                    f"parameter {name!r}: {message}",
+                    pointer(loc) + sub,
+                    "parameter",
+                )
         return None
 
 
@@ -202,8 +276,9 @@ class CompiledArgs:
 
     __slots__ = ("allow_additional", "by_name", "noun", "required", "rule_base")
 
-    def __init__(self, params: list[CompiledParam], allow_additional: bool, rule_base: str,
-                 noun: str) -> None:
+    def __init__(
+        self, params: list[CompiledParam], allow_additional: bool, rule_base: str, noun: str
+    ) -> None:
         self.by_name = {p.name: p for p in params}
         self.required = tuple(p.name for p in params if p.rule.required)
         self.allow_additional = allow_additional
@@ -213,17 +288,23 @@ class CompiledArgs:
     def check(self, args: dict[str, Any]) -> Violation | None:
         for name in self.required:
             if name not in args:
-                return (f"{self.by_name[name].rule_base}.required",
-                        f"required {self.noun} {name!r} is missing",
-                        pointer_of("arguments", name), "parameter")
+                return (
+                    f"{self.by_name[name].rule_base}.required",
+                    f"required {self.noun} {name!r} is missing",
+                    pointer_of("arguments", name),
+                    "parameter",
+                )
         by_name = self.by_name
         for key, value in args.items():
             param = by_name.get(key)
             if param is None:
                 if not self.allow_additional:
-                    return (f"{self.rule_base}.additional_{self.noun}s",
-                            f"{self.noun} {shown(key)} is not declared in the policy",
-                            pointer_of("arguments", key), "parameter")
+                    return (
+                        f"{self.rule_base}.additional_{self.noun}s",
+                        f"{self.noun} {shown(key)} is not declared in the policy",
+                        pointer_of("arguments", key),
+                        "parameter",
+                    )
                 continue
             problem = param.check(value, (_ARGUMENTS, key))
             if problem is not None:
@@ -234,12 +315,12 @@ class CompiledArgs:
 def shared_rule(rule: IdentityRule) -> SharedIdentityRule:
     """The identity part's form of a rule.  Claims are always tuples of values
     here, so ``true`` means "equals true", never "present"."""
-    return SharedIdentityRule(subjects=rule.subjects, claims=dict(rule.claims),
-                              scopes=rule.scopes)
+    return SharedIdentityRule(subjects=rule.subjects, claims=dict(rule.claims), scopes=rule.scopes)
 
 
-def identity_problem(rule: SharedIdentityRule, identity: Identity | None,
-                     what: str) -> tuple[str, str, tuple[str, ...]] | None:
+def identity_problem(
+    rule: SharedIdentityRule, identity: Identity | None, what: str
+) -> tuple[str, str, tuple[str, ...]] | None:
     """(category, reason, required scopes) when ``identity`` may not use
     ``what``, else None.
     The check itself is the identity part's (``check_identity_rule``), so the
@@ -300,8 +381,17 @@ class Policy:
     (compiled RE2 and fastjsonschema objects do not pickle), so a spawned
     worker recompiles it from exactly the text that was hashed."""
 
-    __slots__ = ("_prompts", "_resources", "_tools", "engine", "hash", "model", "source_path",
-                 "source_text", "warnings")
+    __slots__ = (
+        "_prompts",
+        "_resources",
+        "_tools",
+        "engine",
+        "hash",
+        "model",
+        "source_path",
+        "source_text",
+        "warnings",
+    )
 
     def __init__(
         self,

@@ -50,13 +50,31 @@ _URI_LOC: Loc = (None, "uri")
 class _Outcome:
     """What step 3 decided, before Safe Mode has its say."""
 
-    __slots__ = ("cacheable", "category", "engine", "pointer", "reason", "required_scopes",
-                 "rule_id", "uri_loc", "verdict")
+    __slots__ = (
+        "cacheable",
+        "category",
+        "engine",
+        "pointer",
+        "reason",
+        "required_scopes",
+        "rule_id",
+        "uri_loc",
+        "verdict",
+    )
 
-    def __init__(self, verdict: str, rule_id: str | None, reason: str, *,
-                 pointer: str | None = None, category: str | None = None,
-                 engine: SafeModeEngine | None = None, cacheable: bool = True,
-                 uri_loc: Loc = None, required_scopes: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        verdict: str,
+        rule_id: str | None,
+        reason: str,
+        *,
+        pointer: str | None = None,
+        category: str | None = None,
+        engine: SafeModeEngine | None = None,
+        cacheable: bool = True,
+        uri_loc: Loc = None,
+        required_scopes: tuple[str, ...] = (),
+    ) -> None:
         self.verdict = verdict
         self.rule_id = rule_id
         self.reason = reason
@@ -68,13 +86,27 @@ class _Outcome:
         self.required_scopes = required_scopes
 
 
-def _decision(call: Call, policy: Policy, verdict: str, rule_id: str | None, reason: str,
-              ptr: str | None, category: str | None, cacheable: bool = True,
-              required_scopes: tuple[str, ...] = ()) -> Decision:
+def _decision(
+    call: Call,
+    policy: Policy,
+    verdict: str,
+    rule_id: str | None,
+    reason: str,
+    ptr: str | None,
+    category: str | None,
+    cacheable: bool = True,
+    required_scopes: tuple[str, ...] = (),
+) -> Decision:
     return Decision(
-        call_id=call.call_id, verdict=verdict,  # type: ignore[arg-type]
-        rule_id=rule_id, reason=reason, pointer=ptr, policy_hash=policy.hash,
-        category=category, cacheable=cacheable, required_scopes=required_scopes,
+        call_id=call.call_id,
+        verdict=verdict,  # type: ignore[arg-type]
+        rule_id=rule_id,
+        reason=reason,
+        pointer=ptr,
+        policy_hash=policy.hash,
+        category=category,
+        cacheable=cacheable,
+        required_scopes=required_scopes,
     )
 
 
@@ -98,9 +130,14 @@ def _internal_error(policy: Any, call: Any, exc: BaseException) -> Decision:
     except Exception:  # noqa: BLE001
         policy_hash = ""
     return Decision(
-        call_id=call_id, verdict="deny", rule_id="internal.error",
+        call_id=call_id,
+        verdict="deny",
+        rule_id="internal.error",
         reason=f"internal error while evaluating ({type(exc).__name__}); denied",
-        pointer=None, policy_hash=policy_hash, category="internal", cacheable=False,
+        pointer=None,
+        policy_hash=policy_hash,
+        category="internal",
+        cacheable=False,
     )
 
 
@@ -108,27 +145,44 @@ def _evaluate(policy: Policy, call: Call, now_ns: int) -> Decision:
     if call.kind == "response":
         # Results are not judged yet; pinning tools/list definitions and
         # redacting results will hook in here.
-        return _decision(call, policy, "allow", "builtin.response", "responses pass", None,
-                         None)
+        return _decision(call, policy, "allow", "builtin.response", "responses pass", None, None)
     limits = policy.model.limits
     params = call.params
     if call.params_json and len(call.params_json) > limits.max_bytes:
-        return _decision(call, policy, "deny", "limits.max_bytes",
-                         f"params are larger than the limit of {limits.max_bytes} bytes", "",
-                         "limit")
+        return _decision(
+            call,
+            policy,
+            "deny",
+            "limits.max_bytes",
+            f"params are larger than the limit of {limits.max_bytes} bytes",
+            "",
+            "limit",
+        )
     scan_strings = call.origin == "client"
     strings: list[tuple[Loc, str]] | None = [] if scan_strings else None
-    problem = walk(params, max_depth=limits.max_depth,
-                   max_bytes=None if call.params_json else limits.max_bytes,
-                   max_string_length=limits.max_string_length, strings=strings)
+    problem = walk(
+        params,
+        max_depth=limits.max_depth,
+        max_bytes=None if call.params_json else limits.max_bytes,
+        max_string_length=limits.max_string_length,
+        strings=strings,
+    )
     if problem is not None:
         return _shape_denial(call, policy, problem)
 
     outcome = _judge(policy, call)
     if outcome.verdict != "allow":
-        return _decision(call, policy, outcome.verdict, outcome.rule_id, outcome.reason,
-                         outcome.pointer, outcome.category, outcome.cacheable,
-                         outcome.required_scopes)
+        return _decision(
+            call,
+            policy,
+            outcome.verdict,
+            outcome.rule_id,
+            outcome.reason,
+            outcome.pointer,
+            outcome.category,
+            outcome.cacheable,
+            outcome.required_scopes,
+        )
     if strings:
         engine = outcome.engine or policy.engine
         uri_loc = outcome.uri_loc
@@ -137,15 +191,38 @@ def _evaluate(policy: Policy, call: Call, now_ns: int) -> Decision:
                 continue
             hit = engine.check(text, resource_uri=uri_loc is not None and loc == uri_loc)
             if hit is not None:
-                return _decision(call, policy, "deny", hit.rule_id, hit.reason, pointer(loc),
-                                 hit.category, outcome.cacheable)
-    return _decision(call, policy, "allow", outcome.rule_id, outcome.reason, None,
-                     outcome.category, outcome.cacheable)
+                return _decision(
+                    call,
+                    policy,
+                    "deny",
+                    hit.rule_id,
+                    hit.reason,
+                    pointer(loc),
+                    hit.category,
+                    outcome.cacheable,
+                )
+    return _decision(
+        call,
+        policy,
+        "allow",
+        outcome.rule_id,
+        outcome.reason,
+        None,
+        outcome.category,
+        outcome.cacheable,
+    )
 
 
 def _shape_denial(call: Call, policy: Policy, problem: ShapeProblem) -> Decision:
-    return _decision(call, policy, "deny", _LIMIT_RULES[problem.kind],
-                     f"params rejected: {problem.reason}", pointer(problem.loc), "limit")
+    return _decision(
+        call,
+        policy,
+        "deny",
+        _LIMIT_RULES[problem.kind],
+        f"params rejected: {problem.reason}",
+        pointer(problem.loc),
+        "limit",
+    )
 
 
 def _malformed(reason: str, ptr: str | None) -> _Outcome:
@@ -157,8 +234,9 @@ def _default(policy: Policy, what: str, ptr: str | None) -> _Outcome:
         return _Outcome("allow", None, "no policy: Safe Mode only")
     action = policy.model.default_action
     reason = f"{what} is not in the policy; default_action is {action}"
-    return _Outcome(action, None, reason, pointer=ptr if action == "deny" else None,
-                    category="default")
+    return _Outcome(
+        action, None, reason, pointer=ptr if action == "deny" else None, category="default"
+    )
 
 
 def _judge(policy: Policy, call: Call) -> _Outcome:
@@ -175,24 +253,36 @@ def _judge(policy: Policy, call: Call) -> _Outcome:
     if rule_id is None:
         if policy.model.safe_mode_only:
             return _Outcome("allow", None, "no policy: Safe Mode only")
-        return _Outcome(action, None, f"method {shown(method)} is not in the policy; "
-                        f"default_action is {action}", category="default")
+        return _Outcome(
+            action,
+            None,
+            f"method {shown(method)} is not in the policy; default_action is {action}",
+            category="default",
+        )
     if action == "deny":
-        return _Outcome("deny", rule_id, f"method {method!r} is denied by the policy",
-                        category="method")
+        return _Outcome(
+            "deny", rule_id, f"method {method!r} is denied by the policy", category="method"
+        )
     return _Outcome("allow", rule_id, f"method {method!r} is allowed", category="method")
 
 
-def _identity_denial(rule: SharedIdentityRule | None, identity: Identity | None, what: str,
-                     rule_base: str) -> _Outcome | None:
+def _identity_denial(
+    rule: SharedIdentityRule | None, identity: Identity | None, what: str, rule_base: str
+) -> _Outcome | None:
     if rule is None:
         return None
     problem = identity_problem(rule, identity, what)
     if problem is None:
         return None
     category, reason, scopes = problem
-    return _Outcome("deny", f"{rule_base}.identity", reason, category=category,
-                    cacheable=False, required_scopes=scopes)
+    return _Outcome(
+        "deny",
+        f"{rule_base}.identity",
+        reason,
+        category=category,
+        cacheable=False,
+        required_scopes=scopes,
+    )
 
 
 def _args_of(params: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
@@ -224,18 +314,30 @@ def _judge_tool(policy: Policy, params: Any, identity: Identity | None) -> _Outc
         return _default(policy, f"tool {shown(name)}", "/name")
     rule = tool.rule
     if rule.action == "deny":
-        return _Outcome("deny", tool.rule_base, f"tool {name!r} is denied by the policy",
-                        pointer="/name", category="tool")
+        return _Outcome(
+            "deny",
+            tool.rule_base,
+            f"tool {name!r} is denied by the policy",
+            pointer="/name",
+            category="tool",
+        )
     denial = _identity_denial(tool.identity, identity, f"tool {name!r}", tool.rule_base)
     if denial is not None:
         return denial
     violation = _check_args(tool.args, args)
     if violation is not None:
         rule_id, reason, ptr, category = violation
-        return _Outcome("deny", rule_id, reason, pointer=ptr, category=category,
-                        cacheable=rule.identity is None)
-    return _Outcome("allow", tool.rule_base, f"tool {name!r} is allowed", category="tool",
-                    engine=tool.engine, cacheable=rule.identity is None)
+        return _Outcome(
+            "deny", rule_id, reason, pointer=ptr, category=category, cacheable=rule.identity is None
+        )
+    return _Outcome(
+        "allow",
+        tool.rule_base,
+        f"tool {name!r} is allowed",
+        category="tool",
+        engine=tool.engine,
+        cacheable=rule.identity is None,
+    )
 
 
 def _judge_resource(policy: Policy, params: Any, identity: Identity | None) -> _Outcome:
@@ -249,17 +351,32 @@ def _judge_resource(policy: Policy, params: Any, identity: Identity | None) -> _
             continue
         rule = res.rule
         if rule.action == "deny":
-            return _Outcome("deny", res.rule_base, "the resource is denied by the policy",
-                            pointer="/uri", category="resource")
+            return _Outcome(
+                "deny",
+                res.rule_base,
+                "the resource is denied by the policy",
+                pointer="/uri",
+                category="resource",
+            )
         if rule.within is not None and not _file_uri_within(uri, rule.within):
-            return _Outcome("deny", f"{res.rule_base}.within",
-                            f"the resource is not a file:// URI inside {', '.join(rule.within)}",
-                            pointer="/uri", category="resource")
+            return _Outcome(
+                "deny",
+                f"{res.rule_base}.within",
+                f"the resource is not a file:// URI inside {', '.join(rule.within)}",
+                pointer="/uri",
+                category="resource",
+            )
         denial = _identity_denial(res.identity, identity, "the resource", res.rule_base)
         if denial is not None:
             return denial
-        return _Outcome("allow", res.rule_base, "the resource is allowed", category="resource",
-                        cacheable=rule.identity is None, uri_loc=_URI_LOC)
+        return _Outcome(
+            "allow",
+            res.rule_base,
+            "the resource is allowed",
+            category="resource",
+            cacheable=rule.identity is None,
+            uri_loc=_URI_LOC,
+        )
     outcome = _default(policy, "the resource", "/uri")
     outcome.uri_loc = _URI_LOC
     return outcome
@@ -302,19 +419,29 @@ def _judge_prompt(policy: Policy, params: Any, identity: Identity | None) -> _Ou
         return _default(policy, f"prompt {shown(name)}", "/name")
     rule = prompt.rule
     if rule.action == "deny":
-        return _Outcome("deny", prompt.rule_base, f"prompt {name!r} is denied by the policy",
-                        pointer="/name", category="prompt")
-    denial = _identity_denial(prompt.identity, identity, f"prompt {name!r}",
-                              prompt.rule_base)
+        return _Outcome(
+            "deny",
+            prompt.rule_base,
+            f"prompt {name!r} is denied by the policy",
+            pointer="/name",
+            category="prompt",
+        )
+    denial = _identity_denial(prompt.identity, identity, f"prompt {name!r}", prompt.rule_base)
     if denial is not None:
         return denial
     violation = _check_args(prompt.args, args)
     if violation is not None:
         rule_id, reason, ptr, category = violation
-        return _Outcome("deny", rule_id, reason, pointer=ptr, category=category,
-                        cacheable=rule.identity is None)
-    return _Outcome("allow", prompt.rule_base, f"prompt {name!r} is allowed",
-                    category="prompt", cacheable=rule.identity is None)
+        return _Outcome(
+            "deny", rule_id, reason, pointer=ptr, category=category, cacheable=rule.identity is None
+        )
+    return _Outcome(
+        "allow",
+        prompt.rule_base,
+        f"prompt {name!r} is allowed",
+        category="prompt",
+        cacheable=rule.identity is None,
+    )
 
 
 def may_call_tool(policy: Policy, name: str, identity: Identity | None) -> bool:
@@ -343,8 +470,10 @@ def filter_tools_list(policy: Policy, result: Any, identity: Identity | None) ->
         out["tools"] = []
         return out
     kept = [
-        t for t in tools
-        if type(t) is dict and type(t.get("name")) is str
+        t
+        for t in tools
+        if type(t) is dict
+        and type(t.get("name")) is str
         and may_call_tool(policy, t["name"], identity)
     ]
     out = dict(result)

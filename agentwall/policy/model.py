@@ -26,7 +26,16 @@ PARAM_TYPES: tuple[str, ...] = ("string", "integer", "number", "boolean", "objec
 # HMAC family are absent on purpose: a verifier holding public keys must never
 # accept a MAC made with one as the secret (key confusion).
 JWT_ALGORITHMS: tuple[str, ...] = (
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
 )
 DEFAULT_JWT_ALGORITHMS: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
 

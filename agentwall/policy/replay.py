@@ -62,15 +62,23 @@ def parse_audit_log(text: str) -> Replay:
         target = entry.get("target") if isinstance(entry.get("target"), str) else ""
         identity = None
         if isinstance(entry.get("subject"), str):
-            identity = Identity(subject=entry["subject"],
-                                issuer=str(entry.get("issuer") or ""))
+            identity = Identity(subject=entry["subject"], issuer=str(entry.get("issuer") or ""))
         origin = entry.get("origin") if entry.get("origin") in ("client", "server") else "client"
         index = len(cases) + 1
-        call = make_test_call(method, entry["params"], index=index, origin=str(origin),
-                              identity=identity, target=str(target))
+        call = make_test_call(
+            method,
+            entry["params"],
+            index=index,
+            origin=str(origin),
+            identity=identity,
+            target=str(target),
+        )
         seq = entry.get("seq")
-        label = f"seq {seq}: {method} {target}".rstrip() if seq is not None else \
-            f"line {lineno}: {method} {target}".rstrip()
+        label = (
+            f"seq {seq}: {method} {target}".rstrip()
+            if seq is not None
+            else f"line {lineno}: {method} {target}".rstrip()
+        )
         cases.append(Case(index=index, label=label, call=call, expect=None))
         if isinstance(entry.get("decision"), str):
             logged[index] = entry["decision"]

@@ -34,19 +34,57 @@ from agentwall.policy.yamlsrc import Pos, YMap, YNode, YScalar, YSeq, to_python
 _SCHEMA_MAPS = frozenset({"properties", "patternProperties", "definitions", "$defs"})
 # Keywords whose value is one schema (or, for items, a list of schemas).
 _SCHEMA_ONE = frozenset(
-    {"additionalProperties", "additionalItems", "items", "contains", "propertyNames", "not",
-     "if", "then", "else"}
+    {
+        "additionalProperties",
+        "additionalItems",
+        "items",
+        "contains",
+        "propertyNames",
+        "not",
+        "if",
+        "then",
+        "else",
+    }
 )
 _SCHEMA_LISTS = frozenset({"allOf", "anyOf", "oneOf"})
 _VALUE_KEYWORDS = frozenset(
-    {"type", "enum", "const", "multipleOf", "maximum", "exclusiveMaximum", "minimum",
-     "exclusiveMinimum", "maxLength", "minLength", "pattern", "format", "maxItems", "minItems",
-     "uniqueItems", "maxProperties", "minProperties", "required", "dependencies",
-     "contentEncoding", "contentMediaType"}
+    {
+        "type",
+        "enum",
+        "const",
+        "multipleOf",
+        "maximum",
+        "exclusiveMaximum",
+        "minimum",
+        "exclusiveMinimum",
+        "maxLength",
+        "minLength",
+        "pattern",
+        "format",
+        "maxItems",
+        "minItems",
+        "uniqueItems",
+        "maxProperties",
+        "minProperties",
+        "required",
+        "dependencies",
+        "contentEncoding",
+        "contentMediaType",
+    }
 )
 _ANNOTATIONS = frozenset(
-    {"$schema", "$ref", "$comment", "title", "description", "default", "examples", "readOnly",
-     "writeOnly", "deprecated"}
+    {
+        "$schema",
+        "$ref",
+        "$comment",
+        "title",
+        "description",
+        "default",
+        "examples",
+        "readOnly",
+        "writeOnly",
+        "deprecated",
+    }
 )
 KNOWN_KEYWORDS = _SCHEMA_MAPS | _SCHEMA_ONE | _SCHEMA_LISTS | _VALUE_KEYWORDS | _ANNOTATIONS
 _REFUSED = {
@@ -65,10 +103,12 @@ _REFUSED_FORMATS = {
 }
 
 
-def _err(msg: str, source: str | None, pos: Pos, key: str | None = None,
-         suggestion: str | None = None) -> PolicyError:
-    return PolicyError(msg, path=source, line=pos.line, column=pos.column, key=key,
-                       suggestion=suggestion)
+def _err(
+    msg: str, source: str | None, pos: Pos, key: str | None = None, suggestion: str | None = None
+) -> PolicyError:
+    return PolicyError(
+        msg, path=source, line=pos.line, column=pos.column, key=key, suggestion=suggestion
+    )
 
 
 def _suggest(word: str, choices: Any) -> str | None:
@@ -95,13 +135,17 @@ def _check(node: YNode, source: str | None, patterns: dict[str, Any], where: str
     for entry in node.entries:
         key, value = entry.key, entry.value
         if key in _REFUSED:
-            raise _err(f"{where}: {key!r} is not allowed: {_REFUSED[key]}", source,
-                       entry.key_pos, key=key)
+            raise _err(
+                f"{where}: {key!r} is not allowed: {_REFUSED[key]}", source, entry.key_pos, key=key
+            )
         if key not in KNOWN_KEYWORDS:
             raise _err(
                 f"{where}: unknown or unsupported JSON Schema keyword {key!r} "
                 "(the validator implements draft-07)",
-                source, entry.key_pos, key=key, suggestion=_suggest(key, KNOWN_KEYWORDS),
+                source,
+                entry.key_pos,
+                key=key,
+                suggestion=_suggest(key, KNOWN_KEYWORDS),
             )
         if key in _SCHEMA_MAPS:
             if not isinstance(value, YMap):
@@ -118,8 +162,12 @@ def _check(node: YNode, source: str | None, patterns: dict[str, Any], where: str
                 _check(value, source, patterns, f"{where}.{key}")
         elif key in _SCHEMA_LISTS:
             if not isinstance(value, YSeq) or not value.items:
-                raise _err(f"{where}: {key} must be a non-empty list of schemas", source,
-                           value.pos, key=key)
+                raise _err(
+                    f"{where}: {key} must be a non-empty list of schemas",
+                    source,
+                    value.pos,
+                    key=key,
+                )
             for i, item in enumerate(value.items):
                 _check(item, source, patterns, f"{where}.{key}[{i}]")
         elif key == "dependencies":
@@ -133,36 +181,63 @@ def _check(node: YNode, source: str | None, patterns: dict[str, Any], where: str
                 raise _err(f"{where}: pattern must be a string", source, value.pos, key=key)
             _compile_pattern(value.value, source, value.pos, patterns, key)
         elif key == "$ref":
-            if not isinstance(value, YScalar) or not isinstance(value.value, str) or \
-                    not value.value.startswith("#"):
-                raise _err(f"{where}: $ref must point inside this schema (start with '#')",
-                           source, value.pos, key=key)
+            if (
+                not isinstance(value, YScalar)
+                or not isinstance(value.value, str)
+                or not value.value.startswith("#")
+            ):
+                raise _err(
+                    f"{where}: $ref must point inside this schema (start with '#')",
+                    source,
+                    value.pos,
+                    key=key,
+                )
         elif key == "$schema":
             if not isinstance(value, YScalar) or value.value not in _DRAFT07:
-                raise _err(f"{where}: only draft-07 schemas are supported ($schema: "
-                           f"{_DRAFT07[0]!r})", source, value.pos, key=key)
+                raise _err(
+                    f"{where}: only draft-07 schemas are supported ($schema: {_DRAFT07[0]!r})",
+                    source,
+                    value.pos,
+                    key=key,
+                )
         elif key == "format":
             fmt = value.value if isinstance(value, YScalar) else None
             if not isinstance(fmt, str):
                 raise _err(f"{where}: format must be a string", source, value.pos, key=key)
             if fmt in _REFUSED_FORMATS:
-                raise _err(f"{where}: format {fmt!r} is not supported: "
-                           f"{_REFUSED_FORMATS[fmt]}; use a pattern", source, value.pos, key=key)
+                raise _err(
+                    f"{where}: format {fmt!r} is not supported: "
+                    f"{_REFUSED_FORMATS[fmt]}; use a pattern",
+                    source,
+                    value.pos,
+                    key=key,
+                )
             known = set(CodeGeneratorDraft07.FORMAT_REGEXS) - set(_REFUSED_FORMATS)
             if fmt not in known:
-                raise _err(f"{where}: unknown format {fmt!r}", source, value.pos, key=key,
-                           suggestion=_suggest(fmt, known))
+                raise _err(
+                    f"{where}: unknown format {fmt!r}",
+                    source,
+                    value.pos,
+                    key=key,
+                    suggestion=_suggest(fmt, known),
+                )
         elif key == "type":
             names = value.items if isinstance(value, YSeq) else [value]
             for n in names:
                 if not isinstance(n, YScalar) or n.value not in _JSON_TYPES:
                     shown = n.value if isinstance(n, YScalar) else "?"
-                    raise _err(f"{where}: unknown type {shown!r}", source, n.pos, key=key,
-                               suggestion=_suggest(str(shown), _JSON_TYPES))
+                    raise _err(
+                        f"{where}: unknown type {shown!r}",
+                        source,
+                        n.pos,
+                        key=key,
+                        suggestion=_suggest(str(shown), _JSON_TYPES),
+                    )
 
 
-def _compile_pattern(src: str, source: str | None, pos: Pos, patterns: dict[str, Any],
-                     key: str) -> None:
+def _compile_pattern(
+    src: str, source: str | None, pos: Pos, patterns: dict[str, Any], key: str
+) -> None:
     try:
         patterns[src] = compile_anchored(src)
     except PatternSyntaxError as exc:
@@ -221,14 +296,16 @@ def compile_schema(node: YNode, source: str | None, where: str) -> CompiledSchem
     except fastjsonschema.JsonSchemaDefinitionException as exc:
         raise _err(f"{where}: invalid JSON Schema: {exc}", source, node.pos) from None
     except Exception as exc:  # noqa: BLE001 -- odd schemas can break code generation
-        raise _err(f"{where}: invalid JSON Schema: {type(exc).__name__}: {exc}", source,
-                   node.pos) from None
+        raise _err(
+            f"{where}: invalid JSON Schema: {type(exc).__name__}: {exc}", source, node.pos
+        ) from None
     _swap_regexes(validate, patterns, source, node.pos, where)
     return CompiledSchema(effective, validate)
 
 
-def _swap_regexes(validate: Any, patterns: dict[str, Any], source: str | None, pos: Pos,
-                  where: str) -> None:
+def _swap_regexes(
+    validate: Any, patterns: dict[str, Any], source: str | None, pos: Pos, where: str
+) -> None:
     # fastjsonschema returns the generated function, or a functools.partial of
     # it when custom formats are given; its module globals hold the table.
     func = getattr(validate, "func", validate)
@@ -236,8 +313,7 @@ def _swap_regexes(validate: Any, patterns: dict[str, Any], source: str | None, p
     if table is None:
         # Fail closed: without the table we cannot prove no backtracking
         # regex runs on data.
-        raise _err(f"{where}: internal: cannot find the compiled schema's regex table",
-                   source, pos)
+        raise _err(f"{where}: internal: cannot find the compiled schema's regex table", source, pos)
     for key in list(table):
         if key in patterns:
             table[key] = patterns[key]
@@ -247,8 +323,10 @@ def _swap_regexes(validate: Any, patterns: dict[str, Any], source: str | None, p
             try:
                 table[key] = compile_re2(src)
             except PatternSyntaxError as exc:
-                raise _err(f"{where}: format {fmt!r} cannot run on RE2: {exc}", source,
-                           pos) from None
+                raise _err(
+                    f"{where}: format {fmt!r} cannot run on RE2: {exc}", source, pos
+                ) from None
         else:
-            raise _err(f"{where}: internal: unexpected regex {key!r} in compiled schema",
-                       source, pos)
+            raise _err(
+                f"{where}: internal: unexpected regex {key!r} in compiled schema", source, pos
+            )

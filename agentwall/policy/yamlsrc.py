@@ -146,7 +146,9 @@ def _reader_error(exc: yaml.reader.ReaderError, text: str, source: str | None) -
     char = exc.character
     shown = f"U+{char:04X}" if isinstance(char, int) else repr(char)
     return PolicyError(
-        f"character {shown} is not allowed in YAML", path=source, line=line,
+        f"character {shown} is not allowed in YAML",
+        path=source,
+        line=line,
         column=column,
     )
 
@@ -171,19 +173,26 @@ def _convert(loader: yaml.SafeLoader, node: Any, source: str | None, depth: int)
             if key_node.tag == "tag:yaml.org,2002:merge":
                 raise PolicyError(
                     "YAML merge keys (<<) are not allowed in a policy",
-                    path=source, line=kpos.line, column=kpos.column,
+                    path=source,
+                    line=kpos.line,
+                    column=kpos.column,
                 )
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR:
                 raise PolicyError(
                     "every mapping key must be a plain string",
-                    path=source, line=kpos.line, column=kpos.column,
+                    path=source,
+                    line=kpos.line,
+                    column=kpos.column,
                 )
             key = str(key_node.value)
             if key in ymap.index:
                 first = ymap.index[key].key_pos
                 raise PolicyError(
                     f"duplicate key {key!r} (first defined at line {first.line})",
-                    path=source, line=kpos.line, column=kpos.column, key=key,
+                    path=source,
+                    line=kpos.line,
+                    column=kpos.column,
+                    key=key,
                 )
             entry = YEntry(key, kpos, _convert(loader, value_node, source, depth + 1))
             ymap.entries.append(entry)
@@ -199,7 +208,9 @@ def _convert(loader: yaml.SafeLoader, node: Any, source: str | None, depth: int)
     if tag not in (_STR, _INT, _FLOAT, _BOOL, _NULL):
         raise PolicyError(
             f"unsupported YAML value type {tag!r}: write it as a quoted string",
-            path=source, line=pos.line, column=pos.column,
+            path=source,
+            line=pos.line,
+            column=pos.column,
         )
     try:
         value = loader.construct_object(node, deep=True)
@@ -211,6 +222,8 @@ def _convert(loader: yaml.SafeLoader, node: Any, source: str | None, depth: int)
     if isinstance(value, float) and not math.isfinite(value):
         raise PolicyError(
             "non-finite numbers (.inf, .nan) are not allowed",
-            path=source, line=pos.line, column=pos.column,
+            path=source,
+            line=pos.line,
+            column=pos.column,
         )
     return YScalar(value, pos)

@@ -35,13 +35,16 @@ class HashedPolicy(Protocol):
     def hash(self) -> str: ...
 
 
-def add_signing_arguments(parser: argparse.ArgumentParser) -> None:
+def add_signing_arguments(
+    parser: argparse.ArgumentParser, *, with_require_signed: bool = True
+) -> None:
     group = parser.add_argument_group("policy signatures (see docs/promote.md)")
-    group.add_argument(
-        "--require-signed",
-        action="store_true",
-        help="refuse a policy not signed by a --trusted-key over its current content",
-    )
+    if with_require_signed:
+        group.add_argument(
+            "--require-signed",
+            action="store_true",
+            help="refuse a policy not signed by a --trusted-key over its current content",
+        )
     group.add_argument(
         "--trusted-key",
         action="append",

@@ -52,15 +52,31 @@ def verify(
     head: HeadSeal | None = None,
     partial: bool = False,
 ) -> VerifyReport:
-    verifier = ChainVerifier({k.key_id: k for k in keys}, head=head, partial=partial)
+    """Verify line by line and in batches; both must reach the same verdict."""
     data = b"".join(lines)
     parts = data.split(b"\n")
     last = parts.pop()
+    key_map = {k.key_id: k for k in keys}
+    one = ChainVerifier(key_map, head=head, partial=partial)
     for i, line in enumerate(parts):
-        verifier.feed(line, file="mem", lineno=i + 1)
+        one.feed(line, file="mem", lineno=i + 1)
     if last:
-        verifier.feed(last, file="mem", lineno=len(parts) + 1, terminated=False)
-    return verifier.finish()
+        one.feed(last, file="mem", lineno=len(parts) + 1, terminated=False)
+    batched = ChainVerifier(key_map, head=head, partial=partial)
+    rows = [*parts, last] if last else parts
+    # uneven batches, so that batch edges fall everywhere
+    start, size = 0, 1
+    while start < len(rows):
+        chunk = rows[start : start + size]
+        is_last = start + size >= len(rows)
+        batched.feed_many(
+            chunk, file="mem", first_lineno=start + 1, last_terminated=not (is_last and bool(last))
+        )
+        start += size
+        size = size % 4 + 1
+    report = one.finish()
+    assert batched.finish() == report
+    return report
 
 
 def head_of(tip: ChainTip) -> HeadSeal:

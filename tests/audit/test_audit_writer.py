@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -17,8 +18,9 @@ import uvloop
 
 from agentwall.audit.keys import AuditKey
 from agentwall.audit.log import AuditLog
+from agentwall.audit.reader import iter_entries
 from agentwall.audit.verify import verify_files
-from agentwall.errors import AuditError
+from agentwall.errors import AuditError, AuditEventError
 from agentwall.io.audit_writer import AuditWriterClient, AuditWriterProcess, render_metrics
 from agentwall.types import AuditEvent
 
@@ -166,3 +168,42 @@ def test_garbage_on_the_socket_only_hurts_the_sender(
             assert await client.record(make_event(0)) == 1
 
     run(scenario())
+
+
+def test_values_msgpack_cannot_carry_are_logged_exactly(
+    writer: AuditWriterProcess, log_path: Path, key: AuditKey, make_event: MakeEvent
+) -> None:
+    writer.start()
+    huge = 10**40
+
+    async def scenario() -> None:
+        async with AuditWriterClient(writer.socket_path) as client:
+            seqs = await asyncio.gather(
+                client.record(make_event(0)),
+                client.record(AuditEvent(event="decision", call_id="big", params={"n": huge})),
+                client.record(make_event(2)),
+            )
+            assert sorted(seqs) == [1, 2, 3]
+
+    run(scenario())
+    writer.stop()
+    lines = [json.loads(line) for line in log_path.read_bytes().splitlines()]
+    big = next(row for row in lines if row["call_id"] == "big")
+    assert big["params"] == {"n": huge}
+    assert next(iter_entries([log_path]))["seq"] == 1
+    assert [e["params"] for e in iter_entries([log_path]) if e["call_id"] == "big"] == [{"n": huge}]
+    assert verify_files([log_path], [key]).valid
+
+
+def test_an_event_that_cannot_be_encoded_is_refused_alone(
+    log_path: Path, key: AuditKey, make_event: MakeEvent
+) -> None:
+    with AuditLog.open(log_path, key) as log:
+        log.append_batch([make_event(0)])
+        size = log_path.stat().st_size
+        poison = AuditEvent(event="decision", params={1: "x", "a": 2})  # keys JSON cannot sort
+        with pytest.raises(AuditEventError):
+            log.append_batch([make_event(1), poison])
+        assert log_path.stat().st_size == size
+        assert log.append_batch([make_event(2)]) == [2]
+    assert verify_files([log_path], [key]).valid

@@ -104,6 +104,31 @@ def test_median_alone_over_the_limit_is_noise_when_the_fastest_rounds_are_fine()
     assert gate.compare(baseline, regressed, 2.0)[0].failed
 
 
+def test_e2e_figure_fails_only_if_its_fastest_view_regressed_too() -> None:
+    def run(median: float, fastest: float) -> dict[str, Any]:
+        return {
+            "calibration": {"median_ns": 1000.0},
+            "benchmarks": [
+                {
+                    "fullname": "bench/bench_e2e.py::test_gate_stdio_overhead",
+                    "stats": {"median": 1.0, "min": 1.0},
+                    "extra_info": {
+                        "gate": {"e2e_stdio_overhead": median},
+                        "gate_min": {"e2e_stdio_overhead": fastest},
+                    },
+                }
+            ],
+        }
+
+    fig = gate.figures(run(10.0, 6.0))["e2e_stdio_overhead"]
+    assert (fig.value, fig.value_min) == (10.0, 6.0)
+    baseline = {"metrics": {"e2e_stdio_overhead": {"value": 10.0, "value_min": 6.0, "floor": 0.5}}}
+    disk_burst = gate.figures(run(60.0, 7.0))
+    assert not gate.compare(baseline, disk_burst, 2.0)[0].failed
+    regressed = gate.figures(run(25.0, 13.0))
+    assert gate.compare(baseline, regressed, 2.0)[0].failed
+
+
 def test_missing_calibration_is_an_error() -> None:
     with pytest.raises(gate.GateError, match="calibration"):
         gate.figures({"benchmarks": []})

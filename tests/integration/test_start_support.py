@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import mcp_types as types
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from starlette.requests import Request
@@ -178,6 +179,20 @@ def run_upstream(port: int, control: Path, json_response: bool) -> None:
                 return "went"
             await asyncio.sleep(0.05)
         return "gave up waiting"
+
+    @server.tool()
+    async def ask_model(prompt: str, ctx: Context) -> str:
+        """Ask the client for a sampling completion (a server -> client
+        request; handshake-era protocols only)."""
+        result = await ctx.session.create_message(
+            messages=[
+                types.SamplingMessage(
+                    role="user", content=types.TextContent(type="text", text=prompt)
+                )
+            ],
+            max_tokens=16,
+        )
+        return f"model said: {getattr(result.content, 'text', result.content)}"
 
     @server.resource("config://app")
     def app_config() -> str:

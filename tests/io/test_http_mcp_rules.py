@@ -380,3 +380,100 @@ def test_encode_sse_event_round_trips() -> None:
 def test_base64_sentinel_value_from_sdk_is_accepted() -> None:
     value = "=?base64?" + base64.b64encode("naïve".encode()).decode() + "?="
     assert mh.decode_header_value(value) == "naïve"
+
+
+# -- upstream responses (strict HTTP/1.1 framing) --------------------------------------
+
+CHUNKED = (
+    b"HTTP/1.1 100 Continue\r\n\r\n"
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5\r\nhello\r\n3;ext=1\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\n"
+)
+
+
+def events_of(raw: bytes, cuts: list[int] | None = None) -> list[object]:
+    parser = mh.ResponseParser()
+    points = sorted({0, len(raw), *(cuts or [])})
+    out: list[object] = []
+    for a, b in itertools.pairwise(points):
+        out += parser.feed(raw[a:b])
+    return out
+
+
+def body_and_head(events: list[object]) -> tuple[mh.ResponseHead, bytes, bool]:
+    head = events[0]
+    assert isinstance(head, mh.ResponseHead)
+    body = b"".join(e for e in events if isinstance(e, bytes))
+    return head, body, events[-1] is mh.BODY_END
+
+
+def test_chunked_response_with_informational_and_trailers() -> None:
+    head, body, ended = body_and_head(events_of(CHUNKED))
+    assert (head.status, head.keep_alive, body, ended) == (200, True, b"helloabc", True)
+    assert (b"content-type", b"text/event-stream") in head.headers
+
+
+@given(st.lists(st.integers(min_value=0, max_value=len(CHUNKED)), max_size=10))
+def test_response_split_anywhere_gives_the_same_result(cuts: list[int]) -> None:
+    assert body_and_head(events_of(CHUNKED, cuts)) == body_and_head(events_of(CHUNKED))
+
+
+def test_content_length_and_no_body_statuses() -> None:
+    head, body, ended = body_and_head(events_of(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+    assert (body, ended, head.keep_alive) == (b"ok", True, True)
+    head, body, ended = body_and_head(
+        events_of(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+    )
+    assert (head.status, body, ended) == (202, b"", True)
+    head, body, ended = body_and_head(events_of(b"HTTP/1.1 204 No Content\r\n\r\n"))
+    assert (head.status, ended) == (204, True)
+
+
+def test_close_delimited_body_ends_at_close() -> None:
+    parser = mh.ResponseParser()
+    events = parser.feed(b"HTTP/1.0 200 OK\r\n\r\nbody")
+    head = events[0]
+    assert isinstance(head, mh.ResponseHead)
+    assert not head.keep_alive
+    assert parser.close() == [mh.BODY_END]
+
+
+def test_connection_close_header_means_no_reuse() -> None:
+    head, _, _ = body_and_head(
+        events_of(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+    )
+    assert not head.keep_alive
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/2 200 OK\r\n\r\n",
+        b"HTTP/1.1 2000 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n folded: value\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\naXX",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+    ],
+)
+def test_malformed_responses_are_refused(raw: bytes) -> None:
+    with pytest.raises(mh.HttpFramingError):
+        mh.ResponseParser().feed(raw)
+
+
+def test_oversize_head_is_refused() -> None:
+    with pytest.raises(mh.HttpFramingError):
+        mh.ResponseParser(max_head=1024).feed(b"HTTP/1.1 200 OK\r\nX: " + b"a" * 2000)
+
+
+def test_close_mid_response_is_an_error() -> None:
+    parser = mh.ResponseParser()
+    parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+    with pytest.raises(mh.HttpFramingError):
+        parser.close()

@@ -1,0 +1,307 @@
+"""What ``agentwall start`` adds to one MCP call, and what it sustains.
+
+Real processes on 127.0.0.1: a minimal upstream (uvloop, canned JSON answer,
+so the upstream's own cost is small and the same for both paths), a real
+``agentwall start`` (writer process, durable chained audit log with fdatasync,
+evaluator workers or in-process evaluation), and a keep-alive raw HTTP/1.1
+client.  ``direct`` and ``proxied`` run the same call; the difference of
+their medians is the added latency.
+
+Run:  .venv/bin/python -m pytest bench/bench_http.py --benchmark-enable -q
+Throughput (64 clients) is printed and stored in the benchmark's extra_info.
+The machine is shared and noisy: compare medians and ratios, not absolutes.
+
+    python bench/bench_http.py upstream PORT      # the upstream alone
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+POLICY = """\
+version: "2"
+default_action: deny
+tools:
+  - name: echo
+    action: allow
+    parameters:
+      - name: text
+        type: string
+        pattern: "[a-z0-9 ]{0,64}"
+"""
+
+BODY = json.dumps(
+    {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": "hello bench"}},
+    }
+).encode()
+
+
+def request_bytes(host_port: str) -> bytes:
+    return (
+        f"POST /mcp HTTP/1.1\r\nHost: {host_port}\r\nContent-Type: application/json\r\n"
+        f"Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-11-25\r\n"
+        f"Mcp-Session-Id: bench-session\r\nContent-Length: {len(BODY)}\r\n\r\n"
+    ).encode() + BODY
+
+
+# -- the upstream ----------------------------------------------------------------------
+
+_ANSWER = b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hello bench"}]}}'
+_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+    + str(len(_ANSWER)).encode()
+    + b"\r\n\r\n"
+    + _ANSWER
+)
+
+
+class _UpstreamProtocol(asyncio.Protocol):
+    """Just enough HTTP/1.1 for keep-alive POSTs with Content-Length."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buf[:end].lower()
+            i = head.find(b"content-length:")
+            length = (
+                int(head[i + 15 : head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None])
+                if i >= 0
+                else 0
+            )
+            total = end + 4 + length
+            if len(self.buf) < total:
+                return
+            self.buf = self.buf[total:]
+            self.transport.write(_RESPONSE)
+
+
+def run_upstream(port: int) -> None:
+    import uvloop
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(_UpstreamProtocol, "127.0.0.1", port, backlog=1024)
+        async with server:
+            await server.serve_forever()
+
+    uvloop.run(main())
+
+
+# -- process helpers -----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"port {port} not open after {timeout}s")
+
+
+@contextlib.contextmanager
+def processes(workers: int, *extra: str, log_dir: str | None = None) -> Iterator[tuple[int, int]]:
+    tmp = Path(tempfile.mkdtemp(prefix="agentwall-bench-", dir=log_dir))
+    up_port, proxy_port = free_port(), free_port()
+    policy = tmp / "policy.yaml"
+    policy.write_text(POLICY)
+    key = tmp / "audit.key"
+    key.write_text(os.urandom(32).hex())
+    key.chmod(0o600)
+    upstream = subprocess.Popen([sys.executable, __file__, "upstream", str(up_port)])
+    proxy = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agentwall",
+            "start",
+            "--policy",
+            str(policy),
+            "--listen",
+            f"127.0.0.1:{proxy_port}",
+            "--mcp-url",
+            f"http://127.0.0.1:{up_port}/mcp",
+            "--log-path",
+            str(tmp / "audit.log"),
+            "--audit-key-file",
+            str(key),
+            "--workers",
+            str(workers),
+            *extra,
+        ],
+        env={**os.environ, "AGENTWALL_AUDIT_KEY_FILE": str(key)},
+    )
+    try:
+        wait_port(up_port, upstream)
+        wait_port(proxy_port, proxy)
+        yield up_port, proxy_port
+    finally:
+        for p in (proxy, upstream):
+            p.terminate()
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+class KeepAliveClient:
+    """One keep-alive connection; ``call()`` sends the request, reads the answer."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.request = request_bytes(f"127.0.0.1:{port}")
+        self.buf = b""
+
+    def call(self) -> bytes:
+        self.sock.sendall(self.request)
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            if end >= 0:
+                head = self.buf[:end].lower()
+                i = head.find(b"content-length:")
+                j = head.find(b"\r\n", i)
+                length = int(head[i + 15 : j if j > 0 else None])
+                total = end + 4 + length
+                if len(self.buf) >= total:
+                    body, self.buf = self.buf[end + 4 : total], self.buf[total:]
+                    if not head.startswith(b"http/1.1 200"):
+                        raise RuntimeError(
+                            head.decode(errors="replace") + body.decode(errors="replace")
+                        )
+                    return body
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += chunk
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def throughput(port: int, clients: int, seconds: float) -> tuple[int, float]:
+    """``clients`` keep-alive connections calling in a loop for ``seconds``."""
+    request = request_bytes(f"127.0.0.1:{port}")
+    done = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def one() -> None:
+        nonlocal done
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < stop_at:
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                lower = head.lower()
+                i = lower.find(b"content-length:")
+                length = int(lower[i + 15 : lower.find(b"\r\n", i)])
+                await reader.readexactly(length)
+                if not head.startswith(b"HTTP/1.1 200"):
+                    raise RuntimeError(head.decode())
+                done += 1
+        finally:
+            writer.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(clients)))
+    return done, time.perf_counter() - t0
+
+
+# -- benchmarks ---------------------------------------------------------------------------------
+
+
+# The audit log on the real disk (every batch fdatasynced: ~4 ms per sync on
+# the CI machine's virtual disk) and on tmpfs (/dev/shm: fdatasync is nearly
+# free), which isolates what the proxy itself costs.
+STACKS = {
+    "workers2-disk": (2, None),
+    "workers0-disk": (0, None),
+    "workers2-tmpfs": (2, "/dev/shm"),
+    "workers0-tmpfs": (0, "/dev/shm"),
+}
+
+
+@pytest.fixture(scope="module", params=list(STACKS))
+def stack(request: pytest.FixtureRequest) -> Iterator[tuple[int, int]]:
+    workers, log_dir = STACKS[request.param]
+    if log_dir is not None and not os.path.isdir(log_dir):
+        pytest.skip(f"{log_dir} is not available")
+    with processes(workers, log_dir=log_dir) as ports:
+        yield ports
+
+
+def _latency(benchmark: Any, port: int) -> None:
+    client = KeepAliveClient(port)
+    for _ in range(200):  # warm: connections, caches, branch predictors
+        client.call()
+    try:
+        benchmark.pedantic(client.call, rounds=3000, iterations=1, warmup_rounds=50)
+    finally:
+        client.close()
+    data = sorted(benchmark.stats.stats.data)
+    p50, p99 = data[len(data) // 2], data[int(len(data) * 0.99)]
+    benchmark.extra_info["p50_us"] = round(p50 * 1e6, 1)
+    benchmark.extra_info["p99_us"] = round(p99 * 1e6, 1)
+    print(f"\n{benchmark.name}: p50 {p50 * 1e6:.0f} us, p99 {p99 * 1e6:.0f} us")
+
+
+def test_direct_call(benchmark: Any, stack: tuple[int, int]) -> None:
+    _latency(benchmark, stack[0])
+
+
+def test_proxied_call(benchmark: Any, stack: tuple[int, int]) -> None:
+    _latency(benchmark, stack[1])
+
+
+def test_proxied_throughput_64_clients(benchmark: Any, stack: tuple[int, int]) -> None:
+    def run() -> float:
+        done, elapsed = asyncio.run(throughput(stack[1], 64, 5.0))
+        rate = done / elapsed
+        benchmark.extra_info["calls_per_second"] = round(rate)
+        print(f"\n{benchmark.name}: {done} audited tools/call in {elapsed:.2f}s = {rate:.0f}/s")
+        return rate
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "upstream":
+        run_upstream(int(sys.argv[2]))
+    else:
+        print(__doc__)
