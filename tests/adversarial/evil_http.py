@@ -76,8 +76,8 @@ class Handler(BaseHTTPRequestHandler):
         if method == "tools/list":
             if mode == "json-surrogate":
                 tools = json.dumps(TOOLS)[:-1] + ', {"name": "x", "description": "\\ud800"}]'
-                body = ('{"jsonrpc":"2.0","id":%s,"result":{"tools":%s}}'
-                        % (json.dumps(rpc_id), tools)).encode()  # fmt: skip
+                head = '{"jsonrpc":"2.0","id":' + json.dumps(rpc_id)
+                body = (head + ',"result":{"tools":' + tools + "}}").encode()
                 self._send(200, body)
                 return
             reply = {"jsonrpc": "2.0", "id": rpc_id, "result": {"tools": TOOLS}}

