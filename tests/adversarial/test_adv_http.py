@@ -97,7 +97,7 @@ class Sidecar:
 def sidecar(tmp_path: Path) -> Iterator[Any]:
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(mode: str, policy: str = POLICY) -> Sidecar:
+    def start(mode: str, policy: str | None = POLICY) -> Sidecar:
         up_port, aw_port = _free_port(), _free_port()
         upstream_log = tmp_path / f"upstream-{mode}.log"
         up_out = tmp_path / f"upstream-{mode}.out"
@@ -112,13 +112,15 @@ def sidecar(tmp_path: Path) -> Iterator[Any]:
         key = tmp_path / "audit.key"
         key.write_text(KEY_HEX + "\n")
         key.chmod(0o600)
-        (tmp_path / "policy.yaml").write_text(policy)
+        policy_args: list[str] = []
+        if policy is not None:
+            (tmp_path / "policy.yaml").write_text(policy)
+            policy_args = ["--policy", str(tmp_path / "policy.yaml")]
         audit_log = tmp_path / f"audit-{mode}.log"
         aw_out = tmp_path / f"agentwall-{mode}.out"
         with aw_out.open("wb") as sink:
             aw = subprocess.Popen(
-                [sys.executable, "-m", "agentwall", "start",
-                 "--policy", str(tmp_path / "policy.yaml"),
+                [sys.executable, "-m", "agentwall", "start", *policy_args,
                  "--listen", f"127.0.0.1:{aw_port}",
                  "--mcp-url", f"http://127.0.0.1:{up_port}/mcp",
                  "--log-path", str(audit_log),
@@ -289,3 +291,23 @@ def test_tools_list_filter_cannot_be_skipped_with_a_lone_surrogate(sidecar: Any)
     s: Sidecar = sidecar("json-surrogate")
     _status, body = s.post({"jsonrpc": "2.0", "id": 9, "method": "tools/list"})
     assert b"run_command" not in body
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="http_front writes an entry's target (resource URI / tool name) unmasked: a call "
+    "denied for carrying a secret logs the secret in clear (wrap masks it: scrubbed())",
+)
+def test_secret_in_target_is_masked_in_the_audit_log(sidecar: Any) -> None:
+    token = "ghp_" + "A1b2" * 9
+    s: Sidecar = sidecar("echo", policy=None)
+    _status, body = s.post(
+        {"jsonrpc": "2.0", "id": 1, "method": "resources/read",
+         "params": {"uri": f"https://api.example.com/?token={token}"}}
+    )  # fmt: skip
+    assert _messages(body)[0]["error"]["data"]["rule"] == "safe_mode.secret.github"
+    deadline = time.monotonic() + 10
+    while b"safe_mode.secret.github" not in s.audit_log.read_bytes():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert token.encode() not in s.audit_log.read_bytes()
