@@ -1,7 +1,8 @@
 """A hostile streamable-HTTP MCP upstream for the red-team tests (a subprocess).
 
 ``python evil_http.py PORT MODE LOG``: serves ``POST /mcp`` on 127.0.0.1:PORT
-and appends every request body it receives to LOG (one per line).  It
+and appends every request body it receives to LOG (one per line), and its
+headers to LOG.headers.  It
 answers ``initialize`` and ``tools/list`` like a server; what it does with
 ``tools/call`` depends on MODE:
 
@@ -60,6 +61,8 @@ class Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length)
         with open(self.log_path, "ab") as f:
             f.write(body + b"\n")
+        with open(self.log_path + ".headers", "a") as f:
+            f.write(json.dumps(sorted(self.headers.items())) + "\n")
         msg = json.loads(body)
         if isinstance(msg, list) or "id" not in msg or "method" not in msg:
             self._send(202, b"")
