@@ -197,6 +197,18 @@ class InProcessEvaluator:
             )
 
 
+def scrubbed(value: Any) -> Any:
+    """A string the audit entry names (target, method, string id) with any
+    secret masked: the call may have been denied *for* carrying it, and the
+    log must not become the leak (docs/policy.md, secret masking).  Other
+    values are returned as they are."""
+    if type(value) is not str:
+        return value
+    from agentwall.policy.secrets import mask_secrets
+
+    return mask_secrets(value)[0]
+
+
 def denial_message(decision: Decision) -> str:
     rule = decision.rule_id or "default_action"
     return f"Denied by policy rule {rule}: {decision.reason}"
@@ -911,7 +923,7 @@ class StdioWrap:
             event="error",
             session=self.session,
             transport="stdio",
-            rpc_id=exc.rpc_id,
+            rpc_id=scrubbed(exc.rpc_id),
             reason=f"invalid message from the host: {exc}",
             detail={"direction": "host", "code": exc.rpc_code},
         )
@@ -1147,8 +1159,8 @@ class StdioWrap:
             session=self.session,
             transport="stdio",
             call_id=call_id,
-            rpc_id=rpc_id,
-            method=message.method,
+            rpc_id=scrubbed(rpc_id),
+            method=scrubbed(message.method),
             decision="deny",
             rule_id="request.malformed",
             reason=str(exc),
@@ -1181,9 +1193,9 @@ class StdioWrap:
             subject=call.identity.subject if call.identity else None,
             issuer=call.identity.issuer if call.identity else None,
             call_id=call.call_id,
-            rpc_id=call.rpc_id,
-            method=call.method,
-            target=call.target or None,
+            rpc_id=scrubbed(call.rpc_id),
+            method=scrubbed(call.method),
+            target=scrubbed(call.target) or None,
             decision=outcome,
             rule_id=decision.rule_id,
             reason=decision.reason,
@@ -1411,5 +1423,6 @@ __all__: Sequence[str] = (
     "denial_message",
     "exit_status",
     "run_wrap",
+    "scrubbed",
     "split_command",
 )

@@ -397,7 +397,12 @@ def _file_uri_within(uri: str, roots: tuple[str, ...]) -> bool:
         return False
     # The server decodes %2e%2e the way it decodes any escape: judge the
     # decoded path.
-    return is_within(unquote(parts.path, errors="strict"), roots)
+    try:
+        path = unquote(parts.path, errors="strict")
+    except UnicodeDecodeError:
+        # Not UTF-8 (e.g. an overlong "%c0%ae" dot): no path to judge.
+        return False
+    return is_within(path, roots)
 
 
 def _judge_prompt(policy: Policy, params: Any, identity: Identity | None) -> _Outcome:

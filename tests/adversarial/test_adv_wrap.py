@@ -255,3 +255,27 @@ def test_id_games_from_the_host(wrapped: Any) -> None:
     assert s.finish() == 0
     assert not any(b'"fake"' in line for line in s.upstream_lines)
     s.verify_log()
+
+
+def test_secrets_in_target_method_or_id_are_masked_in_the_audit_log(wrapped: Any) -> None:
+    """Found: a call denied *because* it carried a GitHub token had the token
+    written in clear in its audit entry's ``target`` (a resource URI or tool
+    name), ``method`` or string ``rpc_id``, without --log-params."""
+    token = "ghp_" + "A1b2" * 9
+    s: Wrapped = wrapped("echo", policy=None)
+    h = s.host
+    h.initialize()
+    h.send({"jsonrpc": "2.0", "id": 1, "method": "resources/read",
+            "params": {"uri": f"https://api.example.com/?token={token}"}})  # fmt: skip
+    h.call(2, token, {})
+    h.send({"jsonrpc": "2.0", "id": token, "method": "ping"})
+    h.send({"jsonrpc": "2.0", "id": 3, "method": f"x/{token}"})
+    h.send({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": [token]}})
+    got = _by_id([h.recv() for _ in range(5)])
+    assert got[1]["error"]["data"]["rule"] == "safe_mode.secret.github"
+    assert got[2]["error"]["data"]["rule"] == "safe_mode.secret.github"
+    assert s.finish() == 0
+    s.verify_log()
+    log = (s.tmp / "audit.log").read_bytes()
+    assert token.encode() not in log
+    assert b"[MASKED:github]" in log
