@@ -279,3 +279,31 @@ def test_secrets_in_target_method_or_id_are_masked_in_the_audit_log(wrapped: Any
     log = (s.tmp / "audit.log").read_bytes()
     assert token.encode() not in log
     assert b"[MASKED:github]" in log
+
+
+def test_a_reused_pending_id_is_refused_and_audited(wrapped: Any) -> None:
+    """Found: the refusal of a request reusing a pending id (alone or in a
+    batch) left no audit entry; every refusal must be in the log."""
+    s: Wrapped = wrapped("echo")
+    h = s.host
+    h.initialize()
+    call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": "a"}}}  # fmt: skip
+    batch_item = {**call, "id": 8}
+    # One write: the first of each pair is still pending when the second is read.
+    h.send_raw(
+        (json.dumps(call) + "\n" + json.dumps(call) + "\n"
+         + json.dumps([batch_item, batch_item]) + "\n").encode()
+    )  # fmt: skip
+    replies = h.recv_all(timeout=2.0)
+    flat = [m for r in replies for m in (r if isinstance(r, list) else [r])]
+    refused = [m for m in flat if m.get("error", {}).get("code") == INVALID_REQUEST]
+    assert sorted(m["id"] for m in refused) == [7, 8]
+    assert all("already in use" in m["error"]["message"] for m in refused)
+    assert s.finish() == 0
+    s.verify_log()
+    errors = [e for e in s.audit_entries() if e.get("event") == "error"]
+    assert sorted(e.get("rpc_id") for e in errors if "already in use" in e.get("reason", "")) == [
+        7,
+        8,
+    ]
