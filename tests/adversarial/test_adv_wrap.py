@@ -158,14 +158,14 @@ def test_server_cannot_smuggle_tools_or_unrequested_answers(wrapped: Any) -> Non
     h.call(4242, "run_command", {})
     assert h.recv()["error"]["code"] == POLICY_DENIED
     h.send({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
-    replies = h.recv_all(timeout=1.5)
+    replies = h.recv_all(timeout=1.0)
     assert [r["id"] for r in replies] == [1], replies
     names = [t["name"] for t in replies[0]["result"]["tools"]]
     assert names == ["echo"]
     # After the server tried "1" (a string) and 999: the host's next
     # request with the string id "1" is answered by its own response only.
     h.call("1", "echo", {"text": "mine"})
-    replies = h.recv_all(timeout=1.5)
+    replies = h.recv_all(timeout=1.0)
     assert len(replies) == 1
     assert replies[0]["id"] == "1"
     assert replies[0]["result"]["received"]["params"]["arguments"] == {"text": "mine"}
@@ -178,7 +178,7 @@ def test_server_to_host_requests_are_judged(wrapped: Any) -> None:
     h = s.host
     h.initialize()
     h.call(1, "echo", {"text": "x"})
-    replies = h.recv_all(timeout=1.5)
+    replies = h.recv_all(timeout=1.0)
     ids = [r.get("id") for r in replies]
     # roots/list (allowed by the shipped defaults) reaches the host; the
     # server's tools/call and unknown method do not.
@@ -243,7 +243,7 @@ def test_id_games_from_the_host(wrapped: Any) -> None:
         b'{"jsonrpc":"2.0","id":1.0,"method":"ping"}\n'
         b'{"jsonrpc":"2.0","id":true,"method":"ping"}\n'
     )
-    replies = h.recv_all(timeout=1.5)
+    replies = h.recv_all(timeout=1.0)
     ids = sorted((type(r["id"]).__name__, r["id"]) for r in replies)
     assert ("int", 1) in ids
     assert ("str", "1") in ids
