@@ -203,7 +203,8 @@ def _evaluate(policy: Policy, call: Call, now_ns: int) -> Decision:
                 )
         # A command given as argv ({"command": "rm", "args": ["-rf", "/"]})
         # is a command line too: each piece alone looks harmless.
-        for loc, text in _argv_lines(params):
+        argv = _argv_lines(params) if b"[" in call.params_json or not call.params_json else ()
+        for loc, text in argv:
             hit = engine.check(text)
             if hit is not None:
                 return _decision(
@@ -251,11 +252,13 @@ def _argv_lines(params: Any) -> list[tuple[Loc, str]]:
                 if type(value) is list and value and all(type(v) is str for v in value):
                     # Argv-shaped: under an argv key, or no piece with spaces
                     # (a list of sentences is not a command line).
-                    argv_like = key in _ARGV_KEYS or not any(" " in v for v in value)
-                    if len(value) >= 2 and argv_like:
-                        out.append((child, " ".join(value)))
                     if program is not None and key in _ARGV_KEYS:
+                        # (The joined line contains the list's own join.)
                         out.append((child, program + " " + " ".join(value)))
+                    elif len(value) >= 2 and (
+                        key in _ARGV_KEYS or not any(" " in v for v in value)
+                    ):
+                        out.append((child, " ".join(value)))
                 elif type(value) in (dict, list):
                     stack.append((value, child))
         elif type(node) is list:
