@@ -137,6 +137,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="on SIGTERM, wait this long for calls in flight",
     )
 
+    a(
+        "--upstream-header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="the proxy's own credential header for the upstream (repeatable)",
+    )
+    a(
+        "--upstream-token-file",
+        metavar="F",
+        help="send 'Authorization: Bearer <F's content>' upstream (re-read when F changes)",
+    )
     add_signing_arguments(parser)
 
 
@@ -164,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
         filter_tools_list=args.filter_tools_list,
         cache=args.cache,
         oidc_issuer=args.oidc_issuer,
+        upstream_headers=tuple(args.upstream_header),
+        upstream_token_file=args.upstream_token_file,
         allowed_origins=tuple(args.allowed_origin),
         allowed_hosts=tuple(args.allowed_host),
         upstream_timeout=args.upstream_timeout,

@@ -37,10 +37,18 @@ from agentwall.cache.ratelimit import RateLimiter, RateSpec, as_spec
 from agentwall.cache.shm import DecisionCache
 from agentwall.core import mcp_http as mh
 from agentwall.errors import AuditError, ConfigError, PolicyError, SignatureError
+from agentwall.identity import IdentityConfig, coerce_identity_config
 from agentwall.io.audit_writer import AuditWriterClient, AuditWriterProcess
 from agentwall.io.audit_writer import render_metrics as render_audit_metrics
 from agentwall.io.contracts import Evaluator
 from agentwall.io.http_front import FrontConfig, Proxy, serve
+from agentwall.io.oidc import (
+    CredentialedUpstreamPool,
+    HttpIdentityGate,
+    OidcAuthenticator,
+    OidcSettings,
+    UpstreamCredentials,
+)
 from agentwall.io.pool import EvaluatorPool
 from agentwall.io.upstream import UpstreamPool
 from agentwall.io.worker import PolicyEngine
@@ -71,6 +79,8 @@ class StartConfig(msgspec.Struct, frozen=True):
     filter_tools_list: bool = True
     cache: bool = True
     oidc_issuer: str | None = None
+    upstream_headers: tuple[str, ...] = ()
+    upstream_token_file: str | None = None
     allowed_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
     upstream_timeout: float = 60.0
@@ -201,6 +211,9 @@ class Sidecar:
         self.reloading = False
         self.started_ns = time.time_ns()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.oidc: OidcAuthenticator | None = None
+        self.identity_config: IdentityConfig | None = None
+        self.credentials: UpstreamCredentials | None = None
 
     # -- phase 1: before any event loop or thread -------------------------------
     def prepare(self) -> None:
@@ -213,9 +226,18 @@ class Sidecar:
                 f"--kill-mode must be none, connection, process or both: {cfg.kill_mode!r}"
             )
         UpstreamPool(cfg.mcp_url)  # validates --mcp-url
+        if cfg.upstream_headers or cfg.upstream_token_file:
+            self.credentials = UpstreamCredentials(cfg.upstream_headers, cfg.upstream_token_file)
         # A policy that does not load (or whose signature is refused) stops
         # us here, exit 2, before any process starts.
         self.policy = self.load(cfg.policy_path)
+        identity = getattr(self.policy, "identity", None)
+        if identity is not None or cfg.oidc_issuer is not None:
+            if identity is None:
+                raise ConfigError(
+                    "--oidc-issuer needs an identity: section in the policy (audience)"
+                )
+            self.identity_config = coerce_identity_config(identity, issuer_override=cfg.oidc_issuer)
         for warning in getattr(self.policy, "warnings", ()):
             print(f"agentwall start: warning: {warning}", file=sys.stderr)
         check_for = getattr(self.load, "check_for", None)
@@ -259,7 +281,28 @@ class Sidecar:
         if self.pool is not None:
             await self.pool.attach()
         host, port = parse_listen(cfg.listen)
-        self.upstream = UpstreamPool(cfg.mcp_url, connect_timeout=min(5.0, cfg.upstream_timeout))
+        gate: HttpIdentityGate | None = None
+        if self.identity_config is not None:
+            # The identity class in the decision-cache key must cover every
+            # claim a rule looks at.
+            self.oidc = OidcAuthenticator(
+                self.identity_config,
+                OidcSettings(),
+                class_claims=sorted(getattr(self.policy, "identity_claims_used", ())),
+            )
+            if not await self.oidc.start():
+                log.error(
+                    "the identity provider's keys could not be fetched yet; requests get 503 "
+                    "until a retry succeeds"
+                )
+            gate = HttpIdentityGate(self.oidc, listen=cfg.listen, audit=self.audit)
+        connect_timeout = min(5.0, cfg.upstream_timeout)
+        if self.credentials is not None:
+            self.upstream = CredentialedUpstreamPool(
+                cfg.mcp_url, credentials=self.credentials, connect_timeout=connect_timeout
+            )
+        else:
+            self.upstream = UpstreamPool(cfg.mcp_url, connect_timeout=connect_timeout)
         mask = mask_secrets if cfg.log_params else None
         front = FrontConfig(
             kill_mode=cfg.kill_mode,
@@ -287,7 +330,7 @@ class Sidecar:
             upstream=self.upstream,
             policy=self.policy,
             tools_filter=filter_tools_list,
-            authenticator=None,
+            authenticator=gate,
             mask_params=mask,
             readiness=self.readiness,
             processes=self.processes,
@@ -323,6 +366,8 @@ class Sidecar:
         return 0
 
     async def _close_async(self) -> None:
+        if self.oidc is not None:
+            await self.oidc.aclose()
         if self.upstream is not None:
             await self.upstream.close()
         if self.pool is not None:
@@ -338,7 +383,10 @@ class Sidecar:
             and self.audit.ready
         )
         workers_ok = self.pool.ready if self.pool is not None else True
-        return {"audit_writer": writer_ok, "workers": workers_ok}
+        checks = {"audit_writer": writer_ok, "workers": workers_ok}
+        if self.oidc is not None:
+            checks["identity_keys"] = self.oidc.ready
+        return checks
 
     def processes(self) -> dict[str, Any]:
         return {
