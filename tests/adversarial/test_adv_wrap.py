@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import Wrapped
+from adv_harness import Wrapped
 
 from agentwall.errors import INVALID_PARAMS, INVALID_REQUEST, POLICY_DENIED
 
