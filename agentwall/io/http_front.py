@@ -508,8 +508,8 @@ class ExchangeContext:
         pending_ids: list[Any],
         *,
         initialize: bool = False,
-        outstanding: dict[Any, None] | None = None,
-        resume: dict[Any, None] | None = None,
+        outstanding: dict[Any, bool] | None = None,
+        resume: dict[Any, bool] | None = None,
     ) -> None:
         self.session = session
         self.identity = identity
@@ -526,17 +526,18 @@ class ExchangeContext:
         self.resume = resume
         self.drops = 0
 
-    def accept_response(self, rpc_id: Any) -> bool:
-        """May a response with this id reach the agent?  Marks it answered."""
+    def accept_response(self, rpc_id: Any) -> bool | None:
+        """May a response with this id reach the agent?  None: no.  Else
+        whether its result must be filtered (a tools/list); marks it
+        answered."""
         if rpc_id in self.pending and rpc_id not in self.answered:
             self.answered.add(rpc_id)
             if self.outstanding is not None:
                 self.outstanding.pop(rpc_id, None)
-            return True
+            return rpc_id in self.filter_ids
         if self.resume is not None and rpc_id in self.resume:
-            del self.resume[rpc_id]
-            return True
-        return False
+            return self.resume.pop(rpc_id)
+        return None
 
     def settle(self) -> list[Any]:
         """The ids still waiting for an answer, from now on answered here
@@ -616,7 +617,8 @@ class Proxy:
         self._issued_sessions: dict[str, None] = {}
         # Per session: request ids forwarded and not answered yet, so that a
         # GET stream resumed with Last-Event-ID may deliver their answers.
-        self._outstanding: dict[str, dict[Any, None]] = {}
+        # The value says whether the answer is a tools/list result to filter.
+        self._outstanding: dict[str, dict[Any, bool]] = {}
 
     def exchange_done(self) -> None:
         self.inflight -= 1
@@ -657,7 +659,7 @@ class Proxy:
         self._issued_sessions.pop(session_id, None)
         self._outstanding.pop(session_id, None)
 
-    def _outstanding_for(self, meta: mh.RequestMeta, session: str) -> dict[Any, None] | None:
+    def _outstanding_for(self, meta: mh.RequestMeta, session: str) -> dict[Any, bool] | None:
         """The table of unanswered request ids of this exchange's session:
         its issued ``Mcp-Session-Id``, or the session key when there is no
         session id; None for an id the upstream never issued."""
@@ -1236,7 +1238,7 @@ class Proxy:
         outstanding = ctx.outstanding
         if outstanding is not None:
             for rpc_id in ctx.pending_ids:
-                outstanding[rpc_id] = None
+                outstanding[rpc_id] = rpc_id in ctx.filter_ids
             while len(outstanding) > _MAX_OUTSTANDING_IDS:
                 del outstanding[next(iter(outstanding))]
         t0 = time.perf_counter()
@@ -1387,7 +1389,8 @@ class Proxy:
                 # An error about the request as a whole (the upstream could
                 # not read its id): names no request, cannot answer another.
                 return item
-            if not ctx.accept_response(rpc_id):
+            must_filter = ctx.accept_response(rpc_id)
+            if must_filter is None:
                 await self._dropped(
                     ctx,
                     "a response from the upstream to an id the agent did not send in this "
@@ -1395,7 +1398,7 @@ class Proxy:
                     rpc_id,
                 )
                 return None
-            if isinstance(item, Response) and rpc_id in ctx.filter_ids:
+            if must_filter and isinstance(item, Response):
                 return msgspec.structs.replace(item, result=self._filtered_tools(item.result, ctx))
             return item
         # A request or notification from the server: judged like any other.
@@ -1526,7 +1529,7 @@ class Proxy:
             # delivered; a waiting request gets an error instead.
             rpc_id = exc.rpc_id
             await self._dropped(ctx, f"an invalid message from the upstream ({exc})", rpc_id)
-            if rpc_id is not None and ctx.accept_response(rpc_id):
+            if rpc_id is not None and ctx.accept_response(rpc_id) is not None:
                 return mh.encode_sse_event(
                     error_response(
                         rpc_id, INTERNAL_ERROR, f"upstream sent an invalid message: {exc}"

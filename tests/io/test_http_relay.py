@@ -41,6 +41,10 @@ tools:
 """
 
 JSON = [("content-type", "application/json")]
+TOOLS = [
+    {"name": "echo", "inputSchema": {"type": "object"}},
+    {"name": "run_command", "inputSchema": {"type": "object"}},
+]
 SSE = [("content-type", "text/event-stream")]
 Answer = tuple[int, list[tuple[str, str]], bytes]
 
@@ -54,6 +58,7 @@ class Script:
         # The id of the last request whose SSE stream closed unanswered (the
         # 2025-11-25 polling pattern): a resumed GET stream answers it.
         self.owed: Any = None
+        self.owed_result: Any = None
 
     def __call__(self, req: h11.Request, body: bytes) -> Answer:
         if req.method == b"GET":
@@ -64,6 +69,9 @@ class Script:
         if isinstance(msg, list) or "id" not in msg or "method" not in msg:
             return 202, [], b""
         rpc_id, method = msg["id"], msg["method"]
+        if method == "tools/list":
+            self.owed, self.owed_result = rpc_id, {"tools": TOOLS}
+            return 200, SSE, b"id: ev-1\ndata:\n\n"
         if method == "initialize":
             with self.lock:
                 self.sessions += 1
@@ -98,12 +106,12 @@ class Script:
         if mode == "two-content-types":
             return 200, [*JSON, ("content-type", "text/html")], json.dumps(real).encode()
         if mode == "poll":
-            self.owed = rpc_id
+            self.owed, self.owed_result = rpc_id, {"late": True}
             return 200, SSE, b"id: ev-1\ndata:\n\n"
         raise AssertionError(mode)
 
     def resumed_stream(self) -> Answer:
-        owed = {"jsonrpc": "2.0", "id": self.owed, "result": {"late": True}}
+        owed = {"jsonrpc": "2.0", "id": self.owed, "result": self.owed_result}
         foreign = {"jsonrpc": "2.0", "id": "never-sent", "result": {"forged": True}}
         return 200, SSE, sse(foreign, owed)
 
@@ -261,6 +269,14 @@ def test_resumed_get_stream_delivers_only_answers_still_owed(proxy: tuple[int, P
     # Once delivered, the answer is no longer owed.
     (reply,), _ = raw(port, get)
     assert sse_messages(reply[2]) == []
+    # A tools/list answer delivered on the resumed stream is filtered too.
+    listing = json.dumps({"jsonrpc": "2.0", "id": 78, "method": "tools/list"})
+    (reply,), _ = raw(port, post(listing, headers=headers))
+    assert sse_messages(reply[2]) == []
+    (reply,), _ = raw(port, get)
+    (answer,) = sse_messages(reply[2])
+    assert answer["id"] == 78
+    assert [t["name"] for t in answer["result"]["tools"]] == ["echo"]
 
 
 RATE_POLICY = """\
