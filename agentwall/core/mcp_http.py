@@ -211,8 +211,11 @@ def encode_header_value(value: str) -> str:
     )
 
 
+_VISIBLE_ASCII = bytes(range(0x21, 0x7F))
+
+
 def _visible_ascii(value: bytes) -> bool:
-    return bool(value) and all(0x21 <= b <= 0x7E for b in value)
+    return bool(value) and not value.translate(None, _VISIBLE_ASCII)
 
 
 # --------------------------------------------------------------------------
@@ -668,6 +671,22 @@ _TOKEN_CHARS = frozenset(
     b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 )
 _HEX = frozenset(b"0123456789abcdefABCDEF")
+_TOKEN_BYTES = bytes(sorted(_TOKEN_CHARS))
+# Field values: HTAB, SP, visible ASCII, obs-text (RFC 9110 §5.5).
+_FIELD_VALUE_BYTES = b"\t" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
+_HEAD_BYTES = _FIELD_VALUE_BYTES + b"\r\n"
+_FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+
+
+def _check_head_bytes(head: bytes) -> None:
+    """Whole-head checks at C speed, before any line is looked at: no NUL
+    or other control character, and every line break a CRLF (a bare CR or
+    LF is where two parsers would cut lines differently)."""
+    if head.translate(None, _HEAD_BYTES):
+        raise HttpFramingError("control character in the head")
+    crlf = head.count(b"\r\n")
+    if head.count(b"\r") != crlf or head.count(b"\n") != crlf:
+        raise HttpFramingError("bare CR or LF in the head")
 
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _UNTIL_CLOSE, _DONE = range(8)
 
@@ -807,6 +826,7 @@ class ResponseParser:
         raise HttpFramingError("connection closed in the middle of a response")
 
     def _parse_head(self, head: bytes) -> ResponseHead | None:
+        _check_head_bytes(head)
         lines = head.split(b"\r\n")
         status_line = lines[0]
         version, _, rest = status_line.partition(b" ")
@@ -821,15 +841,16 @@ class ResponseParser:
         if len(lines) - 1 > self.MAX_HEADERS:
             raise HttpFramingError("too many response headers")
         for line in lines[1:]:
-            if not line or line[0] in (0x20, 0x09):
-                raise HttpFramingError("obsolete header line folding")
             name, colon, value = line.partition(b":")
-            if not colon or not name or not _TOKEN_CHARS.issuperset(name):
+            if not colon or not name or name.translate(None, _TOKEN_BYTES):
+                if line[:1] in (b" ", b"\t"):
+                    raise HttpFramingError("obsolete header line folding")
                 raise HttpFramingError(f"invalid header line {line[:80]!r}")
-            value = value.strip(b" \t")
-            if b"\r" in value or b"\n" in value or b"\x00" in value:
-                raise HttpFramingError("control character in a header value")
             name = name.lower()
+            value = value.strip(b" \t")
+            headers.append((name, value))
+            if name not in _FRAMING_HEADERS:
+                continue
             if name == b"content-length":
                 if not value.isdigit() or len(value) > 18:
                     raise HttpFramingError(f"invalid Content-Length {value[:20]!r}")
@@ -841,13 +862,12 @@ class ResponseParser:
                 if value.lower() != b"chunked" or chunked:
                     raise HttpFramingError(f"unsupported Transfer-Encoding {value[:40]!r}")
                 chunked = True
-            elif name == b"connection":
+            else:  # connection
                 tokens = {t.strip().lower() for t in value.split(b",")}
                 if b"close" in tokens:
                     close = True
                 elif b"keep-alive" in tokens and version == b"HTTP/1.0":
                     close = False
-            headers.append((name, value))
         if 100 <= status < 200:
             if status == 101:
                 raise HttpFramingError("the upstream tried to switch protocols")
@@ -917,10 +937,10 @@ REQUEST_END = RequestEnd()
 CONNECTION_END = ConnectionEnd()
 RequestEvent = RequestHead | bytes | RequestEnd | ConnectionEnd
 
-_TOKEN_BYTES = bytes(sorted(_TOKEN_CHARS))
-# Field values: HTAB, SP, visible ASCII, obs-text (RFC 9110 §5.5).
-_FIELD_VALUE_BYTES = b"\t" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
 _TARGET_BYTES = bytes(range(0x21, 0x7F))
+_REQUEST_SPECIAL_HEADERS = frozenset(
+    {b"content-length", b"transfer-encoding", b"connection", b"host", b"expect"}
+)
 _R_HEAD, _R_LENGTH, _R_CHUNK_SIZE, _R_CHUNK_DATA, _R_CHUNK_CRLF, _R_TRAILERS, _R_END, _R_DONE = (
     range(8)
 )
@@ -1055,6 +1075,10 @@ class RequestParser:
             raise HttpRequestError(431, f"request head exceeds the {self._max_head}-byte limit")
         head = bytes(buf[:end])
         del buf[: end + 4]
+        try:
+            _check_head_bytes(head)
+        except HttpFramingError as exc:
+            raise HttpRequestError(400, str(exc)) from None
         lines = head.split(b"\r\n")
         request_line = lines[0]
         method, _, rest = request_line.partition(b" ")
@@ -1087,10 +1111,11 @@ class RequestParser:
                 if line[:1] in (b" ", b"\t"):
                     raise HttpRequestError(400, "obsolete header line folding")
                 raise HttpRequestError(400, "malformed header line")
-            value = value.strip(b" \t")
-            if value.translate(None, _FIELD_VALUE_BYTES):
-                raise HttpRequestError(400, "control character in a header value")
             name = name.lower()
+            value = value.strip(b" \t")
+            headers.append((name, value))
+            if name not in _REQUEST_SPECIAL_HEADERS:
+                continue
             if name == b"content-length":
                 if not value.isdigit() or len(value) > 18:
                     raise HttpRequestError(400, "invalid Content-Length")
@@ -1110,7 +1135,6 @@ class RequestParser:
                 hosts += 1
             elif name == b"expect" and value.lower() == b"100-continue":
                 expect_continue = http_version == b"1.1"
-            headers.append((name, value))
         if hosts > 1 or (hosts == 0 and http_version == b"1.1"):
             raise HttpRequestError(400, "a request needs exactly one Host header")
         if chunked and content_length is not None:
