@@ -242,42 +242,45 @@ class RequestMeta(msgspec.Struct):
     forward: Headers = msgspec.field(default_factory=list)
 
 
+# Headers read into RequestMeta, by the field they fill.
+_META_FIELDS: dict[bytes, str] = {
+    H_PROTOCOL_VERSION: "protocol_version",
+    H_SESSION_ID: "session_id",
+    H_METHOD: "mcp_method",
+    H_NAME: "mcp_name",
+    H_ORIGIN: "origin",
+    H_HOST: "host",
+    H_CONTENT_TYPE: "content_type",
+    H_ACCEPT: "accept",
+    H_LAST_EVENT_ID: "last_event_id",
+    H_AUTHORIZATION: "authorization",
+}
+
+
 def read_request_meta(headers: Iterable[tuple[bytes, bytes]]) -> RequestMeta:
-    """One pass over h11's (lower-cased name, value) pairs."""
+    """One pass over the request's (lower-cased name, value) pairs."""
     meta = RequestMeta()
     forward = meta.forward
     seen: set[bytes] = set()
-    hop_named: set[bytes] = set()
+    hop_named: set[bytes] | None = None
     for name, value in headers:
-        if name in _ROUTING_HEADERS:
-            if name in seen and meta.duplicated is None:
+        field = _META_FIELDS.get(name)
+        if field is not None:
+            # A routing header given twice: first-copy and last-copy readers
+            # would disagree.  Two Authorization headers: two sets of
+            # credentials is a malformed request (RFC 6750).
+            if (
+                name in seen
+                and meta.duplicated is None
+                and (name in _ROUTING_HEADERS or name == H_AUTHORIZATION)
+            ):
                 meta.duplicated = name.decode("ascii")
             seen.add(name)
-        if name == H_PROTOCOL_VERSION:
-            meta.protocol_version = value.decode("latin-1")
-        elif name == H_SESSION_ID:
-            meta.session_id = value.decode("latin-1")
-        elif name == H_METHOD:
-            meta.mcp_method = value.decode("latin-1")
-        elif name == H_NAME:
-            meta.mcp_name = value.decode("latin-1")
-        elif name == H_ORIGIN:
-            meta.origin = value.decode("latin-1")
-        elif name == H_HOST:
-            meta.host = value.decode("latin-1")
-        elif name == H_CONTENT_TYPE:
-            meta.content_type = value.decode("latin-1")
-        elif name == H_ACCEPT:
-            meta.accept = value.decode("latin-1")
-        elif name == H_LAST_EVENT_ID:
-            meta.last_event_id = value.decode("latin-1")
-        elif name == H_AUTHORIZATION:
-            if meta.authorization is not None and meta.duplicated is None:
-                # RFC 6750: two sets of credentials is a malformed request.
-                meta.duplicated = "authorization"
-            meta.authorization = value.decode("latin-1")
+            setattr(meta, field, value.decode("latin-1"))
         elif name == b"connection":
             # Headers named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
+            if hop_named is None:
+                hop_named = set()
             hop_named.update(t.strip().lower() for t in value.split(b",") if t.strip())
         if name not in _NOT_FORWARDED_UP:
             forward.append((name, value))
@@ -687,6 +690,7 @@ def _check_head_bytes(head: bytes) -> None:
     crlf = head.count(b"\r\n")
     if head.count(b"\r") != crlf or head.count(b"\n") != crlf:
         raise HttpFramingError("bare CR or LF in the head")
+
 
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _UNTIL_CLOSE, _DONE = range(8)
 

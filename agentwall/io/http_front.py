@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Literal, Protocol, cast
 
@@ -165,12 +166,8 @@ class Histogram:
     def observe(self, seconds: float) -> None:
         self.count += 1
         self.total += seconds
-        i = 0
-        for bound in _BUCKETS:
-            if seconds <= bound:
-                break
-            i += 1
-        self.counts[i] += 1
+        # The first bucket whose bound is >= seconds (len: the +Inf bucket).
+        self.counts[bisect_left(_BUCKETS, seconds)] += 1
 
     def render(self, name: str, labels: str = "") -> list[str]:
         sep = "," if labels else ""
@@ -1344,7 +1341,12 @@ class Proxy:
         out: list[bytes] = []
         intact = True  # ``out`` is the upstream's message as parsed
         for item in items:
-            kept = await self._judge_upstream_item(item, ctx)
+            if type(item) is Response or type(item) is ErrorResponse:
+                kept, refused = self._upstream_response(item, ctx)
+                if refused is not None:
+                    await self._dropped(ctx, refused, item.id)
+            else:
+                kept = await self._judge_upstream_item(item, ctx)
             if kept is None:
                 intact = False
             elif kept is item:
@@ -1384,23 +1386,10 @@ class Proxy:
             await self._dropped(ctx, f"an invalid message from the upstream ({item})", item.rpc_id)
             return None
         if isinstance(item, Response | ErrorResponse):
-            rpc_id = item.id
-            if rpc_id is None:
-                # An error about the request as a whole (the upstream could
-                # not read its id): names no request, cannot answer another.
-                return item
-            must_filter = ctx.accept_response(rpc_id)
-            if must_filter is None:
-                await self._dropped(
-                    ctx,
-                    "a response from the upstream to an id the agent did not send in this "
-                    "exchange, or already answered",
-                    rpc_id,
-                )
-                return None
-            if must_filter and isinstance(item, Response):
-                return msgspec.structs.replace(item, result=self._filtered_tools(item.result, ctx))
-            return item
+            kept, refused = self._upstream_response(item, ctx)
+            if refused is not None:
+                await self._dropped(ctx, refused, item.id)
+            return kept
         # A request or notification from the server: judged like any other.
         judgement = await self.judge(
             item,
@@ -1414,6 +1403,28 @@ class Proxy:
         if isinstance(item, Request):
             self.spawn(self._answer_server_request(ctx, item, judgement))
         return None
+
+    def _upstream_response(
+        self, item: Response | ErrorResponse, ctx: ExchangeContext
+    ) -> tuple[Message | None, str | None]:
+        """A response from the upstream: what to relay, or None and why not
+        (synchronous: the common case needs no coroutine)."""
+        rpc_id = item.id
+        if rpc_id is None:
+            # An error about the request as a whole (the upstream could not
+            # read its id): it names no request, so it cannot answer another.
+            return item, None
+        must_filter = ctx.accept_response(rpc_id)
+        if must_filter is None:
+            return None, (
+                "a response from the upstream to an id the agent did not send in this "
+                "exchange, or already answered"
+            )
+        if must_filter and isinstance(item, Response):
+            return msgspec.structs.replace(
+                item, result=self._filtered_tools(item.result, ctx)
+            ), None
+        return item, None
 
     def _filtered_tools(self, result: Any, ctx: ExchangeContext) -> Any:
         """tools/list result -> only the tools this caller may call."""
@@ -1542,14 +1553,24 @@ class Proxy:
         if isinstance(parsed.message, list):
             kept_items: list[Message | FrameError] = []
             for item in parsed.message:
-                kept = await self._judge_upstream_item(item, ctx)
+                if type(item) is Response or type(item) is ErrorResponse:
+                    kept, refused = self._upstream_response(item, ctx)
+                    if refused is not None:
+                        await self._dropped(ctx, refused, item.id)
+                else:
+                    kept = await self._judge_upstream_item(item, ctx)
                 if kept is not None:
                     kept_items.append(kept)
             if not kept_items:
                 return None
             payload = encode_message(kept_items)
         else:
-            kept = await self._judge_upstream_item(parsed.message, ctx)
+            if type(parsed.message) is Response or type(parsed.message) is ErrorResponse:
+                kept, refused = self._upstream_response(parsed.message, ctx)
+                if refused is not None:
+                    await self._dropped(ctx, refused, parsed.message.id)
+            else:
+                kept = await self._judge_upstream_item(parsed.message, ctx)
             if kept is None:
                 return None
             payload = parsed.wire if kept is parsed.message else encode_message(kept)
