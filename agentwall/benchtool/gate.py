@@ -13,14 +13,15 @@ All figures are lower-is-better.  A figure fails when it is more than
 ``threshold`` (2.0) times its baseline.  Failures are measured again (up to
 ``--retries`` more passes of just those benchmarks) and the best attempt
 counts: a real 2x regression is still there on the retry, a neighbour's burst
-usually is not.  ``--update`` measures ``--update-passes`` times and writes
-each figure's quietest pass as the new baseline.
+usually is not.  ``--update`` measures ``--update-passes`` times and writes,
+for each figure, the median over the passes and the fastest view's best pass.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -284,11 +285,10 @@ def update(args: argparse.Namespace) -> int:
     for name in names:
         values = [r[name].value for r in runs if name in r]
         any_fig = next(r[name] for r in runs if name in r)
-        # The quietest pass is the reference: on a shared machine the typical
-        # pass is slowed by neighbours, and a baseline taken from it would let
-        # a real regression hide under that noise.
+        # The typical pass sets the median's reference and the quietest pass
+        # the fastest view's: a real regression has to show against both.
         entry: dict[str, Any] = {
-            "value": min(values),
+            "value": statistics.median(values),
             "kind": any_fig.kind,
             "source": any_fig.source,
             "passes": values,
