@@ -80,6 +80,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override the policy's identity issuer (identity, issue 6)",
     )
     a(
+        "--upstream-header",
+        action="append",
+        default=[],
+        metavar='"NAME: VALUE"',
+        help="send this header to the upstream (repeatable): the proxy's own "
+        "credentials; the client's token is never forwarded (issue 6)",
+    )
+    a(
+        "--upstream-token-file",
+        metavar="F",
+        help="send 'Authorization: Bearer <content of F>' to the upstream "
+        "(re-read when F changes)",
+    )
+    a(
         "--allowed-origin",
         action="append",
         default=[],
@@ -164,6 +178,8 @@ def run(args: argparse.Namespace) -> int:
         filter_tools_list=args.filter_tools_list,
         cache=args.cache,
         oidc_issuer=args.oidc_issuer,
+        upstream_headers=tuple(args.upstream_header),
+        upstream_token_file=args.upstream_token_file,
         allowed_origins=tuple(args.allowed_origin),
         allowed_hosts=tuple(args.allowed_host),
         upstream_timeout=args.upstream_timeout,

@@ -41,6 +41,13 @@ from agentwall.io.audit_writer import AuditWriterClient, AuditWriterProcess
 from agentwall.io.audit_writer import render_metrics as render_audit_metrics
 from agentwall.io.contracts import Evaluator
 from agentwall.io.http_front import FrontConfig, Proxy, serve
+from agentwall.io.oidc import (
+    SidecarIdentity,
+    UpstreamCredentials,
+    identity_config_for,
+    upstream_credentials,
+    upstream_pool,
+)
 from agentwall.io.pool import EvaluatorPool
 from agentwall.io.upstream import UpstreamPool
 from agentwall.io.worker import PolicyEngine
@@ -71,6 +78,10 @@ class StartConfig(msgspec.Struct, frozen=True):
     filter_tools_list: bool = True
     cache: bool = True
     oidc_issuer: str | None = None
+    # Identity wiring (issue 6): the proxy's own credentials for the upstream
+    # ("Name: value" headers; a file whose content is sent as a Bearer token).
+    upstream_headers: tuple[str, ...] = ()
+    upstream_token_file: str | None = None
     allowed_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
     upstream_timeout: float = 60.0
@@ -197,6 +208,8 @@ class Sidecar:
         self.limiter: RateLimiter | None = None
         self.proxy: Proxy | None = None
         self.upstream: UpstreamPool | None = None
+        self.identity: SidecarIdentity | None = None  # issue 6
+        self.credentials: UpstreamCredentials | None = None  # issue 6
         self.stop_event: asyncio.Event | None = None
         self.reloading = False
         self.started_ns = time.time_ns()
@@ -218,6 +231,10 @@ class Sidecar:
         self.policy = self.load(cfg.policy_path)
         for warning in getattr(self.policy, "warnings", ()):
             print(f"agentwall start: warning: {warning}", file=sys.stderr)
+        # Identity wiring (issue 6): bad identity settings or upstream
+        # credentials stop us here, exit 2, before any process starts.
+        identity_config_for(self.policy, cfg.oidc_issuer)
+        self.credentials = upstream_credentials(cfg.upstream_headers, cfg.upstream_token_file)
         check_for = getattr(self.load, "check_for", None)
         if check_for is not None and (problem := check_for(self.policy.hash).problem):
             print(f"agentwall start: warning: {problem}", file=sys.stderr)
@@ -259,7 +276,14 @@ class Sidecar:
         if self.pool is not None:
             await self.pool.attach()
         host, port = parse_listen(cfg.listen)
-        self.upstream = UpstreamPool(cfg.mcp_url, connect_timeout=min(5.0, cfg.upstream_timeout))
+        self.upstream = upstream_pool(
+            cfg.mcp_url, self.credentials, connect_timeout=min(5.0, cfg.upstream_timeout)
+        )
+        # Identity wiring (issue 6): Bearer tokens verified in this process.
+        self.identity = SidecarIdentity(
+            listen=cfg.listen, audit=self.audit, issuer_override=cfg.oidc_issuer
+        )
+        authenticator = await self.identity.apply(self.policy)
         mask = mask_secrets if cfg.log_params else None
         front = FrontConfig(
             kill_mode=cfg.kill_mode,
@@ -287,7 +311,7 @@ class Sidecar:
             upstream=self.upstream,
             policy=self.policy,
             tools_filter=filter_tools_list,
-            authenticator=None,
+            authenticator=authenticator,
             mask_params=mask,
             readiness=self.readiness,
             processes=self.processes,
@@ -323,6 +347,8 @@ class Sidecar:
         return 0
 
     async def _close_async(self) -> None:
+        if self.identity is not None:
+            await self.identity.aclose()
         if self.upstream is not None:
             await self.upstream.close()
         if self.pool is not None:
@@ -338,7 +364,11 @@ class Sidecar:
             and self.audit.ready
         )
         workers_ok = self.pool.ready if self.pool is not None else True
-        return {"audit_writer": writer_ok, "workers": workers_ok}
+        checks = {"audit_writer": writer_ok, "workers": workers_ok}
+        identity_ok = self.identity.ready() if self.identity is not None else None
+        if identity_ok is not None:
+            checks["identity_keys"] = identity_ok  # issue 6
+        return checks
 
     def processes(self) -> dict[str, Any]:
         return {
@@ -402,6 +432,7 @@ class Sidecar:
                     "filter_tools_list": cfg.filter_tools_list,
                     "cache": cfg.cache,
                     "pid": os.getpid(),
+                    "identity": self.identity.describe() if self.identity else None,
                 },
             )
         )
@@ -484,6 +515,13 @@ class Sidecar:
             self.policy = new
             if self.proxy is not None:
                 self.proxy.policy = new
+                if self.identity is not None:
+                    # Identity wiring (issue 6): the reloaded identity: section.
+                    try:
+                        self.proxy.authenticator = await self.identity.apply(new)
+                    except ConfigError as exc:
+                        log.error("identity settings of the new policy refused: %s", exc)
+                        await self._record(AuditEvent(event="error", reason=str(exc)))
             log.warning("policy reloaded: %s", new.hash)
             await self._record(
                 AuditEvent(
