@@ -853,6 +853,33 @@ class SidecarIdentity:
             "keys": len(auth.verifier.jwks.keys),
         }
 
+    def prometheus(self) -> str:
+        """Counters for ``/metrics``: verified-token cache, issuer fetches,
+        refused authentications, key-set state."""
+        auth = self.authenticator
+        if auth is None:
+            return ""
+        jwks = auth.verifier.jwks
+        rows = [
+            ("agentwall_identity_token_cache_hits_total", "counter", auth.verifier.hits),
+            ("agentwall_identity_token_cache_misses_total", "counter", auth.verifier.misses),
+            ("agentwall_identity_jwks_fetches_total", "counter", auth.fetches),
+            ("agentwall_identity_jwks_fetch_failures_total", "counter", auth.fetch_failures),
+            (
+                "agentwall_identity_unknown_kid_refreshes_total",
+                "counter",
+                auth.unknown_kid_refreshes,
+            ),
+            (
+                "agentwall_identity_refusals_total",
+                "counter",
+                self.gate.refusals if self.gate else 0,
+            ),
+            ("agentwall_identity_keys", "gauge", len(jwks.keys)),
+            ("agentwall_identity_keys_usable", "gauge", int(auth.ready)),
+        ]
+        return "".join(f"# TYPE {name} {kind}\n{name} {value}\n" for name, kind, value in rows)
+
     async def aclose(self) -> None:
         if self.authenticator is not None:
             await self.authenticator.aclose()

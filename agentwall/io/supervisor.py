@@ -389,6 +389,8 @@ class Sidecar:
             with contextlib.suppress(AuditError):
                 writer_stats = await self.audit.writer_stats(timeout_s=0.5)
             parts.append(render_audit_metrics(self.audit.stats(), writer_stats))
+        if self.identity is not None:
+            parts.append(self.identity.prometheus())  # issue 6
         return "".join(parts)
 
     def _writer_restarted(self, message: str) -> None:

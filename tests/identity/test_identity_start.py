@@ -120,6 +120,7 @@ def test_agentwall_start_with_identity(issuer: TestIssuer, tmp_path: Path) -> No
             rotated = rsa_key("rsa-2")
             issuer.set_keys([*issuer.keys, rotated])
             c = anyio.run(_session, f"{proxy}/mcp", issuer.token(rotated, sub="carol"))
+            metrics = httpx2.get(f"{proxy}/metrics", timeout=10).text
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -138,6 +139,13 @@ def test_agentwall_start_with_identity(issuer: TestIssuer, tmp_path: Path) -> No
                  "deploy": "allowed"}  # fmt: skip
     assert b == {"tools": ["whoami"], "whoami": "upstream sees the proxy", "deploy": FORBIDDEN}
     assert c["whoami"] == "upstream sees the proxy"
+    counters = dict(
+        line.split(" ", 1) for line in metrics.splitlines() if line.startswith("agentwall_identity")
+    )
+    assert int(counters["agentwall_identity_token_cache_hits_total"]) > 0
+    assert int(counters["agentwall_identity_unknown_kid_refreshes_total"]) == 1
+    assert int(counters["agentwall_identity_refusals_total"]) == 1  # the no-token request
+    assert counters["agentwall_identity_keys"] == "2"
 
     requests = [json.loads(line) for line in record.read_text().splitlines()]
     assert requests
