@@ -196,6 +196,13 @@ class OidcAuthenticator:
             config, jwks, class_claims=class_claims, subject_in_class=self._subject_in_class
         )
         if not same_keys:
+            # A fetch in flight is for the old issuer or algorithms: drop it.
+            inflight = self._inflight
+            if inflight is not None and not inflight.done():
+                inflight.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await inflight
+            self._inflight = None
             self.jwks_uri = config.jwks_uri
             await self.refresh("reconfigure")
 
@@ -251,20 +258,24 @@ class OidcAuthenticator:
         return await asyncio.shield(task)
 
     async def _refresh_once(self, reason: str) -> bool:
+        # Keys land in the verifier this fetch was started for: a fetch that
+        # began under a previous configuration never feeds the current one.
+        verifier = self.verifier
         try:
             if self.jwks_uri is None:
                 self.jwks_uri = await self._discover()
             self.fetches += 1
             body = await self._get(self.jwks_uri)
-            change = self.verifier.load_jwks(body, self._clock())
+            change = verifier.load_jwks(body, self._clock())
         except (FetchError, JwksError) as exc:
             self.fetch_failures += 1
             self._failures += 1
-            self.verifier.jwks.fetch_failed(self._clock(), str(exc))
+            verifier.jwks.fetch_failed(self._clock(), str(exc))
             log.warning("identity: key-set fetch (%s) failed: %s", reason, exc)
             return False
         finally:
-            self._inflight = None
+            if self._inflight is asyncio.current_task():
+                self._inflight = None
         self._failures = 0
         for kid, why in change.skipped:
             log.warning("identity: key %r in the issuer's key set ignored: %s", kid, why)

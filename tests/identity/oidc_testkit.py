@@ -127,6 +127,8 @@ class _Handler(BaseHTTPRequestHandler):
         if mode == "error":
             self._send(503, b'{"error":"temporarily_unavailable"}')
             return
+        if mode == "slow":
+            time.sleep(1.0)
         if self.path == issuer.discovery_path:
             document = {
                 "issuer": issuer.advertised_issuer or issuer.url,
@@ -155,6 +157,10 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     owner: TestIssuer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (a test cancelling a slow fetch) is expected.
+        pass
 
 
 class TestIssuer:
