@@ -7,19 +7,17 @@ so a damaged log can still be summarised.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
+import msgspec
 
 from agentwall.audit.files import base_of, chain_files
 from agentwall.audit.verify import iter_lines, order_files
 from agentwall.errors import ConfigError
 
-_LONG_NUMBER = re.compile(rb"\d{19,}")
+_decode = msgspec.json.Decoder().decode
 
 
 class ReadCounts:
@@ -57,10 +55,10 @@ def iter_entries(
             if not line.strip():
                 continue
             try:
-                # orjson turns integers beyond 64 bits into floats; the stdlib
-                # keeps them exact, so lines that may hold one go there.
-                entry = json.loads(line) if _LONG_NUMBER.search(line) else orjson.loads(line)
-            except ValueError:
+                # msgspec keeps integers beyond 64 bits exact (orjson would
+                # turn them into floats).
+                entry = _decode(line)
+            except msgspec.DecodeError:
                 if terminated:
                     counts.unreadable += 1
                 else:

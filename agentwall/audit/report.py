@@ -17,7 +17,7 @@ import orjson
 
 from agentwall.audit.keys import AuditKey
 from agentwall.audit.reader import ReadCounts, expand_log_paths, iter_entries
-from agentwall.audit.verify import verify_files
+from agentwall.audit.verify import MapFn, verify_files
 
 OUTCOMES = ("allow", "deny", "dry_run_deny", "error", "log", "redact", "approve")
 DENIED = frozenset({"deny", "dry_run_deny", "error"})
@@ -33,8 +33,14 @@ class Counts(msgspec.Struct):
 
     def add(self, outcome: str) -> None:
         self.total += 1
-        if outcome in ("allow", "deny", "dry_run_deny", "error"):
-            setattr(self, outcome, getattr(self, outcome) + 1)
+        if outcome == "allow":
+            self.allow += 1
+        elif outcome == "deny":
+            self.deny += 1
+        elif outcome == "dry_run_deny":
+            self.dry_run_deny += 1
+        elif outcome == "error":
+            self.error += 1
         else:
             self.other += 1
 
@@ -230,12 +236,14 @@ def report_for_log(
     *,
     keys: Sequence[AuditKey] | None = None,
     include_params: bool = False,
+    map_chunks: MapFn | None = None,
+    pieces: int = 2,
 ) -> Report:
     """Read ``paths`` (an active log name brings its rotated files along),
     verify them when ``keys`` are given, and build the report."""
     files = expand_log_paths(paths)
     if keys:
-        outcome = verify_files(files, keys)
+        outcome = verify_files(files, keys, map_chunks=map_chunks, pieces=pieces)
         damage = outcome.report.damage
         if damage is None:
             chain = "valid"

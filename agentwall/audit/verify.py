@@ -319,6 +319,7 @@ def _verify_one_pass(
 __all__ = [
     "PARALLEL_MIN_BYTES",
     "ChunkTask",
+    "MapFn",
     "VerifyOutcome",
     "first_seq_of",
     "iter_line_batches",

@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="audit log (an active log brings its rotated files)",
     )
     parser.add_argument(
+        "-o",
         "--output",
         default="policy.yaml",
         metavar="P",

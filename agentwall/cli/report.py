@@ -8,6 +8,7 @@ from pathlib import Path
 
 from agentwall.audit.keys import AuditKey, load_verify_keys
 from agentwall.audit.report import render_json, render_text, report_for_log
+from agentwall.cli.verify_log import verify_pool
 from agentwall.errors import ConfigError
 
 HELP = (
@@ -42,7 +43,14 @@ def run(args: argparse.Namespace) -> int:
         if args.key_file:
             raise
         keys = None  # no key at hand: report anyway, and say the chain was not checked
-    report = report_for_log(args.logs, keys=keys, include_params=args.report_include_params)
+    with verify_pool(None) as (map_chunks, pieces):
+        report = report_for_log(
+            args.logs,
+            keys=keys,
+            include_params=args.report_include_params,
+            map_chunks=map_chunks,
+            pieces=pieces,
+        )
     text = render_json(report) if args.format == "json" else render_text(report)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")

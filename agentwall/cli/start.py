@@ -80,20 +80,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override the policy's identity issuer (identity, issue 6)",
     )
     a(
-        "--upstream-header",
-        action="append",
-        default=[],
-        metavar='"NAME: VALUE"',
-        help="send this header to the upstream (repeatable): the proxy's own "
-        "credentials; the client's token is never forwarded (issue 6)",
-    )
-    a(
-        "--upstream-token-file",
-        metavar="F",
-        help="send 'Authorization: Bearer <content of F>' to the upstream "
-        "(re-read when F changes)",
-    )
-    a(
         "--allowed-origin",
         action="append",
         default=[],
@@ -151,6 +137,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="on SIGTERM, wait this long for calls in flight",
     )
 
+    a(
+        "--upstream-header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="the proxy's own credential header for the upstream (repeatable)",
+    )
+    a(
+        "--upstream-token-file",
+        metavar="F",
+        help="send 'Authorization: Bearer <F's content>' upstream (re-read when F changes)",
+    )
     add_signing_arguments(parser)
 
 

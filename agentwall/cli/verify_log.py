@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -14,7 +16,7 @@ import orjson
 
 from agentwall.audit.keys import load_verify_keys
 from agentwall.audit.reader import expand_log_paths
-from agentwall.audit.verify import VerifyOutcome, verify_files
+from agentwall.audit.verify import MapFn, VerifyOutcome, verify_files
 
 HELP = (
     "Verify an audit log's HMAC chain and sealed head.  Prints VALID or INVALID with the "
@@ -58,23 +60,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+@contextlib.contextmanager
+def verify_pool(jobs: int | None) -> Iterator[tuple[MapFn | None, int]]:
+    """A process pool's ``map`` for verifying large logs on every CPU (fork:
+    the workers inherit the imports, and nothing else runs yet)."""
+    workers = max(1, min(jobs or os.cpu_count() or 1, 8))
+    if workers == 1:
+        yield None, 1
+        return
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        yield pool.map, workers
+
+
 def run(args: argparse.Namespace) -> int:
     keys = load_verify_keys(args.key_file)
     files = expand_log_paths(args.logs)
     started = time.perf_counter()
-    workers = max(1, min(args.jobs or os.cpu_count() or 1, 8))
     options: dict[str, Any] = {
         "head_file": args.head,
         "check_head": not args.no_head,
         "partial": args.partial,
     }
-    if workers > 1:
-        # fork: workers inherit the imports, and nothing else runs here yet.
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            outcome = verify_files(files, keys, map_chunks=pool.map, pieces=workers, **options)
-    else:
-        outcome = verify_files(files, keys, **options)
+    with verify_pool(args.jobs) as (map_chunks, pieces):
+        outcome = verify_files(files, keys, map_chunks=map_chunks, pieces=pieces, **options)
     seconds = time.perf_counter() - started
     report = outcome.report
     valid = report.valid and not (args.strict and (report.torn_tail or report.notices))

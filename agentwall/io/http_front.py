@@ -96,11 +96,13 @@ class FrontConfig(msgspec.Struct, frozen=True):
 
 
 class Authenticator(Protocol):
-    """The identity layer's hook (issue 6).  ``authenticate`` returns the
-    caller's Identity, or the reply to send instead (401 with
-    WWW-Authenticate, 403 insufficient_scope).  ``serve`` answers the
-    endpoints it owns (RFC 9728 ``/.well-known/oauth-protected-resource``) and
-    returns None for every other path."""
+    """The identity layer's hook (issue 6); None: no authentication.
+    Implemented by ``agentwall.io.oidc.HttpIdentityGate``.
+
+    ``authenticate`` gives the caller's Identity, or the reply to send
+    instead (401 with WWW-Authenticate, 403, 503; the gate audits the
+    refusal); ``serve`` answers the endpoints it owns (RFC 9728 metadata) and
+    None for every other path."""
 
     async def authenticate(self, meta: mh.RequestMeta, peer: str) -> Identity | mh.HttpReply: ...
 
@@ -108,8 +110,7 @@ class Authenticator(Protocol):
         self, method: bytes, path: bytes, host: bytes | None = None
     ) -> mh.HttpReply | None: ...
 
-    # Identity wiring (issue 6), implemented by agentwall.io.oidc.HttpIdentityGate:
-    # the 403 insufficient_scope challenge for an identity denial a better
+    # The 403 insufficient_scope challenge for an identity denial a better
     # token could fix (None: an ordinary denial), and the session binding
     # (an Mcp-Session-Id belongs to the subject that opened it).
     def step_up(self, decision: Decision) -> tuple[tuple[bytes, bytes], ...] | None: ...
@@ -751,11 +752,11 @@ class Proxy:
                     return
             if path in (b"/mcp", b"/"):
                 if method == b"POST":
-                    await self.mcp_post(conn, req, body, received_ns)
+                    await self.mcp_post(conn, req, body, received_ns, path)
                 elif method == b"GET":
-                    await self.mcp_get(conn, req)
+                    await self.mcp_get(conn, req, path)
                 elif method == b"DELETE":
-                    await self.mcp_delete(conn, req)
+                    await self.mcp_delete(conn, req, path)
                 else:
                     conn.send_reply(
                         mh.HttpReply(
@@ -877,8 +878,10 @@ class Proxy:
 
     # -- MCP POST ---------------------------------------------------------------
     async def _identify(
-        self, conn: HttpConnection, meta: mh.RequestMeta
+        self, conn: HttpConnection, meta: mh.RequestMeta, path: bytes
     ) -> Identity | mh.HttpReply | None:
+        """The verified caller, or the reply for a refused authentication
+        (the gate writes its audit entry before returning it)."""
         if self.authenticator is None:
             return None
         return await self.authenticator.authenticate(meta, conn.peer_host)
@@ -893,14 +896,14 @@ class Proxy:
         )
 
     async def mcp_post(
-        self, conn: HttpConnection, req: h11.Request, body: bytes, received_ns: int
+        self, conn: HttpConnection, req: h11.Request, body: bytes, received_ns: int, path: bytes
     ) -> None:
         meta = mh.read_request_meta(req.headers)
         reply = self._precheck(conn, req, meta)
         if reply is not None:
             conn.send_reply(reply)
             return
-        who = await self._identify(conn, meta)
+        who = await self._identify(conn, meta, path)
         if isinstance(who, mh.HttpReply):
             conn.send_reply(who)
             return
@@ -1281,39 +1284,43 @@ class Proxy:
             )
 
     # -- MCP GET / DELETE -----------------------------------------------------------
-    async def mcp_get(self, conn: HttpConnection, req: h11.Request) -> None:
+    async def mcp_get(self, conn: HttpConnection, req: h11.Request, path: bytes) -> None:
         meta = mh.read_request_meta(req.headers)
         reply = self._precheck(conn, req, meta)
         if reply is not None:
             conn.send_reply(reply)
             return
-        who = await self._identify(conn, meta)
+        who = await self._identify(conn, meta, path)
         if isinstance(who, mh.HttpReply):
             conn.send_reply(who)
             return
         session = self.session_key(meta, who, conn.peer_host)
         try:
             resp = await self.upstream.request(
-                b"GET", meta.forward, head_timeout=self.config.upstream_timeout
+                b"GET",
+                meta.forward,
+                head_timeout=self.config.upstream_timeout,
             )
         except UpstreamError as exc:
             self._upstream_failure(conn, exc, [])
             return
         await self._relay(conn, resp, ExchangeContext(session, who, meta, set(), []))
 
-    async def mcp_delete(self, conn: HttpConnection, req: h11.Request) -> None:
+    async def mcp_delete(self, conn: HttpConnection, req: h11.Request, path: bytes) -> None:
         meta = mh.read_request_meta(req.headers)
         reply = self._precheck(conn, req, meta)
         if reply is not None:
             conn.send_reply(reply)
             return
-        who = await self._identify(conn, meta)
+        who = await self._identify(conn, meta, path)
         if isinstance(who, mh.HttpReply):
             conn.send_reply(who)
             return
         try:
             resp = await self.upstream.request(
-                b"DELETE", meta.forward, head_timeout=self.config.upstream_timeout
+                b"DELETE",
+                meta.forward,
+                head_timeout=self.config.upstream_timeout,
             )
         except UpstreamError as exc:
             self._upstream_failure(conn, exc, [])

@@ -59,7 +59,7 @@ from agentwall.identity.challenge import (
     protected_resource_metadata,
     resource_url,
 )
-from agentwall.identity.config import IdentityConfig, coerce_identity_config
+from agentwall.identity.config import IdentityConfig
 from agentwall.identity.jwks import JwksCache, JwksError, KeySetChange
 from agentwall.identity.session import SessionBinder
 from agentwall.identity.verifier import TokenVerifier
@@ -594,24 +594,6 @@ class CredentialedUpstreamPool(UpstreamPool):
         )
 
 
-def upstream_pool(
-    url: str, credentials: UpstreamCredentials | None, **options: Any
-) -> UpstreamPool:
-    """The upstream pool for ``agentwall start``: with the proxy's own
-    credentials when ``--upstream-header``/``--upstream-token-file`` gave any."""
-    if credentials is None:
-        return UpstreamPool(url, **options)
-    return CredentialedUpstreamPool(url, credentials=credentials, **options)
-
-
-def upstream_credentials(
-    headers: Sequence[str], token_file: str | None
-) -> UpstreamCredentials | None:
-    if not headers and token_file is None:
-        return None
-    return UpstreamCredentials(headers, token_file)
-
-
 def parse_upstream_header(text: str) -> tuple[bytes, bytes]:
     """``"Name: value"`` -> (b"name", b"value"); refuses what would break
     framing or let a credential override the proxy's own headers."""
@@ -789,113 +771,37 @@ def reply_for(challenge: AuthChallenge) -> HttpReply:
     )
 
 
-def identity_config_for(policy: Any, issuer_override: str | None) -> IdentityConfig | None:
-    """The verified identity settings of a loaded policy (``Policy.identity``),
-    with ``--oidc-issuer`` applied.  Raises ``ConfigError``: an override with
-    no ``identity:`` section to apply it to would leave the operator believing
-    tokens are checked when they are not."""
-    section = getattr(policy, "identity", None)
-    if section is None:
-        if issuer_override is not None:
-            raise ConfigError("--oidc-issuer given, but the policy has no identity: section")
-        return None
-    config = coerce_identity_config(section, issuer_override=issuer_override)
-    for url in filter(None, (config.issuer, config.jwks_uri)):
-        _check_url(url, False)
-    return config
+def identity_metrics(authenticator: OidcAuthenticator, gate: Any = None) -> str:
+    """Prometheus text for ``/metrics``: verified-token cache, issuer fetches,
+    refused authentications, key-set state."""
+    verifier = authenticator.verifier
+    refusals = gate.refusals if isinstance(gate, HttpIdentityGate) else 0
+    rows = [
+        ("agentwall_identity_token_cache_hits_total", "counter", verifier.hits),
+        ("agentwall_identity_token_cache_misses_total", "counter", verifier.misses),
+        ("agentwall_identity_jwks_fetches_total", "counter", authenticator.fetches),
+        ("agentwall_identity_jwks_fetch_failures_total", "counter", authenticator.fetch_failures),
+        (
+            "agentwall_identity_unknown_kid_refreshes_total",
+            "counter",
+            authenticator.unknown_kid_refreshes,
+        ),
+        ("agentwall_identity_refusals_total", "counter", refusals),
+        ("agentwall_identity_keys", "gauge", len(verifier.jwks.keys)),
+        ("agentwall_identity_keys_usable", "gauge", int(authenticator.ready)),
+    ]
+    return "".join(f"# TYPE {name} {kind}\n{name} {value}\n" for name, kind, value in rows)
 
 
-class SidecarIdentity:
-    """Identity for ``agentwall start``: the authenticator and the front-end's
-    gate, built from the policy and kept in step with SIGHUP reloads.
-
-    ``apply(policy)`` returns the gate to install on the front-end (None when
-    the policy has no ``identity:`` section).  A reload keeps the key set when
-    the issuer, key URL and algorithms are unchanged, and always starts from an
-    empty verified-token cache and the new policy's claim names.
-    """
-
-    def __init__(
-        self,
-        *,
-        listen: str,
-        audit: AuditSink | None,
-        issuer_override: str | None = None,
-        settings: OidcSettings | None = None,
-    ) -> None:
-        self.listen = listen
-        self.audit = audit
-        self.issuer_override = issuer_override
-        self.settings = settings
-        self.authenticator: OidcAuthenticator | None = None
-        self.gate: HttpIdentityGate | None = None
-
-    async def apply(self, policy: Any) -> HttpIdentityGate | None:
-        config = identity_config_for(policy, self.issuer_override)
-        class_claims = sorted(getattr(policy, "identity_claims_used", ()) or ())
-        if config is None:
-            await self.aclose()
-            return None
-        if self.authenticator is None or self.gate is None:
-            auth = OidcAuthenticator(config, self.settings, class_claims=class_claims)
-            if not await auth.start():
-                log.warning(
-                    "identity: the issuer's keys could not be fetched (%s); requests get 503 "
-                    "until a retry succeeds",
-                    auth.verifier.jwks.last_error,
-                )
-            self.authenticator = auth
-            self.gate = HttpIdentityGate(auth, listen=self.listen, audit=self.audit)
-            return self.gate
-        await self.authenticator.reconfigure(config, class_claims=class_claims)
-        return self.gate
-
-    def ready(self) -> bool | None:
-        return None if self.authenticator is None else self.authenticator.ready
-
-    def describe(self) -> dict[str, Any] | None:
-        auth = self.authenticator
-        if auth is None:
-            return None
-        return {
-            "issuer": auth.config.issuer,
-            "audience": list(auth.config.audience),
-            "algorithms": list(auth.config.algorithms),
-            "keys": len(auth.verifier.jwks.keys),
-        }
-
-    def prometheus(self) -> str:
-        """Counters for ``/metrics``: verified-token cache, issuer fetches,
-        refused authentications, key-set state."""
-        auth = self.authenticator
-        if auth is None:
-            return ""
-        jwks = auth.verifier.jwks
-        rows = [
-            ("agentwall_identity_token_cache_hits_total", "counter", auth.verifier.hits),
-            ("agentwall_identity_token_cache_misses_total", "counter", auth.verifier.misses),
-            ("agentwall_identity_jwks_fetches_total", "counter", auth.fetches),
-            ("agentwall_identity_jwks_fetch_failures_total", "counter", auth.fetch_failures),
-            (
-                "agentwall_identity_unknown_kid_refreshes_total",
-                "counter",
-                auth.unknown_kid_refreshes,
-            ),
-            (
-                "agentwall_identity_refusals_total",
-                "counter",
-                self.gate.refusals if self.gate else 0,
-            ),
-            ("agentwall_identity_keys", "gauge", len(jwks.keys)),
-            ("agentwall_identity_keys_usable", "gauge", int(auth.ready)),
-        ]
-        return "".join(f"# TYPE {name} {kind}\n{name} {value}\n" for name, kind, value in rows)
-
-    async def aclose(self) -> None:
-        if self.authenticator is not None:
-            await self.authenticator.aclose()
-        self.authenticator = None
-        self.gate = None
+def describe_identity(authenticator: OidcAuthenticator) -> dict[str, Any]:
+    """What the ``proxy_start`` audit entry records about identity."""
+    config = authenticator.config
+    return {
+        "issuer": config.issuer,
+        "audience": list(config.audience),
+        "algorithms": list(config.algorithms),
+        "keys": len(authenticator.verifier.jwks.keys),
+    }
 
 
 if TYPE_CHECKING:

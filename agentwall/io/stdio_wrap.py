@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import functools
 import itertools
 import logging
 import os
@@ -195,6 +194,28 @@ class InProcessEvaluator:
                 category="internal",
                 cacheable=False,
             )
+
+
+def scrubbed(value: Any) -> Any:
+    """A string the audit entry names (target, method, string id) with any
+    secret masked: the call may have been denied *for* carrying it, and the
+    log must not become the leak (docs/policy.md, secret masking).  Other
+    values are returned as they are."""
+    if type(value) is not str:
+        return value
+    from agentwall.policy.secrets import mask_secrets
+
+    return mask_secrets(value)[0]
+
+
+def _id_in_use(rpc_id: int | str) -> FrameError:
+    # Refused and audited like any invalid host message.  The id is not
+    # repeated in the text: it would be written into the audit entry.
+    return FrameError(
+        "request id is already in use by a pending request",
+        rpc_code=INVALID_REQUEST,
+        rpc_id=rpc_id,
+    )
 
 
 def denial_message(decision: Decision) -> str:
@@ -773,12 +794,7 @@ class StdioWrap:
             self._then(lambda _durable: self._to_server(wire))
             return
         if isinstance(message, Request) and message.id in self._pending:
-            reply = error_response(
-                message.id,
-                INVALID_REQUEST,
-                f"request id {message.id!r} is already in use by a pending request",
-            )
-            self._then(lambda _durable: self._to_host(reply))
+            self._host_frame_error(_id_in_use(message.id))
             return
         judged = self._judge(message, "client", received_ns)
         if judged is None:
@@ -817,8 +833,7 @@ class StdioWrap:
                     self._note(f"dropped a response from the host for unknown id {item.id!r}")
                 continue
             if isinstance(item, Request) and item.id in self._pending:
-                reply = error_response(item.id, INVALID_REQUEST, "request id already in use")
-                self._then(functools.partial(self._reply_host, reply))
+                self._host_frame_error(_id_in_use(item.id))
                 continue
             judged = self._judge(item, "client", received_ns)
             if judged is None:
@@ -857,9 +872,6 @@ class StdioWrap:
                         self._server_unreachable(m.id)
 
         self._actions.append(send)
-
-    def _reply_host(self, reply: bytes, _durable: bool) -> None:
-        self._to_host(reply)
 
     def _forward_host_message(self, message: Message, wire: bytes) -> None:
         if self._session_killed:
@@ -911,7 +923,7 @@ class StdioWrap:
             event="error",
             session=self.session,
             transport="stdio",
-            rpc_id=exc.rpc_id,
+            rpc_id=scrubbed(exc.rpc_id),
             reason=f"invalid message from the host: {exc}",
             detail={"direction": "host", "code": exc.rpc_code},
         )
@@ -1147,8 +1159,8 @@ class StdioWrap:
             session=self.session,
             transport="stdio",
             call_id=call_id,
-            rpc_id=rpc_id,
-            method=message.method,
+            rpc_id=scrubbed(rpc_id),
+            method=scrubbed(message.method),
             decision="deny",
             rule_id="request.malformed",
             reason=str(exc),
@@ -1181,9 +1193,9 @@ class StdioWrap:
             subject=call.identity.subject if call.identity else None,
             issuer=call.identity.issuer if call.identity else None,
             call_id=call.call_id,
-            rpc_id=call.rpc_id,
-            method=call.method,
-            target=call.target or None,
+            rpc_id=scrubbed(call.rpc_id),
+            method=scrubbed(call.method),
+            target=scrubbed(call.target) or None,
             decision=outcome,
             rule_id=decision.rule_id,
             reason=decision.reason,
@@ -1411,5 +1423,6 @@ __all__: Sequence[str] = (
     "denial_message",
     "exit_status",
     "run_wrap",
+    "scrubbed",
     "split_command",
 )

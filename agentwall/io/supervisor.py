@@ -37,16 +37,19 @@ from agentwall.cache.ratelimit import RateLimiter, RateSpec, as_spec
 from agentwall.cache.shm import DecisionCache
 from agentwall.core import mcp_http as mh
 from agentwall.errors import AuditError, ConfigError, PolicyError, SignatureError
+from agentwall.identity import IdentityConfig, coerce_identity_config
 from agentwall.io.audit_writer import AuditWriterClient, AuditWriterProcess
 from agentwall.io.audit_writer import render_metrics as render_audit_metrics
 from agentwall.io.contracts import Evaluator
 from agentwall.io.http_front import FrontConfig, Proxy, serve
 from agentwall.io.oidc import (
-    SidecarIdentity,
+    CredentialedUpstreamPool,
+    HttpIdentityGate,
+    OidcAuthenticator,
+    OidcSettings,
     UpstreamCredentials,
-    identity_config_for,
-    upstream_credentials,
-    upstream_pool,
+    describe_identity,
+    identity_metrics,
 )
 from agentwall.io.pool import EvaluatorPool
 from agentwall.io.upstream import UpstreamPool
@@ -78,8 +81,6 @@ class StartConfig(msgspec.Struct, frozen=True):
     filter_tools_list: bool = True
     cache: bool = True
     oidc_issuer: str | None = None
-    # Identity wiring (issue 6): the proxy's own credentials for the upstream
-    # ("Name: value" headers; a file whose content is sent as a Bearer token).
     upstream_headers: tuple[str, ...] = ()
     upstream_token_file: str | None = None
     allowed_origins: tuple[str, ...] = ()
@@ -208,12 +209,13 @@ class Sidecar:
         self.limiter: RateLimiter | None = None
         self.proxy: Proxy | None = None
         self.upstream: UpstreamPool | None = None
-        self.identity: SidecarIdentity | None = None  # issue 6
-        self.credentials: UpstreamCredentials | None = None  # issue 6
         self.stop_event: asyncio.Event | None = None
         self.reloading = False
         self.started_ns = time.time_ns()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.oidc: OidcAuthenticator | None = None
+        self.identity_config: IdentityConfig | None = None
+        self.credentials: UpstreamCredentials | None = None
 
     # -- phase 1: before any event loop or thread -------------------------------
     def prepare(self) -> None:
@@ -226,15 +228,20 @@ class Sidecar:
                 f"--kill-mode must be none, connection, process or both: {cfg.kill_mode!r}"
             )
         UpstreamPool(cfg.mcp_url)  # validates --mcp-url
+        if cfg.upstream_headers or cfg.upstream_token_file:
+            self.credentials = UpstreamCredentials(cfg.upstream_headers, cfg.upstream_token_file)
         # A policy that does not load (or whose signature is refused) stops
         # us here, exit 2, before any process starts.
         self.policy = self.load(cfg.policy_path)
+        identity = getattr(self.policy, "identity", None)
+        if identity is not None or cfg.oidc_issuer is not None:
+            if identity is None:
+                raise ConfigError(
+                    "--oidc-issuer needs an identity: section in the policy (audience)"
+                )
+            self.identity_config = coerce_identity_config(identity, issuer_override=cfg.oidc_issuer)
         for warning in getattr(self.policy, "warnings", ()):
             print(f"agentwall start: warning: {warning}", file=sys.stderr)
-        # Identity wiring (issue 6): bad identity settings or upstream
-        # credentials stop us here, exit 2, before any process starts.
-        identity_config_for(self.policy, cfg.oidc_issuer)
-        self.credentials = upstream_credentials(cfg.upstream_headers, cfg.upstream_token_file)
         check_for = getattr(self.load, "check_for", None)
         if check_for is not None and (problem := check_for(self.policy.hash).problem):
             print(f"agentwall start: warning: {problem}", file=sys.stderr)
@@ -276,14 +283,28 @@ class Sidecar:
         if self.pool is not None:
             await self.pool.attach()
         host, port = parse_listen(cfg.listen)
-        self.upstream = upstream_pool(
-            cfg.mcp_url, self.credentials, connect_timeout=min(5.0, cfg.upstream_timeout)
-        )
-        # Identity wiring (issue 6): Bearer tokens verified in this process.
-        self.identity = SidecarIdentity(
-            listen=cfg.listen, audit=self.audit, issuer_override=cfg.oidc_issuer
-        )
-        authenticator = await self.identity.apply(self.policy)
+        gate: HttpIdentityGate | None = None
+        if self.identity_config is not None:
+            # The identity class in the decision-cache key must cover every
+            # claim a rule looks at.
+            self.oidc = OidcAuthenticator(
+                self.identity_config,
+                OidcSettings(),
+                class_claims=sorted(getattr(self.policy, "identity_claims_used", ())),
+            )
+            if not await self.oidc.start():
+                log.error(
+                    "the identity provider's keys could not be fetched yet; requests get 503 "
+                    "until a retry succeeds"
+                )
+            gate = HttpIdentityGate(self.oidc, listen=cfg.listen, audit=self.audit)
+        connect_timeout = min(5.0, cfg.upstream_timeout)
+        if self.credentials is not None:
+            self.upstream = CredentialedUpstreamPool(
+                cfg.mcp_url, credentials=self.credentials, connect_timeout=connect_timeout
+            )
+        else:
+            self.upstream = UpstreamPool(cfg.mcp_url, connect_timeout=connect_timeout)
         mask = mask_secrets if cfg.log_params else None
         front = FrontConfig(
             kill_mode=cfg.kill_mode,
@@ -311,7 +332,7 @@ class Sidecar:
             upstream=self.upstream,
             policy=self.policy,
             tools_filter=filter_tools_list,
-            authenticator=authenticator,
+            authenticator=gate,
             mask_params=mask,
             readiness=self.readiness,
             processes=self.processes,
@@ -347,8 +368,8 @@ class Sidecar:
         return 0
 
     async def _close_async(self) -> None:
-        if self.identity is not None:
-            await self.identity.aclose()
+        if self.oidc is not None:
+            await self.oidc.aclose()
         if self.upstream is not None:
             await self.upstream.close()
         if self.pool is not None:
@@ -365,9 +386,8 @@ class Sidecar:
         )
         workers_ok = self.pool.ready if self.pool is not None else True
         checks = {"audit_writer": writer_ok, "workers": workers_ok}
-        identity_ok = self.identity.ready() if self.identity is not None else None
-        if identity_ok is not None:
-            checks["identity_keys"] = identity_ok  # issue 6
+        if self.oidc is not None:
+            checks["identity_keys"] = self.oidc.ready
         return checks
 
     def processes(self) -> dict[str, Any]:
@@ -389,8 +409,9 @@ class Sidecar:
             with contextlib.suppress(AuditError):
                 writer_stats = await self.audit.writer_stats(timeout_s=0.5)
             parts.append(render_audit_metrics(self.audit.stats(), writer_stats))
-        if self.identity is not None:
-            parts.append(self.identity.prometheus())  # issue 6
+        if self.oidc is not None:  # identity (issue 6)
+            gate = self.proxy.authenticator if self.proxy is not None else None
+            parts.append(identity_metrics(self.oidc, gate))
         return "".join(parts)
 
     def _writer_restarted(self, message: str) -> None:
@@ -434,7 +455,7 @@ class Sidecar:
                     "filter_tools_list": cfg.filter_tools_list,
                     "cache": cfg.cache,
                     "pid": os.getpid(),
-                    "identity": self.identity.describe() if self.identity else None,
+                    "identity": describe_identity(self.oidc) if self.oidc is not None else None,
                 },
             )
         )
@@ -517,13 +538,7 @@ class Sidecar:
             self.policy = new
             if self.proxy is not None:
                 self.proxy.policy = new
-                if self.identity is not None:
-                    # Identity wiring (issue 6): the reloaded identity: section.
-                    try:
-                        self.proxy.authenticator = await self.identity.apply(new)
-                    except ConfigError as exc:
-                        log.error("identity settings of the new policy refused: %s", exc)
-                        await self._record(AuditEvent(event="error", reason=str(exc)))
+            await self._reload_identity(new)
             log.warning("policy reloaded: %s", new.hash)
             await self._record(
                 AuditEvent(
@@ -540,6 +555,28 @@ class Sidecar:
             return True
         finally:
             self.reloading = False
+
+    async def _reload_identity(self, new: Policy) -> None:
+        """Identity (issue 6): the reloaded policy's identity: section takes
+        effect at once (fresh verified-token cache, the new claim names; keys
+        kept unless issuer, jwks_uri or algorithms changed).  Switching
+        identity on or off needs a restart: until then the running setting
+        stays, so tokens never silently stop being checked."""
+        section = getattr(new, "identity", None)
+        if self.oidc is None or section is None:
+            if (self.oidc is None) != (section is None):
+                why = "the identity: section was added or removed; restart to apply it"
+                log.error("%s", why)
+                await self._record(AuditEvent(event="error", reason=why))
+            return
+        try:
+            config = coerce_identity_config(section, issuer_override=self.config.oidc_issuer)
+            await self.oidc.reconfigure(
+                config, class_claims=sorted(getattr(new, "identity_claims_used", ()))
+            )
+        except ConfigError as exc:
+            log.error("identity settings of the reloaded policy refused: %s", exc)
+            await self._record(AuditEvent(event="error", reason=f"identity: {exc}"))
 
     # -- shutdown --------------------------------------------------------------------
     def close(self) -> None:

@@ -159,9 +159,16 @@ TEXT_RULES: tuple[SafeRule, ...] = (
         r"/dev/(?:tcp|udp)/"
         r"|\b(?:nc|ncat|netcat)\b[^\n;|&]*\s(?:-[a-z]*[ec][a-z]*|--exec|--sh-exec|--lua-exec)\b"
         r"|\bsocat\b[^\n]*\b(?:exec|system):"
-        r"|\bmkfifo\b[^\n]*\b(?:nc|ncat|netcat|telnet|openssl)\b"
-        r"|\btelnet\b[^\n]*\|\s*(?:[a-z0-9_./-]*/)?(?:ba)?sh\b"
-        r"|\bsocket\b[^\n]*(?:os\.dup2|pty\.spawn)\(",
+        r"|\b(?:mkfifo|mknod)\b[^\n]*\b(?:nc|ncat|netcat|telnet|openssl)\b"
+        # A network client piped into a shell: commands from the network run.
+        r"|\b(?:telnet|nc|ncat|netcat|openssl\s+s_client)\b[^\n]*\|\s*(?:[a-z0-9_./-]*/)?"
+        r"(?:ba|z|da|k|c|tc)?sh\b"
+        r"|\bsocket\b[^\n]*(?:os\.dup2|pty\.spawn)\("
+        # Socket one-liners in perl/php/ruby/powershell that exec a shell.
+        r"|(?:\bsocket\s*\(|\bfsockopen\s*\(|\btcpsocket\.(?:open|new)\b"
+        r"|system\.net\.sockets\.tcpclient)[^\n]*"
+        r"\b(?:exec|system|popen|proc_open|shell_exec|passthru|spawn|iex|invoke-expression)\b"
+        r"|/inet/tcp/|\bztcp\b",
     ),
     SafeRule(
         "safe_mode.rce.destructive_rm", RCE, "a destructive removal of / or the home directory",
@@ -373,6 +380,121 @@ def parse_allow_private(spec: str) -> str | None:
     return None
 
 
+# --- globs --------------------------------------------------------------------------
+# A shell expands "cat /etc/sha*ow" or "cat ~/.ss?/id_*" to the sensitive file
+# itself, so a glob that selects a sensitive path is judged as that path.  A
+# glob counts only when it is targeted: it must match a sensitive path and
+# none of its ordinary neighbours ("ls /etc/*" and "cat ~/.*rc" stay allowed).
+_GLOB_SENSITIVE = (
+    "/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/sudoers", "/etc/master.passwd",
+    "/etc/ssh/ssh_host_rsa_key", "/etc/ssh/ssh_host_ed25519_key",
+    "/etc/ssh/ssh_host_ecdsa_key", "/etc/kubernetes/admin.conf",
+    "~/.ssh", "~/.ssh/id_rsa", "~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_dsa",
+    "~/.ssh/authorized_keys", "~/.ssh/config", "~/.ssh/known_hosts",
+    "~/.aws/credentials", "~/.aws/config", "~/.config/gcloud/credentials.db",
+    "~/.config/gcloud/application_default_credentials.json", "~/.azure/accesstokens.json",
+    "~/.kube/config", "~/.docker/config.json", "/var/run/docker.sock", "/run/docker.sock",
+    "~/.netrc", "~/.git-credentials", "~/.npmrc", "~/.pypirc", "~/.pgpass", "~/.vault-token",
+    "~/.gnupg/secring.gpg", "~/.gnupg/private-keys-v1.d",
+    "/proc/self/environ", "/proc/1/environ", "/proc/self/mem", "/proc/self/cmdline",
+    ".env", ".env.local", ".env.production",
+)  # fmt: skip
+_GLOB_NEIGHBOURS = (
+    "/etc/hosts", "/etc/passwd", "/etc/hostname", "/etc/os-release", "/etc/services",
+    "/etc/shells", "/etc/group", "/etc/resolv.conf", "/etc/ssl/certs", "/etc/ssh/ssh_config",
+    "/etc/ssh/sshd_config", "/etc/systemd", "/etc/security",
+    "~/x", "~/.bashrc", "~/.profile", "~/.bash_history", "~/.cache/x", "~/.config/x",
+    "~/.local/share/x", "~/documents/x", "~/.config/x/config.json",
+    "/proc/self/status", "/proc/cpuinfo", "/proc/1/status", "/proc/self/fd",
+    "/var/run/utmp", "/run/user", "/var/run/x.pid", "/run/x.sock",
+    ".env.example", ".editorconfig", ".eslintrc", ".gitignore",
+)  # fmt: skip
+_GLOB_HOME = compile_re2(r"^(?:/home/[^/]+|/users/[^/]+|/root|~[a-z0-9_-]*|\$\{?home\}?)(?:/|$)")
+_GLOB_ROOTS = ("/etc/", "/proc/", "/run/", "/var/run/", "~/", "/home/", "/root/", "/users/")
+_GLOB_MAX_TOKEN = 160
+# Every literal prefix a glob reaching a sensitive path can start with.
+_GLOB_PREFIXES = frozenset(c[:i] for c in _GLOB_SENSITIVE for i in range(len(c) + 1))
+# Compiling a glob costs ~25 us; past this many distinct globs reaching into
+# sensitive directories in one string, the rest are judged as targeted
+# rather than compiled (no legitimate argument holds that many).
+_GLOB_MAX_COMPILED = 64
+
+
+def _glob_regex(token: str) -> Any:
+    """The glob as an anchored RE2 pattern (``*`` and ``?`` also match "/", as
+    a sweep over several directories would), or None if it is not one."""
+    out: list[str] = []
+    i, n = 0, len(token)
+    while i < n:
+        c = token[i]
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[":
+            j = token.find("]", i + 2)
+            if j < 0:
+                out.append(r"\[")
+            else:
+                body = token[i + 1 : j]
+                negate = body[:1] in ("!", "^")
+                body = body[1:] if negate else body
+                cls = "".join("\\" + ch if ch in "\\]^[" else ch for ch in body)
+                out.append(f"[{'^' if negate else ''}{cls}]")
+                i = j
+        else:
+            out.append("\\" + c if not c.isalnum() else c)
+        i += 1
+    try:
+        return compile_re2("^(?:" + "".join(out) + ")$")
+    except Exception:  # noqa: BLE001 -- not a glob we can read: judged as text
+        return None
+
+
+def _glob_targets(v: str) -> list[str]:
+    """Sensitive paths that a targeted glob in ``v`` selects."""
+    found: list[str] = []
+    seen: set[str] = set()
+    compiled = 0
+    for raw in v.split():
+        if "*" not in raw and "?" not in raw and "[" not in raw:
+            continue
+        token = raw.strip("'\"<>;&|()`")
+        if not token or len(token) > _GLOB_MAX_TOKEN or token in seen:
+            continue
+        seen.add(token)
+        forms = {token}
+        for root in _GLOB_ROOTS:
+            at = token.find(root)
+            if at > 0:
+                forms.add(token[at:])
+        last = token.rsplit("/", 1)[-1]
+        if last.startswith(".e"):
+            forms.add(last)
+        for form in forms:
+            home = _GLOB_HOME.match(form)
+            if home is not None:
+                form = "~/" + form[home.end() :]
+            prefix = form
+            for meta in "*?[":
+                cut = prefix.find(meta)
+                if cut >= 0:
+                    prefix = prefix[:cut]
+            if prefix not in _GLOB_PREFIXES:
+                continue
+            candidates = [c for c in _GLOB_SENSITIVE if c.startswith(prefix)]
+            compiled += 1
+            if compiled > _GLOB_MAX_COMPILED:
+                return candidates
+            rx = _glob_regex(form)
+            if rx is None:
+                continue
+            hits = [c for c in candidates if rx.match(c) is not None]
+            if hits and not any(rx.match(n) is not None for n in _GLOB_NEIGHBOURS):
+                found.extend(hits)
+    return found
+
+
 class SafeModeEngine:
     """Safe Mode compiled for one set of enabled rules."""
 
@@ -422,6 +544,12 @@ class SafeModeEngine:
                 hit = self._which(v, resource_uri)
                 if hit is not None:
                     return hit
+        if "*" in text or "?" in text or "[" in text:
+            for v in texts:
+                for target in _glob_targets(v):
+                    hit = self._which(target, False)
+                    if hit is not None:
+                        return hit
         if self._metadata_on or self._private_on:
             for low in lows:
                 hit = self._check_hosts(low)

@@ -108,7 +108,7 @@ def envelopes(draw: st.DrawFn) -> Any:
     return env
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(envelopes(), min_size=0, max_size=5) | envelopes())
 def test_parse_raises_only_frame_error_and_accepted_wire_is_a_fixed_point(doc: Any) -> None:
     data = json.dumps(doc).encode()

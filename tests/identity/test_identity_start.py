@@ -194,7 +194,7 @@ def test_oidc_issuer_without_identity_section_is_refused(tmp_path: Path) -> None
         timeout=60,
     )
     assert proc.returncode == 2
-    assert b"no identity: section" in proc.stderr
+    assert b"needs an identity: section" in proc.stderr
 
 
 def test_bad_upstream_header_is_refused(tmp_path: Path) -> None:

@@ -226,6 +226,8 @@ def test_dry_run_logs_and_forwards(tmp_path: Path) -> None:
             upstream_url,
             "--workers",
             "1",
+            "--report-path",
+            str(tmp_path / "report.json"),
             policy=POLICY,
             env={"AGENTWALL_DRY_RUN": "true"},
         ) as (url, proc, log_path),
@@ -239,6 +241,10 @@ def test_dry_run_logs_and_forwards(tmp_path: Path) -> None:
     dry = [e for e in entries if e.get("decision") == "dry_run_deny"]
     assert [(e["method"], e["target"]) for e in dry] == [("tools/call", "delete_everything")]
     assert verify_log(log_path).returncode == 0
+    report = json.loads((tmp_path / "report.json").read_text())  # --report-path, at shutdown
+    assert report["dry_run_active"] is True
+    assert report["decisions"]["dry_run_deny"] == 1
+    assert report["chain"].startswith("valid")
 
 
 @pytest.mark.timeout(60)

@@ -204,11 +204,24 @@ class ScriptedUpstream:
                     return
 
     def close(self) -> None:
+        """Stop every thread this server started: later tests fork (the
+        evaluator pool refuses to fork while other threads exist).  close()
+        alone does not wake a thread blocked in accept() or recv() on Linux;
+        shutdown() does."""
         self.stopping = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
         for c in self.clients:
             with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
                 c.close()
+        self.acceptor.join(10)
+        for t in self.threads:
+            t.join(10)
+        assert not self.acceptor.is_alive()
+        assert not any(t.is_alive() for t in self.threads)
 
 
 @contextlib.contextmanager
@@ -750,3 +763,99 @@ def test_sdk_upstream_sse_is_relayed(tmp_path: Path) -> None:
     assert reply[1]["mcp-session-id"]
     data_lines = [line for line in reply[2].decode().splitlines() if line.startswith("data: {")]
     assert json.loads(data_lines[-1][6:])["result"]["protocolVersion"] == "2025-11-25"
+
+
+# -- the GET stream and shutdown ----------------------------------------------------------
+
+
+def sse_answer(req: h11.Request, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+    """GET: a server->client stream with an allowed notification, one the
+    policy does not know (default deny) and a keep-alive comment."""
+    if req.method == b"GET":
+        allowed = {
+            "jsonrpc": "2.0",
+            "method": "notifications/message",
+            "params": {"level": "info", "data": "hi"},
+        }
+        refused = {"jsonrpc": "2.0", "method": "notifications/evil", "params": {}}
+        stream = (
+            b": keep-alive\n\n"
+            + b"id: 7\nevent: message\ndata: "
+            + json.dumps(allowed).encode()
+            + b"\n\n"
+            + b"id: 8\nevent: message\ndata: "
+            + json.dumps(refused).encode()
+            + b"\n\n"
+        )
+        return 200, [("content-type", "text/event-stream")], stream
+    return json_answer(req, body)
+
+
+@pytest.mark.timeout(90)
+def test_get_stream_forwards_last_event_id_and_judges_events(tmp_path: Path) -> None:
+    with (
+        scripted(sse_answer) as upstream,
+        agentwall_start(tmp_path, upstream.url, "--workers", "0", policy=POLICY) as (
+            url,
+            _proc,
+            log_path,
+        ),
+    ):
+        request = (
+            b"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+            b"Mcp-Session-Id: s-9\r\nMCP-Protocol-Version: 2025-11-25\r\nLast-Event-ID: 6\r\n\r\n"
+        )
+        (reply,), _ = raw(port_of(url), request)
+        req, _ = upstream.seen[-1]
+        forwarded = {k.decode().lower(): v.decode() for k, v in req.headers}
+    assert forwarded["last-event-id"] == "6"
+    assert forwarded["mcp-session-id"] == "s-9"
+    assert reply[0] == 200
+    assert reply[1]["content-type"] == "text/event-stream"
+    text = reply[2].decode()
+    assert ": keep-alive" in text
+    assert "notifications/message" in text
+    assert "id: 7" in text
+    assert "notifications/evil" not in text  # refused by the policy, never relayed
+    entries = [
+        json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")
+    ]
+    judged = {e["method"]: e["decision"] for e in entries if e.get("event") == "decision"}
+    assert judged == {"notifications/message": "allow", "notifications/evil": "deny"}
+
+
+@pytest.mark.timeout(90)
+def test_sigterm_drains_the_call_in_flight(tmp_path: Path) -> None:
+    import signal
+
+    def slow(req: h11.Request, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        time.sleep(1.0)
+        return json_answer(req, body)
+
+    with (
+        scripted(slow) as upstream,
+        agentwall_start(tmp_path, upstream.url, "--workers", "1", policy=POLICY) as (
+            url,
+            proc,
+            log_path,
+        ),
+    ):
+        with socket.create_connection(("127.0.0.1", port_of(url)), timeout=30) as sock:
+            sock.sendall(post(call("echo", {"text": "in flight"}, 21)))
+            for _ in range(200):  # until the call has reached the upstream
+                if upstream.seen:
+                    break
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGTERM)
+            (reply,), closed = read_replies(sock, 1)
+        assert proc.wait(30) == 0
+    assert rpc(reply)["result"]["echo"]["arguments"] == {"text": "in flight"}
+    assert reply[1]["connection"] == "close"
+    assert closed
+    kinds = [
+        json.loads(line)["event"]
+        for line in log_path.read_text().splitlines()
+        if line.startswith("{")
+    ]
+    assert kinds[-1] == "proxy_stop"
+    assert "decision" in kinds

@@ -8,6 +8,9 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -484,7 +487,7 @@ def test_start_refuses_a_bad_policy(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("version: '2'\ndefault_action: perhaps\n")
     with pytest.raises(PolicyError) as err:
-        EvaluatorPool.start(path, workers=1)
+        EvaluatorPool.start(path, workers=1, unsafe_allow_threads=foreign_threads())
     assert "bad.yaml:2" in err.value.diagnostics()
 
 
@@ -494,17 +497,28 @@ def test_start_refuses_to_fork_late(policy_file: Path) -> None:
 
     with pytest.raises(RuntimeError, match="event loop"):
         asyncio.run(inside_loop())
-    if foreign_threads():
-        pytest.skip("another test left a thread running in this process")
-    stop = threading.Event()
-    thread = threading.Thread(target=stop.wait)
-    thread.start()
-    try:
-        with pytest.raises(RuntimeError, match="thread"):
-            EvaluatorPool.start(policy_file, workers=1)
-    finally:
+    # Other tests may leave idle threads in this process, so the thread refusal is
+    # checked in a fresh interpreter, where the only extra thread is the one we start.
+    script = textwrap.dedent(
+        f"""
+        import threading
+        from agentwall.io.pool import EvaluatorPool
+        stop = threading.Event()
+        threading.Thread(target=stop.wait, daemon=True).start()
+        try:
+            EvaluatorPool.start({str(policy_file)!r}, workers=1)
+        except RuntimeError as exc:
+            print("refused:", exc)
+        else:
+            print("forked with a thread running")
         stop.set()
-        thread.join()
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert "refused:" in done.stdout, done.stdout + done.stderr
+    assert "thread" in done.stdout
 
 
 def test_safe_mode_only_without_a_policy(make_pool: Callable[..., Harness]) -> None:
