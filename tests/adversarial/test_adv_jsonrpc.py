@@ -181,3 +181,28 @@ def test_nul_bytes_bom_and_overlong_utf8_are_refused() -> None:
         with pytest.raises(FrameError) as info:
             parse(data)
         assert info.value.rpc_code == PARSE_ERROR
+
+
+# Held: lenient-JSON spellings some parsers take; all refused as -32700.
+LENIENT_JSON = [
+    b'{"jsonrpc":"2.0","id":01,"method":"ping"}',
+    b'{"jsonrpc":"2.0","id":1.,"method":"ping"}',
+    b'{"jsonrpc":"2.0","id":+1,"method":"ping"}',
+    b'{"jsonrpc":"2.0","id":1,"method":"ping",}',
+    b'{"jsonrpc":"2.0","id":1,"method":"pi\tng"}',
+    b'{"jsonrpc":"2.0","id":1,"method":"ping"/*c*/}',
+    b'{\'jsonrpc\':"2.0","id":1,"method":"ping"}',
+    b'{"jsonrpc":"2.0","id":NaN,"method":"ping"}',
+    b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"a":Infinity}}',
+    b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"a":"\\x41"}}',
+    b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"a":"\\ud800"}}',
+    b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"a":1e400}}',
+    b'{"jsonrpc":"2.0","id":1,"method":"ping"}{"jsonrpc":"2.0","id":2,"method":"ping"}',
+]
+
+
+@pytest.mark.parametrize("data", LENIENT_JSON)
+def test_lenient_json_is_refused(data: bytes) -> None:
+    with pytest.raises(FrameError) as info:
+        parse(data)
+    assert info.value.rpc_code == PARSE_ERROR
