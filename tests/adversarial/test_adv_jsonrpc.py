@@ -108,7 +108,7 @@ def envelopes(draw: st.DrawFn) -> Any:
     return env
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(envelopes(), min_size=0, max_size=5) | envelopes())
 def test_parse_raises_only_frame_error_and_accepted_wire_is_a_fixed_point(doc: Any) -> None:
     data = json.dumps(doc).encode()
@@ -157,7 +157,7 @@ def test_duplicate_keys_in_every_spelling_are_refused(data: bytes) -> None:
     assert info.value.rpc_code == INVALID_REQUEST
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     st.dictionaries(st.text(max_size=5), st.integers(), min_size=1, max_size=4),
     st.data(),
