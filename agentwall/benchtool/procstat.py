@@ -124,3 +124,30 @@ class TreeProbe:
         self.cpu_s = cpu_delta_s(self._before, after)
         self.rss_bytes = sum(s.rss_pages for s in after.values()) * os.sysconf("SC_PAGE_SIZE")
         self.processes = len(after)
+
+
+def fdatasync_probe(directory: str, count: int = 200) -> tuple[float, float]:
+    """p50 and p99 (microseconds) of appending 256 bytes and fdatasync-ing.
+
+    The durable audit pays one of these per batch, so a run's latency at one
+    client cannot beat this disk's figure; the bench prints it next to the
+    table to say what the machine allowed at that moment.
+    """
+    import time
+
+    path = os.path.join(directory, "fdatasync-probe")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    times: list[int] = []
+    try:
+        for _ in range(count):
+            os.write(fd, b"x" * 255 + b"\n")
+            t0 = time.perf_counter_ns()
+            os.fdatasync(fd)
+            times.append(time.perf_counter_ns() - t0)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    times.sort()
+    return times[len(times) // 2] / 1000, times[
+        min(len(times) - 1, (len(times) * 99) // 100)
+    ] / 1000

@@ -38,8 +38,14 @@ def render(report: BenchReport) -> str:
         f"machine: {env.get('cpu_model') or '?'}, {env.get('cpus')} CPUs, load average "
         f"{env.get('loadavg_at_start', ['?'])[0]} at start; Python {env.get('python')}; "
         f"{env.get('date')}",
-        "",
     ]
+    sync = env.get("fdatasync_us")
+    if sync:
+        lines.append(
+            f"disk under the audit log: fdatasync of a 256-byte append p50 {sync['p50']:,.0f} us, "
+            f"p99 {sync['p99']:,.0f} us (measured just before the run)"
+        )
+    lines += [""]
     proxied_label = "wrapped" if report.mode == "stdio" else "proxied"
     header = (
         f"{'clients':>7} {'path':<8} {'calls/s':>9} {'p50 us':>8} {'p95 us':>8} {'p99 us':>8}"

@@ -389,6 +389,9 @@ def run_bench(opts: BenchOptions) -> BenchReport:
         proxy_args += [flag] if flag != "--audit" else ["--audit", "none"]
         notes.append(f"audit: OFF via {flag} (not a supported production setting)")
     workdir = Path(tempfile.mkdtemp(prefix="agentwall-bench-"))
+    env = environment()
+    p50, p99 = procstat.fdatasync_probe(str(workdir))
+    env["fdatasync_us"] = {"p50": round(p50, 1), "p99": round(p99, 1)}
     try:
         if opts.mode == "http":
             rows, audit = _run_http(opts, policy, proxy_args, workdir)
@@ -402,7 +405,7 @@ def run_bench(opts: BenchOptions) -> BenchReport:
     return BenchReport(
         mode=opts.mode,
         options=opts,
-        environment=environment(),
+        environment=env,
         rows=rows,
         goals=goals(opts.mode, rows),
         audit=audit,

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import functools
 import itertools
 import logging
 import os
@@ -207,6 +206,16 @@ def scrubbed(value: Any) -> Any:
     from agentwall.policy.secrets import mask_secrets
 
     return mask_secrets(value)[0]
+
+
+def _id_in_use(rpc_id: int | str) -> FrameError:
+    # Refused and audited like any invalid host message.  The id is not
+    # repeated in the text: it would be written into the audit entry.
+    return FrameError(
+        "request id is already in use by a pending request",
+        rpc_code=INVALID_REQUEST,
+        rpc_id=rpc_id,
+    )
 
 
 def denial_message(decision: Decision) -> str:
@@ -785,12 +794,7 @@ class StdioWrap:
             self._then(lambda _durable: self._to_server(wire))
             return
         if isinstance(message, Request) and message.id in self._pending:
-            reply = error_response(
-                message.id,
-                INVALID_REQUEST,
-                f"request id {message.id!r} is already in use by a pending request",
-            )
-            self._then(lambda _durable: self._to_host(reply))
+            self._host_frame_error(_id_in_use(message.id))
             return
         judged = self._judge(message, "client", received_ns)
         if judged is None:
@@ -829,8 +833,7 @@ class StdioWrap:
                     self._note(f"dropped a response from the host for unknown id {item.id!r}")
                 continue
             if isinstance(item, Request) and item.id in self._pending:
-                reply = error_response(item.id, INVALID_REQUEST, "request id already in use")
-                self._then(functools.partial(self._reply_host, reply))
+                self._host_frame_error(_id_in_use(item.id))
                 continue
             judged = self._judge(item, "client", received_ns)
             if judged is None:
@@ -869,9 +872,6 @@ class StdioWrap:
                         self._server_unreachable(m.id)
 
         self._actions.append(send)
-
-    def _reply_host(self, reply: bytes, _durable: bool) -> None:
-        self._to_host(reply)
 
     def _forward_host_message(self, message: Message, wire: bytes) -> None:
         if self._session_killed:

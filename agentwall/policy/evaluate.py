@@ -201,6 +201,22 @@ def _evaluate(policy: Policy, call: Call, now_ns: int) -> Decision:
                     hit.category,
                     outcome.cacheable,
                 )
+        # A command given as argv ({"command": "rm", "args": ["-rf", "/"]})
+        # is a command line too: each piece alone looks harmless.
+        argv = _argv_lines(params) if b"[" in call.params_json or not call.params_json else ()
+        for loc, text in argv:
+            hit = engine.check(text)
+            if hit is not None:
+                return _decision(
+                    call,
+                    policy,
+                    "deny",
+                    hit.rule_id,
+                    hit.reason,
+                    pointer(loc),
+                    hit.category,
+                    outcome.cacheable,
+                )
     return _decision(
         call,
         policy,
@@ -211,6 +227,45 @@ def _evaluate(policy: Policy, call: Call, now_ns: int) -> Decision:
         outcome.category,
         outcome.cacheable,
     )
+
+
+# Keys that name a program, and keys that hold its argument vector.
+_COMMAND_KEYS = frozenset({"command", "cmd", "program", "executable", "binary", "exe", "file"})
+_ARGV_KEYS = frozenset({"args", "argv", "arguments", "params", "parameters", "cmd", "command"})
+
+
+def _argv_lines(params: Any) -> list[tuple[Loc, str]]:
+    """Command lines spelt as argument vectors: a list of two or more strings
+    (under an argv key, or with no spaces in any piece), and a program name
+    beside its argument list, joined with spaces.
+    Runs after ``walk`` accepted the shape (bounded depth and size)."""
+    out: list[tuple[Loc, str]] = []
+    stack: list[tuple[Any, Loc]] = [(params, None)]
+    while stack:
+        node, loc = stack.pop()
+        if type(node) is dict:
+            program = next(
+                (v for k, v in node.items() if k in _COMMAND_KEYS and type(v) is str), None
+            )
+            for key, value in node.items():
+                child: Loc = (loc, key)
+                if type(value) is list and value and all(type(v) is str for v in value):
+                    # Argv-shaped: under an argv key, or no piece with spaces
+                    # (a list of sentences is not a command line).
+                    if program is not None and key in _ARGV_KEYS:
+                        # (The joined line contains the list's own join.)
+                        out.append((child, program + " " + " ".join(value)))
+                    elif len(value) >= 2 and (
+                        key in _ARGV_KEYS or not any(" " in v for v in value)
+                    ):
+                        out.append((child, " ".join(value)))
+                elif type(value) in (dict, list):
+                    stack.append((value, child))
+        elif type(node) is list:
+            stack.extend(
+                (item, (loc, i)) for i, item in enumerate(node) if type(item) in (dict, list)
+            )
+    return out
 
 
 def _shape_denial(call: Call, policy: Policy, problem: ShapeProblem) -> Decision:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HERE, KEY_HEX
+from adv_harness import HERE, KEY_HEX
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import Wrapped
+from adv_harness import Wrapped
 
 from agentwall.errors import INVALID_PARAMS, INVALID_REQUEST, POLICY_DENIED
 
@@ -158,14 +158,14 @@ def test_server_cannot_smuggle_tools_or_unrequested_answers(wrapped: Any) -> Non
     h.call(4242, "run_command", {})
     assert h.recv()["error"]["code"] == POLICY_DENIED
     h.send({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
-    replies = h.recv_all(timeout=1.5)
+    replies = h.recv_all(timeout=1.0)
     assert [r["id"] for r in replies] == [1], replies
     names = [t["name"] for t in replies[0]["result"]["tools"]]
     assert names == ["echo"]
     # After the server tried "1" (a string) and 999: the host's next
     # request with the string id "1" is answered by its own response only.
     h.call("1", "echo", {"text": "mine"})
-    replies = h.recv_all(timeout=1.5)
+    replies = h.recv_all(timeout=1.0)
     assert len(replies) == 1
     assert replies[0]["id"] == "1"
     assert replies[0]["result"]["received"]["params"]["arguments"] == {"text": "mine"}
@@ -178,7 +178,7 @@ def test_server_to_host_requests_are_judged(wrapped: Any) -> None:
     h = s.host
     h.initialize()
     h.call(1, "echo", {"text": "x"})
-    replies = h.recv_all(timeout=1.5)
+    replies = h.recv_all(timeout=1.0)
     ids = [r.get("id") for r in replies]
     # roots/list (allowed by the shipped defaults) reaches the host; the
     # server's tools/call and unknown method do not.
@@ -243,7 +243,7 @@ def test_id_games_from_the_host(wrapped: Any) -> None:
         b'{"jsonrpc":"2.0","id":1.0,"method":"ping"}\n'
         b'{"jsonrpc":"2.0","id":true,"method":"ping"}\n'
     )
-    replies = h.recv_all(timeout=1.5)
+    replies = h.recv_all(timeout=1.0)
     ids = sorted((type(r["id"]).__name__, r["id"]) for r in replies)
     assert ("int", 1) in ids
     assert ("str", "1") in ids
@@ -279,3 +279,31 @@ def test_secrets_in_target_method_or_id_are_masked_in_the_audit_log(wrapped: Any
     log = (s.tmp / "audit.log").read_bytes()
     assert token.encode() not in log
     assert b"[MASKED:github]" in log
+
+
+def test_a_reused_pending_id_is_refused_and_audited(wrapped: Any) -> None:
+    """Found: the refusal of a request reusing a pending id (alone or in a
+    batch) left no audit entry; every refusal must be in the log."""
+    s: Wrapped = wrapped("echo")
+    h = s.host
+    h.initialize()
+    call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": "a"}}}  # fmt: skip
+    batch_item = {**call, "id": 8}
+    # One write: the first of each pair is still pending when the second is read.
+    h.send_raw(
+        (json.dumps(call) + "\n" + json.dumps(call) + "\n"
+         + json.dumps([batch_item, batch_item]) + "\n").encode()
+    )  # fmt: skip
+    replies = h.recv_all(timeout=2.0)
+    flat = [m for r in replies for m in (r if isinstance(r, list) else [r])]
+    refused = [m for m in flat if m.get("error", {}).get("code") == INVALID_REQUEST]
+    assert sorted(m["id"] for m in refused) == [7, 8]
+    assert all("already in use" in m["error"]["message"] for m in refused)
+    assert s.finish() == 0
+    s.verify_log()
+    errors = [e for e in s.audit_entries() if e.get("event") == "error"]
+    assert sorted(e.get("rpc_id") for e in errors if "already in use" in e.get("reason", "")) == [
+        7,
+        8,
+    ]

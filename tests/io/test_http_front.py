@@ -204,11 +204,24 @@ class ScriptedUpstream:
                     return
 
     def close(self) -> None:
+        """Stop every thread this server started: later tests fork (the
+        evaluator pool refuses to fork while other threads exist).  close()
+        alone does not wake a thread blocked in accept() or recv() on Linux;
+        shutdown() does."""
         self.stopping = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
         for c in self.clients:
             with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
                 c.close()
+        self.acceptor.join(10)
+        for t in self.threads:
+            t.join(10)
+        assert not self.acceptor.is_alive()
+        assert not any(t.is_alive() for t in self.threads)
 
 
 @contextlib.contextmanager
