@@ -23,6 +23,7 @@ verdict as deny.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from agentwall.identity.rules import IdentityRule as SharedIdentityRule
@@ -32,7 +33,7 @@ from agentwall.policy.compiled import (
     Violation,
     identity_problem,
 )
-from agentwall.policy.safemode import SafeModeEngine
+from agentwall.policy.safemode import SCHEME_RULE, SafeModeEngine
 from agentwall.policy.secrets import shown
 from agentwall.policy.values import Loc, ShapeProblem, pointer, walk
 from agentwall.types import Call, Decision, Identity
@@ -190,6 +191,10 @@ def _evaluate(policy: Policy, call: Call, now_ns: int) -> Decision:
             if len(text) < 3:
                 continue
             hit = engine.check(text, resource_uri=uri_loc is not None and loc == uri_loc)
+            if hit is not None and hit.rule_id == SCHEME_RULE and _is_client_root(loc, text):
+                # A root the client hands back in a 2026-07-28 retry is a file:
+                # URI by definition; the path it names is still judged.
+                hit = engine.check(text[len("file://") :])
             if hit is not None:
                 return _decision(
                     call,
@@ -227,6 +232,13 @@ def _evaluate(policy: Policy, call: Call, now_ns: int) -> Decision:
         outcome.category,
         outcome.cacheable,
     )
+
+
+_ROOT_URI = re.compile(r"/inputResponses/(?:[^/]+/)*roots/\d+/uri")
+
+
+def _is_client_root(loc: Loc, text: str) -> bool:
+    return text.startswith("file://") and _ROOT_URI.fullmatch(pointer(loc)) is not None
 
 
 # Keys that name a program, and keys that hold its argument vector.

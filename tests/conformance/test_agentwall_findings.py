@@ -63,13 +63,6 @@ def test_listen_acknowledgement_directly(stack: tuple[str, Proxy]) -> None:
     assert first["method"] == ACK
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agentwall/policy/methods.py SERVER_DEFAULTS lacks "
-    "notifications/subscriptions/acknowledged (2026-07-28): the client's "
-    "subscriptions/listen is allowed by default but the server's acknowledgement, "
-    "the first message on that stream, falls to default_action: deny and is dropped",
-)
 def test_listen_acknowledgement_through_agentwall(stack: tuple[str, Proxy]) -> None:
     _, proxy = stack
     first = listen_first_event(proxy.url)
@@ -144,13 +137,6 @@ def test_roots_round_trip_directly(stack: tuple[str, Proxy]) -> None:
     assert text == "Client exposed 1 root(s)."
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Safe Mode's safe_mode.ssrf.scheme denies any file: URL anywhere in params, "
-    "so the retry of a 2026-07-28 tools/call whose inputResponses carry the client's "
-    "roots (file:// URIs by definition) is refused (harness "
-    "input-required-result-basic-list-roots, -multiple-input-requests)",
-)
 def test_roots_round_trip_through_agentwall(stack: tuple[str, Proxy]) -> None:
     text = asyncio.run(asyncio.wait_for(roots_round_trip(stack[1].url), 30))
     assert text == "Client exposed 1 root(s)."
