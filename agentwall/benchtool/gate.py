@@ -14,14 +14,13 @@ All figures are lower-is-better.  A figure fails when it is more than
 ``--retries`` more passes of just those benchmarks) and the best attempt
 counts: a real 2x regression is still there on the retry, a neighbour's burst
 usually is not.  ``--update`` measures ``--update-passes`` times and writes
-the per-figure medians as the new baseline.
+each figure's quietest pass as the new baseline.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -285,15 +284,19 @@ def update(args: argparse.Namespace) -> int:
     for name in names:
         values = [r[name].value for r in runs if name in r]
         any_fig = next(r[name] for r in runs if name in r)
+        # The quietest pass is the reference: on a shared machine the typical
+        # pass is slowed by neighbours, and a baseline taken from it would let
+        # a real regression hide under that noise.
         entry: dict[str, Any] = {
-            "value": statistics.median(values),
+            "value": min(values),
             "kind": any_fig.kind,
             "source": any_fig.source,
             "passes": values,
         }
-        mins = [r[name].value_min for r in runs if name in r and r[name].value_min is not None]
-        if mins:
-            entry["value_min"] = statistics.median([m for m in mins if m is not None])
+        mins = [r[name].value_min for r in runs if name in r]
+        known = [m for m in mins if m is not None]
+        if known:
+            entry["value_min"] = min(known)
         floor = old.get("metrics", {}).get(name, {}).get("floor", DEFAULT_FLOORS.get(name))
         if floor is not None:
             entry["floor"] = floor
