@@ -599,7 +599,11 @@ def _parse_event(raw: bytes, lines: list[bytes]) -> SseEvent:
 
 
 def encode_sse_event(
-    data: bytes, *, event_id: str | None = None, event: str | None = None
+    data: bytes,
+    *,
+    event_id: str | None = None,
+    event: str | None = None,
+    retry: int | None = None,
 ) -> bytes:
     """Our own event around a JSON message (always a single data line: our
     JSON encoder emits no newlines)."""
@@ -608,6 +612,8 @@ def encode_sse_event(
         parts.append(b"event: " + event.encode("utf-8") + b"\n")
     if event_id is not None:
         parts.append(b"id: " + event_id.encode("utf-8") + b"\n")
+    if retry is not None:
+        parts.append(b"retry: %d\n" % retry)
     parts.append(b"data: " + data + b"\n\n")
     return b"".join(parts)
 

@@ -56,6 +56,7 @@ from agentwall.errors import (
     UpstreamError,
 )
 from agentwall.io.contracts import AuditSink, Evaluator
+from agentwall.io.stdio_wrap import scrubbed
 from agentwall.io.upstream import UpstreamPool, UpstreamResponse, UpstreamTimeout
 from agentwall.types import PASSING_VERDICTS, AuditEvent, AuditOutcome, Call, Decision, Identity
 
@@ -401,6 +402,27 @@ def _method(message: Message) -> str | None:
     return message.method if isinstance(message, Request | Notification) else None
 
 
+# Strings already seen to hold no secret (tool names, methods, URIs repeat
+# call after call): scrubbing one costs a few microseconds of regexes.  The
+# secret patterns are Safe Mode's, fixed, so a clean string stays clean.
+_KNOWN_CLEAN: set[str] = set()
+_KNOWN_CLEAN_MAX = 4096
+_KNOWN_CLEAN_LEN = 512
+
+
+def _scrub(value: Any) -> Any:
+    """``stdio_wrap.scrubbed`` (one implementation of what the log may
+    show), remembering the strings that needed nothing."""
+    if type(value) is not str or value in _KNOWN_CLEAN:
+        return value
+    out = scrubbed(value)
+    if out == value and len(value) <= _KNOWN_CLEAN_LEN:
+        if len(_KNOWN_CLEAN) >= _KNOWN_CLEAN_MAX:
+            _KNOWN_CLEAN.clear()
+        _KNOWN_CLEAN.add(value)
+    return out
+
+
 def denial_message(decision: Decision) -> str:
     rule = decision.rule_id or "default_action"
     return f"Denied by policy rule {rule}: {decision.reason}"
@@ -443,10 +465,39 @@ def _apply_redactions(params: Any, pointers: Iterable[str]) -> Any:
     return out
 
 
-class ExchangeContext:
-    """What the relay of one upstream response needs to know."""
+_MAX_ISSUED_SESSIONS = 65536
+_MAX_OUTSTANDING_SESSIONS = 4096
+_MAX_OUTSTANDING_IDS = 1024
 
-    __slots__ = ("answered", "filter_ids", "identity", "meta", "pending_ids", "session")
+# Responses dropped in one exchange that get their own audit entry; beyond
+# it they are counted in one summary entry (a hostile upstream must not turn
+# the audit log into its megaphone).
+_DROPS_AUDITED = 16
+
+
+class ExchangeContext:
+    """What the relay of one upstream response needs to know.
+
+    Only answers to requests the agent sent *in this exchange* are relayed
+    (``accept_response``), each once: a response to any other id, from a
+    confused or hostile upstream, is dropped and audited, as ``wrap`` does.
+    On a GET stream resumed with ``Last-Event-ID`` (2025-11-25 polling), the
+    answers still owed to requests forwarded earlier in the same session are
+    accepted too (``resume``)."""
+
+    __slots__ = (
+        "answered",
+        "drops",
+        "filter_ids",
+        "identity",
+        "initialize",
+        "meta",
+        "outstanding",
+        "pending",
+        "pending_ids",
+        "resume",
+        "session",
+    )
 
     def __init__(
         self,
@@ -455,13 +506,64 @@ class ExchangeContext:
         meta: mh.RequestMeta,
         filter_ids: set[Any],
         pending_ids: list[Any],
+        *,
+        initialize: bool = False,
+        outstanding: dict[Any, bool] | None = None,
+        resume: dict[Any, bool] | None = None,
     ) -> None:
         self.session = session
         self.identity = identity
         self.meta = meta
         self.filter_ids = filter_ids
         self.pending_ids = pending_ids
+        self.pending = set(pending_ids)
         self.answered: set[Any] = set()
+        self.initialize = initialize
+        # The session's table of requests forwarded and not yet answered
+        # (shared with later exchanges of the session), and for a resumed
+        # GET stream the same table to accept answers from.
+        self.outstanding = outstanding
+        self.resume = resume
+        self.drops = 0
+
+    def accept_response(self, rpc_id: Any) -> bool | None:
+        """May a response with this id reach the agent?  None: no.  Else
+        whether its result must be filtered (a tools/list); marks it
+        answered."""
+        if rpc_id in self.pending and rpc_id not in self.answered:
+            self.answered.add(rpc_id)
+            if self.outstanding is not None:
+                self.outstanding.pop(rpc_id, None)
+            return rpc_id in self.filter_ids
+        if self.resume is not None and rpc_id in self.resume:
+            return self.resume.pop(rpc_id)
+        return None
+
+    def settle(self) -> list[Any]:
+        """The ids still waiting for an answer, from now on answered here
+        (with an error)."""
+        waiting = [rpc_id for rpc_id in self.pending_ids if rpc_id not in self.answered]
+        if waiting:
+            self.answered.update(waiting)
+            if self.outstanding is not None:
+                for rpc_id in waiting:
+                    self.outstanding.pop(rpc_id, None)
+        return waiting
+
+
+def _join(messages: list[bytes]) -> bytes:
+    return b"[" + b",".join(messages) + b"]"
+
+
+def _with_content_type(
+    headers: list[tuple[bytes, bytes]], content_type: bytes | None
+) -> list[tuple[bytes, bytes]]:
+    """Exactly one Content-Type, the one the body was judged by (two would
+    let clients that read the first and the last disagree)."""
+    out = [(n, v) for n, v in headers if n != b"content-type"]
+    if content_type is not None:
+        out.append((b"content-type", content_type))
+    return out
 
 
 class Proxy:
@@ -507,6 +609,16 @@ class Proxy:
         self._sweeper: asyncio.Task[None] | None = None
         self._drained: asyncio.Event | None = None
         self._audit_log_throttle = LogThrottle(1.0)
+        self._drop_log_throttle = LogThrottle(1.0)
+        # Session ids the upstream issued in answer to an initialize: only
+        # these key rate limits and audit entries; an id the agent made up
+        # falls back to its subject or address (see session_key).  Oldest
+        # first; forgotten on DELETE or when the table is full.
+        self._issued_sessions: dict[str, None] = {}
+        # Per session: request ids forwarded and not answered yet, so that a
+        # GET stream resumed with Last-Event-ID may deliver their answers.
+        # The value says whether the answer is a tools/list result to filter.
+        self._outstanding: dict[str, dict[Any, bool]] = {}
 
     def exchange_done(self) -> None:
         self.inflight -= 1
@@ -518,14 +630,52 @@ class Proxy:
         return f"{self._call_prefix}-{next(self._call_seq)}"
 
     def session_key(self, meta: mh.RequestMeta, identity: Identity | None, peer: str) -> str:
-        """Rate limits and audit entries are keyed by MCP session where there
-        is one (2025 revisions), else by verified subject, else by peer
-        address: 2026-07-28 has no sessions."""
-        if meta.session_id is not None and not mh.is_modern(meta):
-            return meta.session_id
+        """The key of rate limits and audit entries.
+
+        An ``Mcp-Session-Id`` counts only when the upstream issued it (seen in
+        the answer to an initialize, 2025 revisions): the agent cannot mint
+        those, so a fresh made-up id per request does not buy a fresh token
+        bucket.  Otherwise: the verified subject, else the peer address
+        (2026-07-28 has no sessions)."""
+        sid = meta.session_id
+        if sid is not None and sid in self._issued_sessions and not mh.is_modern(meta):
+            return sid
         if identity is not None:
             return f"sub:{identity.issuer}|{identity.subject}"
         return f"peer:{peer}"
+
+    def session_issued(self, session_id: str) -> None:
+        issued = self._issued_sessions
+        if session_id in issued:
+            return
+        if len(issued) >= _MAX_ISSUED_SESSIONS:
+            # Forgetting one only makes its calls share the peer's bucket.
+            oldest = next(iter(issued))
+            del issued[oldest]
+            self._outstanding.pop(oldest, None)
+        issued[session_id] = None
+
+    def session_deleted(self, session_id: str) -> None:
+        self._issued_sessions.pop(session_id, None)
+        self._outstanding.pop(session_id, None)
+
+    def _outstanding_for(self, meta: mh.RequestMeta, session: str) -> dict[Any, bool] | None:
+        """The table of unanswered request ids of this exchange's session:
+        its issued ``Mcp-Session-Id``, or the session key when there is no
+        session id; None for an id the upstream never issued."""
+        sid = meta.session_id
+        if sid is None:
+            key = session
+        elif sid in self._issued_sessions:
+            key = sid
+        else:
+            return None
+        table = self._outstanding.get(key)
+        if table is None:
+            if len(self._outstanding) >= _MAX_OUTSTANDING_SESSIONS:
+                del self._outstanding[next(iter(self._outstanding))]
+            table = self._outstanding[key] = {}
+        return table
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -687,9 +837,11 @@ class Proxy:
             subject=identity.subject if identity else None,
             issuer=identity.issuer if identity else None,
             call_id=call.call_id,
-            rpc_id=call.rpc_id,
-            method=call.method,
-            target=call.target or None,
+            # Masked as wrap masks them: a call denied for carrying a secret
+            # in its tool name, URI or id must not write it to the log.
+            rpc_id=_scrub(call.rpc_id),
+            method=_scrub(call.method),
+            target=_scrub(call.target) or None,
             decision=outcome,
             rule_id=decision.rule_id,
             reason=decision.reason,
@@ -955,7 +1107,15 @@ class Proxy:
             # 2026-07-28: closing the stream is the cancellation; the agent
             # left before we forwarded, so the call is not made.
             return
-        ctx = ExchangeContext(session, identity, meta, filter_ids, pending)
+        ctx = ExchangeContext(
+            session,
+            identity,
+            meta,
+            filter_ids,
+            pending,
+            initialize=kind == "request" and _method(message) == "initialize",
+            outstanding=self._outstanding_for(meta, session) if pending else None,
+        )
         await self._forward_post(conn, meta, wire, ctx, local_errors=[])
 
     async def _refuse(self, conn: HttpConnection, judgement: Judgement, kind: str) -> None:
@@ -1026,7 +1186,15 @@ class Proxy:
             else:
                 conn.send_reply(mh.HttpReply(status=202, content_type=None, close=close))
             return
-        ctx = ExchangeContext(session, identity, meta, filter_ids, pending)
+        ctx = ExchangeContext(
+            session,
+            identity,
+            meta,
+            filter_ids,
+            pending,
+            initialize=any(isinstance(m, Request) and m.method == "initialize" for m in forward),
+            outstanding=self._outstanding_for(meta, session) if pending else None,
+        )
         await self._forward_post(
             conn, meta, encode_message(forward), ctx, local_errors=local, batch=True
         )
@@ -1034,7 +1202,11 @@ class Proxy:
             conn.close_after_response()
 
     def _upstream_failure(
-        self, conn: HttpConnection, exc: UpstreamError, rpc_ids: list[Any]
+        self,
+        conn: HttpConnection,
+        exc: UpstreamError,
+        rpc_ids: list[Any],
+        local_errors: list[bytes] | None = None,
     ) -> None:
         timeout = isinstance(exc, UpstreamTimeout)
         Metrics.bump(self.metrics.upstream_errors, "timeout" if timeout else "unavailable")
@@ -1043,6 +1215,8 @@ class Proxy:
         message = f"Upstream MCP server {what}: {exc}"
         ids = rpc_ids or [None]
         bodies = [error_response(rpc_id, code, message) for rpc_id in ids]
+        if local_errors:
+            bodies += local_errors
         body = bodies[0] if len(bodies) == 1 else b"[" + b",".join(bodies) + b"]"
         conn.send_reply(mh.HttpReply(status=504 if timeout else 502, body=body))
 
@@ -1061,16 +1235,22 @@ class Proxy:
             # Clients must send it; a bare curl does not.  The upstream would
             # answer 406, so supply what every MCP client means.
             headers = [*headers, (b"accept", b"application/json, text/event-stream")]
+        outstanding = ctx.outstanding
+        if outstanding is not None:
+            for rpc_id in ctx.pending_ids:
+                outstanding[rpc_id] = rpc_id in ctx.filter_ids
+            while len(outstanding) > _MAX_OUTSTANDING_IDS:
+                del outstanding[next(iter(outstanding))]
         t0 = time.perf_counter()
         try:
             resp = await self.upstream.request(
                 b"POST", headers, wire, head_timeout=self.config.upstream_timeout
             )
         except UpstreamError as exc:
-            self._upstream_failure(conn, exc, ctx.pending_ids)
+            self._upstream_failure(conn, exc, ctx.settle(), local_errors)
             return
         self.metrics.upstream_latency.observe(time.perf_counter() - t0)
-        await self._relay(conn, resp, ctx, local_errors=local_errors, batch=batch)
+        await self._relay(conn, resp, ctx, local_errors=local_errors)
 
     async def _relay(
         self,
@@ -1078,73 +1258,209 @@ class Proxy:
         resp: UpstreamResponse,
         ctx: ExchangeContext,
         *,
-        local_errors: list[bytes] = (),  # type: ignore[assignment]
-        batch: bool = False,
+        local_errors: list[bytes] | None = None,
     ) -> None:
+        """The upstream's answer to the agent.  Nothing the upstream sends
+        reaches the agent as the upstream's bytes: a JSON body and every SSE
+        event are parsed strictly, their server requests and notifications
+        judged, their responses checked against the ids of this exchange,
+        and what is left is re-encoded.  What cannot be parsed strictly
+        becomes a JSON-RPC error (fail closed).  Only an error status's
+        non-JSON text (a diagnostic no MCP client reads as a message) and
+        empty bodies pass as they are."""
+        local_errors = local_errors or []
+        status = resp.status
+        ok = 200 <= status < 300
+        relay_headers = mh.response_headers_to_relay(resp.headers)
+        assigned = resp.header(mh.H_SESSION_ID) if ok else None
+        if assigned is not None:
+            session_id = assigned.decode("latin-1")
+            if ctx.initialize:
+                self.session_issued(session_id)
+            if (
+                self.authenticator is not None
+                and ctx.identity is not None
+                and session_id != ctx.meta.session_id
+            ):
+                # Identity wiring (issue 6): bind a session the upstream just
+                # assigned to the subject that opened it.
+                self.authenticator.session_assigned(session_id, ctx.identity)
         content_type = resp.header(b"content-type")
         media = mh.media_type(content_type)
-        relay_headers = mh.response_headers_to_relay(resp.headers)
-        if self.authenticator is not None and ctx.identity is not None:
-            # Identity wiring (issue 6): bind a session the upstream just
-            # assigned to the subject that opened it.
-            assigned = resp.header(mh.H_SESSION_ID)
-            if assigned is not None and assigned.decode("latin-1") != ctx.meta.session_id:
-                self.authenticator.session_assigned(assigned.decode("latin-1"), ctx.identity)
-        if media == "text/event-stream" and resp.status == 200:
-            await self._relay_sse(conn, resp, ctx, relay_headers, local_errors)
+        if media == "text/event-stream" and status == 200:
+            await self._relay_sse(
+                conn, resp, ctx, _with_content_type(relay_headers, _SSE), local_errors
+            )
             return
         try:
             body = await resp.read(self.config.max_response_bytes, self.config.upstream_timeout)
         except UpstreamError as exc:
-            self._upstream_failure(conn, exc, ctx.pending_ids)
+            self._upstream_failure(conn, exc, ctx.settle(), local_errors)
             return
-        status = resp.status
-        if media == "application/json" and 200 <= status < 300 and (ctx.filter_ids or local_errors):
-            body = self._rewrite_json(body, ctx, local_errors)
-        elif status == 202 and local_errors:
+        out_type: bytes | None = content_type
+        if body and (ok or "json" in media):
+            # Whatever its declared type: a 2xx body must be JSON-RPC, and a
+            # client may read an error status's JSON body as a message too.
+            status, body = await self._relay_json(status, body, ctx, local_errors)
+            out_type = _JSON if body else None
+        elif not body and ok and local_errors:
             status = 200
-            body = b"[" + b",".join(local_errors) + b"]"
-            relay_headers = [(n, v) for n, v in relay_headers if n != b"content-type"]
-            relay_headers.append((b"content-type", _JSON))
+            body = local_errors[0] if len(local_errors) == 1 else _join(local_errors)
+            out_type = _JSON
+        await self._finish_drops(ctx)
         conn.send_reply(
             mh.HttpReply(
                 status=status,
                 body=body,
                 content_type=None,
-                headers=tuple(relay_headers),
+                headers=tuple(_with_content_type(relay_headers, out_type)),
             )
         )
 
-    def _filter_result(self, message: Any, ctx: ExchangeContext) -> Any:
+    async def _relay_json(
+        self, status: int, body: bytes, ctx: ExchangeContext, local_errors: list[bytes]
+    ) -> tuple[int, bytes]:
+        """A JSON body from the upstream, judged message by message, as the
+        (status, body) the agent receives."""
+        ok = 200 <= status < 300
+        try:
+            parsed = parse(body, max_size=self.config.max_response_bytes)
+        except FrameError as exc:
+            # Fail closed: never the raw body (a lone surrogate, a duplicate
+            # key: two parsers would read two different answers).
+            reason = f"the upstream's answer is not a valid JSON-RPC message ({exc})"
+            await self._dropped(ctx, reason, exc.rpc_id)
+            ids: list[Any] = ctx.settle() or [None]
+            errors = [
+                error_response(rpc_id, INTERNAL_ERROR, reason + "; it was not relayed")
+                for rpc_id in ids
+            ]
+            errors += local_errors
+            return (502 if ok else status), errors[0] if len(errors) == 1 else _join(errors)
+        single = not isinstance(parsed.message, list)
+        items: list[Message | FrameError] = (
+            [cast(Message, parsed.message)] if single else cast(list[Any], parsed.message)
+        )
+        out: list[bytes] = []
+        intact = True  # ``out`` is the upstream's message as parsed
+        for item in items:
+            kept = await self._judge_upstream_item(item, ctx)
+            if kept is None:
+                intact = False
+            elif kept is item:
+                out.append(parsed.wire if single else encode_message(item))
+            else:
+                intact = False
+                out.append(encode_message(kept))
+        if ok:
+            # A request this POST carried must not go unanswered: the agent
+            # would wait forever for what the upstream did not (validly) send.
+            for rpc_id in ctx.settle():
+                intact = False
+                out.append(
+                    error_response(
+                        rpc_id,
+                        INTERNAL_ERROR,
+                        "the upstream's answer held no valid response to this request",
+                    )
+                )
+        if local_errors:
+            intact = False
+            out += local_errors
+        if single and intact:
+            return status, parsed.wire
+        if not out:
+            return (202 if ok else status), b""
+        if single and len(out) == 1:
+            return status, out[0]
+        return status, _join(out)
+
+    async def _judge_upstream_item(
+        self, item: Message | FrameError, ctx: ExchangeContext
+    ) -> Message | None:
+        """One message from the upstream: what to relay (the same object when
+        unchanged), or None when it must not reach the agent."""
+        if isinstance(item, FrameError):
+            await self._dropped(ctx, f"an invalid message from the upstream ({item})", item.rpc_id)
+            return None
+        if isinstance(item, Response | ErrorResponse):
+            rpc_id = item.id
+            if rpc_id is None:
+                # An error about the request as a whole (the upstream could
+                # not read its id): names no request, cannot answer another.
+                return item
+            must_filter = ctx.accept_response(rpc_id)
+            if must_filter is None:
+                await self._dropped(
+                    ctx,
+                    "a response from the upstream to an id the agent did not send in this "
+                    "exchange, or already answered",
+                    rpc_id,
+                )
+                return None
+            if must_filter and isinstance(item, Response):
+                return msgspec.structs.replace(item, result=self._filtered_tools(item.result, ctx))
+            return item
+        # A request or notification from the server: judged like any other.
+        judgement = await self.judge(
+            item,
+            session=ctx.session,
+            origin="server",
+            identity=ctx.identity,
+            received_ns=time.time_ns(),
+        )
+        if judgement.passes:
+            return judgement.forward or item
+        if isinstance(item, Request):
+            self.spawn(self._answer_server_request(ctx, item, judgement))
+        return None
+
+    def _filtered_tools(self, result: Any, ctx: ExchangeContext) -> Any:
         """tools/list result -> only the tools this caller may call."""
         assert self.tools_filter is not None
-        if (
-            isinstance(message, dict)
-            and message.get("id") in ctx.filter_ids
-            and "result" in message
-        ):
-            try:
-                message["result"] = self.tools_filter(self.policy, message["result"], ctx.identity)
-            except Exception as exc:  # noqa: BLE001 -- fail closed: show no tools
-                log.error("tools/list filtering failed: %s", exc)
-                message["result"] = {"tools": []}
-        return message
-
-    def _rewrite_json(self, body: bytes, ctx: ExchangeContext, local_errors: list[bytes]) -> bytes:
         try:
-            decoded = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return body
-        if ctx.filter_ids:
-            if isinstance(decoded, list):
-                decoded = [self._filter_result(m, ctx) for m in decoded]
-            else:
-                decoded = self._filter_result(decoded, ctx)
-        if local_errors:
-            items = decoded if isinstance(decoded, list) else [decoded]
-            items.extend(orjson.loads(e) for e in local_errors)
-            decoded = items
-        return orjson.dumps(decoded)
+            return self.tools_filter(self.policy, result, ctx.identity)
+        except Exception as exc:  # noqa: BLE001 -- fail closed: show no tools
+            log.error("tools/list filtering failed: %s", exc)
+            return {"tools": []}
+
+    async def _dropped(self, ctx: ExchangeContext, reason: str, rpc_id: Any) -> None:
+        """Something the upstream sent that the agent will not see: logged,
+        and audited (the first few of an exchange one by one)."""
+        ctx.drops += 1
+        Metrics.bump(self.metrics.upstream_errors, "dropped_message")
+        if ctx.drops > _DROPS_AUDITED:
+            return
+        if self._drop_log_throttle.allow():
+            log.warning(
+                "dropped a message from the upstream (%d more since the last report): %s",
+                self._drop_log_throttle.take_suppressed(),
+                reason,
+            )
+        await self.record_quietly(
+            AuditEvent(
+                event="error",
+                session=ctx.session,
+                transport="http",
+                rpc_id=_scrub(rpc_id),
+                reason=_scrub(f"dropped {reason}"),
+                detail={"direction": "server", "action": "drop"},
+            )
+        )
+
+    async def _finish_drops(self, ctx: ExchangeContext) -> None:
+        if ctx.drops > _DROPS_AUDITED:
+            more = ctx.drops - _DROPS_AUDITED
+            ctx.drops = _DROPS_AUDITED
+            await self.record_quietly(
+                AuditEvent(
+                    event="error",
+                    session=ctx.session,
+                    transport="http",
+                    reason=f"dropped {more} more invalid or unsolicited messages from the upstream",
+                    detail={"direction": "server", "action": "drop", "count": more},
+                )
+            )
 
     async def _relay_sse(
         self,
@@ -1175,9 +1491,10 @@ class Proxy:
                     relayed = await self._inspect_event(event, ctx)
                     if relayed:
                         out.append(relayed)
+                await self._finish_drops(ctx)
                 if out:
                     self.metrics.sse_events += len(out)
-                    conn.send_chunk(b"".join(out))
+                    conn.send_chunk(out[0] if len(out) == 1 else b"".join(out))
                     await conn.drain()
                 if chunk is None:
                     break
@@ -1193,74 +1510,50 @@ class Proxy:
             Metrics.bump(self.metrics.upstream_errors, "stream")
             # The status line is gone; answer each request still waiting so
             # the agent does not hang.
-            for rpc_id in ctx.pending_ids:
-                if rpc_id not in ctx.answered:
-                    conn.send_chunk(
-                        mh.encode_sse_event(error_response(rpc_id, code, failure), event="message")
-                    )
+            for rpc_id in ctx.settle():
+                conn.send_chunk(
+                    mh.encode_sse_event(error_response(rpc_id, code, failure), event="message")
+                )
         conn.end_stream()
 
     async def _inspect_event(self, event: mh.SseEvent, ctx: ExchangeContext) -> bytes | None:
+        """One SSE event: judged like a JSON body, relayed as our own event
+        around our re-encoding (None: nothing of it may reach the agent)."""
         data = event.data
         if not data:
             return event.raw  # priming event (id only), retry, keep-alive comment
         try:
-            parsed = parse(data)
+            parsed = parse(data, max_size=self.config.max_response_bytes)
         except FrameError as exc:
             # Fail closed: an ambiguous message from the server is not
             # delivered; a waiting request gets an error instead.
-            rpc_id = getattr(exc, "rpc_id", None)
-            log.error("dropped an invalid message from the upstream: %s", exc)
-            if rpc_id is not None and rpc_id in ctx.pending_ids:
-                ctx.answered.add(rpc_id)
+            rpc_id = exc.rpc_id
+            await self._dropped(ctx, f"an invalid message from the upstream ({exc})", rpc_id)
+            if rpc_id is not None and ctx.accept_response(rpc_id) is not None:
                 return mh.encode_sse_event(
                     error_response(
                         rpc_id, INTERNAL_ERROR, f"upstream sent an invalid message: {exc}"
                     ),
                     event_id=event.id,
                     event=event.event,
+                    retry=event.retry,
                 )
             return None
-        messages = parsed.message if isinstance(parsed.message, list) else [parsed.message]
-        changed = False
-        out: list[Message] = []
-        for message in messages:
-            if isinstance(message, FrameError):
-                changed = True
-                continue
-            if isinstance(message, Response | ErrorResponse):
-                ctx.answered.add(message.id)
-                if isinstance(message, Response) and message.id in ctx.filter_ids:
-                    filtered = self._filter_result(
-                        {"id": message.id, "result": message.result}, ctx
-                    )
-                    message = msgspec.structs.replace(message, result=filtered["result"])
-                    changed = True
-                out.append(message)
-                continue
-            # A request or notification from the server: judged like any other.
-            judgement = await self.judge(
-                message,
-                session=ctx.session,
-                origin="server",
-                identity=ctx.identity,
-                received_ns=time.time_ns(),
-            )
-            changed = True
-            if judgement.passes:
-                out.append(judgement.forward or message)
-            elif isinstance(message, Request):
-                self.spawn(self._answer_server_request(ctx, message, judgement))
-        if not changed:
-            return event.raw
-        if not out:
-            return None
         if isinstance(parsed.message, list):
-            batch: list[Message | FrameError] = [*out]
-            payload = encode_message(batch)
+            kept_items: list[Message | FrameError] = []
+            for item in parsed.message:
+                kept = await self._judge_upstream_item(item, ctx)
+                if kept is not None:
+                    kept_items.append(kept)
+            if not kept_items:
+                return None
+            payload = encode_message(kept_items)
         else:
-            payload = encode_message(out[0])
-        return mh.encode_sse_event(payload, event_id=event.id, event=event.event)
+            kept = await self._judge_upstream_item(parsed.message, ctx)
+            if kept is None:
+                return None
+            payload = parsed.wire if kept is parsed.message else encode_message(kept)
+        return mh.encode_sse_event(payload, event_id=event.id, event=event.event, retry=event.retry)
 
     async def _answer_server_request(
         self, ctx: ExchangeContext, request: Request, judgement: Judgement
@@ -1304,7 +1597,10 @@ class Proxy:
         except UpstreamError as exc:
             self._upstream_failure(conn, exc, [])
             return
-        await self._relay(conn, resp, ExchangeContext(session, who, meta, set(), []))
+        # A stream resumed with Last-Event-ID may replay the answers still
+        # owed to requests of this session (2025-11-25 polling).
+        resume = self._outstanding_for(meta, session) if meta.last_event_id is not None else None
+        await self._relay(conn, resp, ExchangeContext(session, who, meta, set(), [], resume=resume))
 
     async def mcp_delete(self, conn: HttpConnection, req: h11.Request, path: bytes) -> None:
         meta = mh.read_request_meta(req.headers)
@@ -1326,8 +1622,10 @@ class Proxy:
             self._upstream_failure(conn, exc, [])
             return
         session = self.session_key(meta, who, conn.peer_host)
-        if self.authenticator is not None and meta.session_id and 200 <= resp.status < 300:
-            self.authenticator.session_ended(meta.session_id)  # identity wiring (issue 6)
+        if meta.session_id and 200 <= resp.status < 300:
+            self.session_deleted(meta.session_id)
+            if self.authenticator is not None:
+                self.authenticator.session_ended(meta.session_id)  # identity wiring (issue 6)
         await self._relay(conn, resp, ExchangeContext(session, who, meta, set(), []))
 
     # -- lifecycle ----------------------------------------------------------------

@@ -1,9 +1,8 @@
 """Red team against the real ``agentwall start`` over HTTP on 127.0.0.1, with
 a hostile streamable-HTTP upstream (evil_http.py) behind it.
 
-Findings in ``agentwall/io/http_front.py`` (owned by the http helper, not
-fixed here) are ``xfail(strict=True)``: each starts passing, and so fails
-the suite as XPASS, the day the bug is fixed."""
+The findings in ``agentwall/io/http_front.py`` were ``xfail(strict=True)``
+until the front-end was fixed; they now pass as ordinary tests."""
 
 from __future__ import annotations
 
@@ -228,16 +227,9 @@ def test_sse_server_request_denied_by_methods_is_dropped(sidecar: Any) -> None:
     assert answers[0]["error"]["code"] == -32001
 
 
-# --- findings in http_front.py (xfail strict) -------------------------------------------
-
-JSON_RELAY_RAW = (
-    "http_front._relay relays an application/json upstream body as raw bytes "
-    "(only re-parsed when a tools/list filter or a local error applies): server "
-    "messages inside it are never judged, audited or strictly parsed"
-)
+# --- findings in http_front.py, fixed ---------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=JSON_RELAY_RAW)
 def test_json_body_server_request_is_judged_by_methods(sidecar: Any) -> None:
     """A malicious upstream answers a tools/call POST with a JSON body that is
     a server->client ``sampling/createMessage`` request, which the policy
@@ -251,7 +243,6 @@ def test_json_body_server_request_is_judged_by_methods(sidecar: Any) -> None:
     assert b"sampling/createMessage" not in body
 
 
-@pytest.mark.xfail(strict=True, reason=JSON_RELAY_RAW)
 def test_json_batch_body_server_request_is_judged_by_methods(sidecar: Any) -> None:
     s: Sidecar = sidecar("json-batch-request")
     _status, body = s.post(CALL)
@@ -259,7 +250,6 @@ def test_json_batch_body_server_request_is_judged_by_methods(sidecar: Any) -> No
     assert any(m.get("id") == 1 for m in _messages(body))
 
 
-@pytest.mark.xfail(strict=True, reason=JSON_RELAY_RAW)
 def test_json_body_with_duplicate_keys_is_not_relayed(sidecar: Any) -> None:
     """The upstream's ``{"id":1,"result":A,"result":B}`` reaches the agent as
     is: JSON.parse keeps B, other parsers keep A (the ambiguity the request
@@ -269,11 +259,6 @@ def test_json_body_with_duplicate_keys_is_not_relayed(sidecar: Any) -> None:
     assert body.count(b'"result"') <= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="http_front relays responses to ids the client never "
-    "sent in this exchange (JSON and SSE); wrap drops them",
-)
 @pytest.mark.parametrize("mode", ["json-foreign-id", "sse-foreign-id"])
 def test_response_to_an_id_never_sent_is_dropped(sidecar: Any, mode: str) -> None:
     s: Sidecar = sidecar(mode)
@@ -281,23 +266,12 @@ def test_response_to_an_id_never_sent_is_dropped(sidecar: Any, mode: str) -> Non
     assert b"never-sent" not in body
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="http_front._rewrite_json returns the upstream body "
-    "unfiltered when orjson cannot parse it (a lone surrogate escape, which "
-    "JSON.parse accepts): tools/list filtering is skipped",
-)
 def test_tools_list_filter_cannot_be_skipped_with_a_lone_surrogate(sidecar: Any) -> None:
     s: Sidecar = sidecar("json-surrogate")
     _status, body = s.post({"jsonrpc": "2.0", "id": 9, "method": "tools/list"})
     assert b"run_command" not in body
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="http_front writes an entry's target (resource URI / tool name) unmasked: a call "
-    "denied for carrying a secret logs the secret in clear (wrap masks it: scrubbed())",
-)
 def test_secret_in_target_is_masked_in_the_audit_log(sidecar: Any) -> None:
     token = "ghp_" + "A1b2" * 9
     s: Sidecar = sidecar("echo", policy=None)
@@ -337,13 +311,6 @@ def test_session_rate_limit_holds_for_one_session(sidecar: Any) -> None:
     assert _rate_limited(s, ["same-session"] * 6) >= 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="http_front.session_key uses the client-supplied Mcp-Session-Id as the rate-limit "
-    "key (2025 revisions), so a fresh id per request gets a fresh bucket: "
-    "session.max_calls_per_second is bypassed (the upstream here, like any stateless "
-    "server, accepts the ids)",
-)
 def test_session_rate_limit_cannot_be_dodged_with_fresh_session_ids(sidecar: Any) -> None:
     s: Sidecar = sidecar("echo", policy=RATE_POLICY)
     assert _rate_limited(s, [f"fresh-{i}" for i in range(6)]) >= 3
