@@ -211,8 +211,11 @@ def encode_header_value(value: str) -> str:
     )
 
 
+_VISIBLE_ASCII = bytes(range(0x21, 0x7F))
+
+
 def _visible_ascii(value: bytes) -> bool:
-    return bool(value) and all(0x21 <= b <= 0x7E for b in value)
+    return bool(value) and not value.translate(None, _VISIBLE_ASCII)
 
 
 # --------------------------------------------------------------------------
@@ -239,42 +242,45 @@ class RequestMeta(msgspec.Struct):
     forward: Headers = msgspec.field(default_factory=list)
 
 
+# Headers read into RequestMeta, by the field they fill.
+_META_FIELDS: dict[bytes, str] = {
+    H_PROTOCOL_VERSION: "protocol_version",
+    H_SESSION_ID: "session_id",
+    H_METHOD: "mcp_method",
+    H_NAME: "mcp_name",
+    H_ORIGIN: "origin",
+    H_HOST: "host",
+    H_CONTENT_TYPE: "content_type",
+    H_ACCEPT: "accept",
+    H_LAST_EVENT_ID: "last_event_id",
+    H_AUTHORIZATION: "authorization",
+}
+
+
 def read_request_meta(headers: Iterable[tuple[bytes, bytes]]) -> RequestMeta:
-    """One pass over h11's (lower-cased name, value) pairs."""
+    """One pass over the request's (lower-cased name, value) pairs."""
     meta = RequestMeta()
     forward = meta.forward
     seen: set[bytes] = set()
-    hop_named: set[bytes] = set()
+    hop_named: set[bytes] | None = None
     for name, value in headers:
-        if name in _ROUTING_HEADERS:
-            if name in seen and meta.duplicated is None:
+        field = _META_FIELDS.get(name)
+        if field is not None:
+            # A routing header given twice: first-copy and last-copy readers
+            # would disagree.  Two Authorization headers: two sets of
+            # credentials is a malformed request (RFC 6750).
+            if (
+                name in seen
+                and meta.duplicated is None
+                and (name in _ROUTING_HEADERS or name == H_AUTHORIZATION)
+            ):
                 meta.duplicated = name.decode("ascii")
             seen.add(name)
-        if name == H_PROTOCOL_VERSION:
-            meta.protocol_version = value.decode("latin-1")
-        elif name == H_SESSION_ID:
-            meta.session_id = value.decode("latin-1")
-        elif name == H_METHOD:
-            meta.mcp_method = value.decode("latin-1")
-        elif name == H_NAME:
-            meta.mcp_name = value.decode("latin-1")
-        elif name == H_ORIGIN:
-            meta.origin = value.decode("latin-1")
-        elif name == H_HOST:
-            meta.host = value.decode("latin-1")
-        elif name == H_CONTENT_TYPE:
-            meta.content_type = value.decode("latin-1")
-        elif name == H_ACCEPT:
-            meta.accept = value.decode("latin-1")
-        elif name == H_LAST_EVENT_ID:
-            meta.last_event_id = value.decode("latin-1")
-        elif name == H_AUTHORIZATION:
-            if meta.authorization is not None and meta.duplicated is None:
-                # RFC 6750: two sets of credentials is a malformed request.
-                meta.duplicated = "authorization"
-            meta.authorization = value.decode("latin-1")
+            setattr(meta, field, value.decode("latin-1"))
         elif name == b"connection":
             # Headers named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
+            if hop_named is None:
+                hop_named = set()
             hop_named.update(t.strip().lower() for t in value.split(b",") if t.strip())
         if name not in _NOT_FORWARDED_UP:
             forward.append((name, value))
@@ -668,6 +674,23 @@ _TOKEN_CHARS = frozenset(
     b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 )
 _HEX = frozenset(b"0123456789abcdefABCDEF")
+_TOKEN_BYTES = bytes(sorted(_TOKEN_CHARS))
+# Field values: HTAB, SP, visible ASCII, obs-text (RFC 9110 §5.5).
+_FIELD_VALUE_BYTES = b"\t" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
+_HEAD_BYTES = _FIELD_VALUE_BYTES + b"\r\n"
+_FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+
+
+def _check_head_bytes(head: bytes) -> None:
+    """Whole-head checks at C speed, before any line is looked at: no NUL
+    or other control character, and every line break a CRLF (a bare CR or
+    LF is where two parsers would cut lines differently)."""
+    if head.translate(None, _HEAD_BYTES):
+        raise HttpFramingError("control character in the head")
+    crlf = head.count(b"\r\n")
+    if head.count(b"\r") != crlf or head.count(b"\n") != crlf:
+        raise HttpFramingError("bare CR or LF in the head")
+
 
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _UNTIL_CLOSE, _DONE = range(8)
 
@@ -807,6 +830,7 @@ class ResponseParser:
         raise HttpFramingError("connection closed in the middle of a response")
 
     def _parse_head(self, head: bytes) -> ResponseHead | None:
+        _check_head_bytes(head)
         lines = head.split(b"\r\n")
         status_line = lines[0]
         version, _, rest = status_line.partition(b" ")
@@ -821,15 +845,16 @@ class ResponseParser:
         if len(lines) - 1 > self.MAX_HEADERS:
             raise HttpFramingError("too many response headers")
         for line in lines[1:]:
-            if not line or line[0] in (0x20, 0x09):
-                raise HttpFramingError("obsolete header line folding")
             name, colon, value = line.partition(b":")
-            if not colon or not name or not _TOKEN_CHARS.issuperset(name):
+            if not colon or not name or name.translate(None, _TOKEN_BYTES):
+                if line[:1] in (b" ", b"\t"):
+                    raise HttpFramingError("obsolete header line folding")
                 raise HttpFramingError(f"invalid header line {line[:80]!r}")
-            value = value.strip(b" \t")
-            if b"\r" in value or b"\n" in value or b"\x00" in value:
-                raise HttpFramingError("control character in a header value")
             name = name.lower()
+            value = value.strip(b" \t")
+            headers.append((name, value))
+            if name not in _FRAMING_HEADERS:
+                continue
             if name == b"content-length":
                 if not value.isdigit() or len(value) > 18:
                     raise HttpFramingError(f"invalid Content-Length {value[:20]!r}")
@@ -841,13 +866,12 @@ class ResponseParser:
                 if value.lower() != b"chunked" or chunked:
                     raise HttpFramingError(f"unsupported Transfer-Encoding {value[:40]!r}")
                 chunked = True
-            elif name == b"connection":
+            else:  # connection
                 tokens = {t.strip().lower() for t in value.split(b",")}
                 if b"close" in tokens:
                     close = True
                 elif b"keep-alive" in tokens and version == b"HTTP/1.0":
                     close = False
-            headers.append((name, value))
         if 100 <= status < 200:
             if status == 101:
                 raise HttpFramingError("the upstream tried to switch protocols")
@@ -868,3 +892,273 @@ class ResponseParser:
             close = True
         self.keep_alive = not close
         return ResponseHead(status, reason, headers, not close)
+
+
+# --------------------------------------------------------------------------
+# HTTP/1.1 requests from the agent (sans-IO)
+#
+# The front-end's own parser, in place of a general-purpose library: one
+# ``find`` and one ``split`` per head, C-speed byte checks per header, no
+# object per event.  Strict where a lenient reader could be steered: no
+# obsolete line folding, no whitespace before a header's colon, no control
+# characters, a single valid Content-Length (equal duplicates allowed), only
+# "chunked" as Transfer-Encoding and never together with Content-Length,
+# Host required (HTTP/1.1) and unique, bounded head, chunk-size lines and
+# trailers.  The body is never forwarded as received (the proxy re-encodes
+# what it parsed), but it must still be framed unambiguously.
+
+
+class HttpRequestError(ValueError):
+    """A request that cannot be read: answer ``status`` and close."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RequestHead(msgspec.Struct):
+    method: bytes
+    target: bytes
+    # Lower-cased names, values with surrounding whitespace removed, in order.
+    headers: Headers
+    http_version: bytes
+    keep_alive: bool
+    expect_continue: bool
+    content_length: int | None
+    head_size: int
+
+
+class RequestEnd(msgspec.Struct):
+    pass
+
+
+class ConnectionEnd(msgspec.Struct):
+    pass
+
+
+REQUEST_END = RequestEnd()
+# The client closed the connection between requests.
+CONNECTION_END = ConnectionEnd()
+RequestEvent = RequestHead | bytes | RequestEnd | ConnectionEnd
+
+_TARGET_BYTES = bytes(range(0x21, 0x7F))
+_REQUEST_SPECIAL_HEADERS = frozenset(
+    {b"content-length", b"transfer-encoding", b"connection", b"host", b"expect"}
+)
+_R_HEAD, _R_LENGTH, _R_CHUNK_SIZE, _R_CHUNK_DATA, _R_CHUNK_CRLF, _R_TRAILERS, _R_END, _R_DONE = (
+    range(8)
+)
+
+
+class RequestParser:
+    """Feed bytes; ``next_event()`` gives a ``RequestHead``, body ``bytes``
+    pieces, ``REQUEST_END``, ``CONNECTION_END``, or None when it needs more
+    bytes.  Raises ``HttpRequestError`` (with the status to answer).  One
+    request per ``start()``; bytes that follow it (pipelining) stay buffered
+    for the next."""
+
+    __slots__ = ("_buf", "_chunk_left", "_eof", "_left", "_max_head", "_state", "_trailer_bytes")
+
+    def __init__(self, max_head: int = 32 * 1024) -> None:
+        self._max_head = max_head
+        self._buf = bytearray()
+        self._eof = False
+        self.start()
+
+    def start(self) -> None:
+        self._state = _R_HEAD
+        self._left = 0
+        self._chunk_left = 0
+        self._trailer_bytes = 0
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def feed_eof(self) -> None:
+        self._eof = True
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def next_event(self) -> RequestEvent | None:
+        while True:
+            state = self._state
+            buf = self._buf
+            if state == _R_HEAD:
+                return self._head()
+            if state == _R_LENGTH:
+                if not buf:
+                    self._need_body()
+                    return None
+                take = min(self._left, len(buf))
+                if take == len(buf):
+                    piece = bytes(buf)
+                    buf.clear()
+                else:
+                    piece = bytes(buf[:take])
+                    del buf[:take]
+                self._left -= take
+                if self._left == 0:
+                    self._state = _R_END
+                return piece
+            if state == _R_END:
+                self._state = _R_DONE
+                return REQUEST_END
+            if state == _R_DONE:
+                return None
+            if state == _R_CHUNK_SIZE:
+                end = buf.find(b"\r\n")
+                if end < 0:
+                    if len(buf) > 1024:
+                        raise HttpRequestError(400, "chunk-size line too long")
+                    self._need_body()
+                    return None
+                line = bytes(buf[:end]).split(b";", 1)[0].strip(b" \t")
+                del buf[: end + 2]
+                if not line or len(line) > 16 or not _HEX.issuperset(line):
+                    raise HttpRequestError(400, "invalid chunk size")
+                size = int(line, 16)
+                if size == 0:
+                    self._state = _R_TRAILERS
+                else:
+                    self._chunk_left = size
+                    self._state = _R_CHUNK_DATA
+            elif state == _R_CHUNK_DATA:
+                if not buf:
+                    self._need_body()
+                    return None
+                take = min(self._chunk_left, len(buf))
+                piece = bytes(buf[:take])
+                del buf[:take]
+                self._chunk_left -= take
+                if self._chunk_left == 0:
+                    self._state = _R_CHUNK_CRLF
+                return piece
+            elif state == _R_CHUNK_CRLF:
+                if len(buf) < 2:
+                    self._need_body()
+                    return None
+                if buf[:2] != b"\r\n":
+                    raise HttpRequestError(400, "chunk data not followed by CRLF")
+                del buf[:2]
+                self._state = _R_CHUNK_SIZE
+            else:  # _R_TRAILERS: read and ignored (never forwarded)
+                end = buf.find(b"\r\n")
+                if end < 0:
+                    if self._trailer_bytes + len(buf) > self._max_head:
+                        raise HttpRequestError(431, "trailer section too large")
+                    self._need_body()
+                    return None
+                self._trailer_bytes += end + 2
+                if self._trailer_bytes > self._max_head:
+                    raise HttpRequestError(431, "trailer section too large")
+                del buf[: end + 2]
+                if end == 0:
+                    self._state = _R_END
+
+    def _need_body(self) -> None:
+        if self._eof:
+            raise HttpRequestError(400, "connection closed in the middle of a request body")
+
+    def _head(self) -> RequestEvent | None:
+        buf = self._buf
+        # RFC 9112 §2.2: ignore empty lines before the request line.
+        while buf[:2] == b"\r\n":
+            del buf[:2]
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > self._max_head:
+                raise HttpRequestError(431, f"request head exceeds the {self._max_head}-byte limit")
+            if self._eof:
+                if buf:
+                    raise HttpRequestError(400, "connection closed in the middle of a request")
+                return CONNECTION_END
+            return None
+        if end > self._max_head:
+            raise HttpRequestError(431, f"request head exceeds the {self._max_head}-byte limit")
+        head = bytes(buf[:end])
+        del buf[: end + 4]
+        try:
+            _check_head_bytes(head)
+        except HttpFramingError as exc:
+            raise HttpRequestError(400, str(exc)) from None
+        lines = head.split(b"\r\n")
+        request_line = lines[0]
+        method, _, rest = request_line.partition(b" ")
+        target, _, version = rest.partition(b" ")
+        if (
+            not method
+            or method.translate(None, _TOKEN_BYTES)
+            or not target
+            or target.translate(None, _TARGET_BYTES)
+        ):
+            raise HttpRequestError(400, "malformed request line")
+        if version == b"HTTP/1.1":
+            http_version = b"1.1"
+        elif version == b"HTTP/1.0":
+            http_version = b"1.0"
+        elif len(version) == 8 and version[:5] == b"HTTP/" and version[6:7] == b".":
+            raise HttpRequestError(505, "only HTTP/1.1 and HTTP/1.0 are supported")
+        else:
+            raise HttpRequestError(400, "malformed request line")
+        headers: Headers = []
+        content_length: int | None = None
+        chunked = False
+        transfer_encoding = False
+        close = http_version == b"1.0"
+        expect_continue = False
+        hosts = 0
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon or not name or name.translate(None, _TOKEN_BYTES):
+                if line[:1] in (b" ", b"\t"):
+                    raise HttpRequestError(400, "obsolete header line folding")
+                raise HttpRequestError(400, "malformed header line")
+            name = name.lower()
+            value = value.strip(b" \t")
+            headers.append((name, value))
+            if name not in _REQUEST_SPECIAL_HEADERS:
+                continue
+            if name == b"content-length":
+                if not value.isdigit() or len(value) > 18:
+                    raise HttpRequestError(400, "invalid Content-Length")
+                length = int(value)
+                if content_length is not None and content_length != length:
+                    raise HttpRequestError(400, "conflicting Content-Length headers")
+                content_length = length
+            elif name == b"transfer-encoding":
+                if transfer_encoding or value.lower() != b"chunked":
+                    raise HttpRequestError(501, "only Transfer-Encoding: chunked is supported")
+                transfer_encoding = chunked = True
+            elif name == b"connection":
+                tokens = [t.strip().lower() for t in value.split(b",")]
+                if b"close" in tokens:
+                    close = True
+            elif name == b"host":
+                hosts += 1
+            elif name == b"expect" and value.lower() == b"100-continue":
+                expect_continue = http_version == b"1.1"
+        if hosts > 1 or (hosts == 0 and http_version == b"1.1"):
+            raise HttpRequestError(400, "a request needs exactly one Host header")
+        if chunked and content_length is not None:
+            raise HttpRequestError(400, "both Transfer-Encoding and Content-Length")
+        if chunked and http_version == b"1.0":
+            raise HttpRequestError(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if chunked:
+            self._state = _R_CHUNK_SIZE
+        elif content_length:
+            self._left = content_length
+            self._state = _R_LENGTH
+        else:
+            self._state = _R_END
+        return RequestHead(
+            method=method,
+            target=target,
+            headers=headers,
+            http_version=http_version,
+            keep_alive=not close,
+            expect_continue=expect_continue,
+            content_length=content_length,
+            head_size=end + 4,
+        )

@@ -1,7 +1,8 @@
-"""The MCP HTTP front-end: uvloop/asyncio Protocol driving h11.
+"""The MCP HTTP front-end: a uvloop/asyncio Protocol.
 
-Per connection, ``HttpConnection`` feeds bytes to an ``h11.Connection`` and
-hands each complete request to one long-lived task (no task per request).
+Per connection, ``HttpConnection`` feeds bytes to a strict HTTP/1.1 request
+parser (``mcp_http.RequestParser``) and hands each complete request to one
+long-lived task (no task per request).
 ``Proxy`` holds what every exchange shares and does the flow of one message:
 
     parse -> Call -> rate limit -> evaluate -> audit (durable) -> forward | error
@@ -21,10 +22,10 @@ import logging
 import os
 import signal
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Literal, Protocol, cast
 
-import h11
 import msgspec
 import orjson
 
@@ -165,12 +166,8 @@ class Histogram:
     def observe(self, seconds: float) -> None:
         self.count += 1
         self.total += seconds
-        i = 0
-        for bound in _BUCKETS:
-            if seconds <= bound:
-                break
-            i += 1
-        self.counts[i] += 1
+        # The first bucket whose bound is >= seconds (len: the +Inf bucket).
+        self.counts[bisect_left(_BUCKETS, seconds)] += 1
 
     def render(self, name: str, labels: str = "") -> list[str]:
         sep = "," if labels else ""
@@ -889,7 +886,7 @@ class Proxy:
         return close
 
     # -- endpoints -------------------------------------------------------------
-    async def handle(self, conn: HttpConnection, req: h11.Request, body: bytes) -> None:
+    async def handle(self, conn: HttpConnection, req: mh.RequestHead, body: bytes) -> None:
         method = req.method
         target = req.target
         path = target.split(b"?", 1)[0]
@@ -1039,7 +1036,7 @@ class Proxy:
         return await self.authenticator.authenticate(meta, conn.peer_host)
 
     def _precheck(
-        self, conn: HttpConnection, req: h11.Request, meta: mh.RequestMeta
+        self, conn: HttpConnection, req: mh.RequestHead, meta: mh.RequestMeta
     ) -> mh.HttpReply | None:
         return (
             mh.check_origin_and_host(meta, self.config.origin_policy)
@@ -1048,7 +1045,7 @@ class Proxy:
         )
 
     async def mcp_post(
-        self, conn: HttpConnection, req: h11.Request, body: bytes, received_ns: int, path: bytes
+        self, conn: HttpConnection, req: mh.RequestHead, body: bytes, received_ns: int, path: bytes
     ) -> None:
         meta = mh.read_request_meta(req.headers)
         reply = self._precheck(conn, req, meta)
@@ -1344,7 +1341,12 @@ class Proxy:
         out: list[bytes] = []
         intact = True  # ``out`` is the upstream's message as parsed
         for item in items:
-            kept = await self._judge_upstream_item(item, ctx)
+            if type(item) is Response or type(item) is ErrorResponse:
+                kept, refused = self._upstream_response(item, ctx)
+                if refused is not None:
+                    await self._dropped(ctx, refused, item.id)
+            else:
+                kept = await self._judge_upstream_item(item, ctx)
             if kept is None:
                 intact = False
             elif kept is item:
@@ -1384,23 +1386,10 @@ class Proxy:
             await self._dropped(ctx, f"an invalid message from the upstream ({item})", item.rpc_id)
             return None
         if isinstance(item, Response | ErrorResponse):
-            rpc_id = item.id
-            if rpc_id is None:
-                # An error about the request as a whole (the upstream could
-                # not read its id): names no request, cannot answer another.
-                return item
-            must_filter = ctx.accept_response(rpc_id)
-            if must_filter is None:
-                await self._dropped(
-                    ctx,
-                    "a response from the upstream to an id the agent did not send in this "
-                    "exchange, or already answered",
-                    rpc_id,
-                )
-                return None
-            if must_filter and isinstance(item, Response):
-                return msgspec.structs.replace(item, result=self._filtered_tools(item.result, ctx))
-            return item
+            kept, refused = self._upstream_response(item, ctx)
+            if refused is not None:
+                await self._dropped(ctx, refused, item.id)
+            return kept
         # A request or notification from the server: judged like any other.
         judgement = await self.judge(
             item,
@@ -1414,6 +1403,28 @@ class Proxy:
         if isinstance(item, Request):
             self.spawn(self._answer_server_request(ctx, item, judgement))
         return None
+
+    def _upstream_response(
+        self, item: Response | ErrorResponse, ctx: ExchangeContext
+    ) -> tuple[Message | None, str | None]:
+        """A response from the upstream: what to relay, or None and why not
+        (synchronous: the common case needs no coroutine)."""
+        rpc_id = item.id
+        if rpc_id is None:
+            # An error about the request as a whole (the upstream could not
+            # read its id): it names no request, so it cannot answer another.
+            return item, None
+        must_filter = ctx.accept_response(rpc_id)
+        if must_filter is None:
+            return None, (
+                "a response from the upstream to an id the agent did not send in this "
+                "exchange, or already answered"
+            )
+        if must_filter and isinstance(item, Response):
+            return msgspec.structs.replace(
+                item, result=self._filtered_tools(item.result, ctx)
+            ), None
+        return item, None
 
     def _filtered_tools(self, result: Any, ctx: ExchangeContext) -> Any:
         """tools/list result -> only the tools this caller may call."""
@@ -1542,14 +1553,24 @@ class Proxy:
         if isinstance(parsed.message, list):
             kept_items: list[Message | FrameError] = []
             for item in parsed.message:
-                kept = await self._judge_upstream_item(item, ctx)
+                if type(item) is Response or type(item) is ErrorResponse:
+                    kept, refused = self._upstream_response(item, ctx)
+                    if refused is not None:
+                        await self._dropped(ctx, refused, item.id)
+                else:
+                    kept = await self._judge_upstream_item(item, ctx)
                 if kept is not None:
                     kept_items.append(kept)
             if not kept_items:
                 return None
             payload = encode_message(kept_items)
         else:
-            kept = await self._judge_upstream_item(parsed.message, ctx)
+            if type(parsed.message) is Response or type(parsed.message) is ErrorResponse:
+                kept, refused = self._upstream_response(parsed.message, ctx)
+                if refused is not None:
+                    await self._dropped(ctx, refused, parsed.message.id)
+            else:
+                kept = await self._judge_upstream_item(parsed.message, ctx)
             if kept is None:
                 return None
             payload = parsed.wire if kept is parsed.message else encode_message(kept)
@@ -1577,7 +1598,7 @@ class Proxy:
             )
 
     # -- MCP GET / DELETE -----------------------------------------------------------
-    async def mcp_get(self, conn: HttpConnection, req: h11.Request, path: bytes) -> None:
+    async def mcp_get(self, conn: HttpConnection, req: mh.RequestHead, path: bytes) -> None:
         meta = mh.read_request_meta(req.headers)
         reply = self._precheck(conn, req, meta)
         if reply is not None:
@@ -1602,7 +1623,7 @@ class Proxy:
         resume = self._outstanding_for(meta, session) if meta.last_event_id is not None else None
         await self._relay(conn, resp, ExchangeContext(session, who, meta, set(), [], resume=resume))
 
-    async def mcp_delete(self, conn: HttpConnection, req: h11.Request, path: bytes) -> None:
+    async def mcp_delete(self, conn: HttpConnection, req: mh.RequestHead, path: bytes) -> None:
         meta = mh.read_request_meta(req.headers)
         reply = self._precheck(conn, req, meta)
         if reply is not None:
@@ -1668,14 +1689,12 @@ class Proxy:
 
 
 class HttpConnection(asyncio.Protocol):
-    """h11 server side of one TCP connection."""
+    """The server side of one TCP connection."""
 
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
         self.config = proxy.config
-        self.h11 = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=self.config.max_header_bytes
-        )
+        self.parser = mh.RequestParser(self.config.max_header_bytes)
         self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
         self.peer: tuple[Any, ...] | None = None
@@ -1684,13 +1703,13 @@ class HttpConnection(asyncio.Protocol):
         self.closed = False
         self.last_status = 0
         self.request_started_ns = 0
-        self._request: h11.Request | None = None
+        self._request: mh.RequestHead | None = None
         self._body: list[bytes] = []
         self._body_size = 0
         self._handling = False
         # A complete request waiting for the connection's task, and the
         # future that task sleeps on when there is none.
-        self._ready: tuple[h11.Request, bytes] | None = None
+        self._ready: tuple[mh.RequestHead, bytes] | None = None
         self._inbox: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         # One deadline at a time (idle keep-alive, or the request being
@@ -1704,8 +1723,7 @@ class HttpConnection(asyncio.Protocol):
         self._accepting = True
         self._registered = False
         # The response to the request in hand: 0 not started, 1 streaming,
-        # 2 complete.  h11 parses the agent's requests; our responses are
-        # formatted here (a fresh h11 parser per request cycle).
+        # 2 complete.
         self._resp = 2
         self._chunked = True
         self._http10 = False
@@ -1742,24 +1760,16 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if not self._handling and not self._receiving:
             self._arm_request()
-        try:
-            self.h11.receive_data(data)
-        except h11.RemoteProtocolError as exc:
-            self._protocol_error(exc)
-            return
+        self.parser.feed(data)
         if not self._handling:
             self._process()
-        elif (
-            len(self.h11.trailing_data[0])
-            > self.config.max_body_bytes + self.config.max_header_bytes
-        ):
+        elif self.parser.buffered > self.config.max_body_bytes + self.config.max_header_bytes:
             # The client pipelines faster than we answer: push back.
             assert self.transport is not None
             self.transport.pause_reading()
 
     def eof_received(self) -> bool | None:
-        with contextlib.suppress(h11.RemoteProtocolError):
-            self.h11.receive_data(b"")
+        self.parser.feed_eof()
         if not self._handling:
             self._process()
         # Keep the write side open while we answer an in-flight request.
@@ -1816,20 +1826,31 @@ class HttpConnection(asyncio.Protocol):
 
     # -- request intake ---------------------------------------------------------------
     def _process(self) -> None:
-        conn = self.h11
+        parser = self.parser
         while not self._handling and not self.closed:
             try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
+                event = parser.next_event()
+            except mh.HttpRequestError as exc:
                 self._protocol_error(exc)
                 return
-            if event is h11.NEED_DATA:
-                if not self._receiving and conn.trailing_data[0]:
+            if event is None:
+                if not self._receiving and parser.buffered:
                     self._arm_request()  # part of a pipelined request is here
                 return
-            if event is h11.PAUSED:
-                return
-            if isinstance(event, h11.Request):
+            if type(event) is bytes:
+                self._body_size += len(event)
+                if self._body_size > self.config.max_body_bytes:
+                    self._reject_now(
+                        mh.rpc_error_reply(
+                            413,
+                            INVALID_REQUEST,
+                            f"request body exceeds the {self.config.max_body_bytes}-byte limit",
+                            close=True,
+                        )
+                    )
+                    return
+                self._body.append(event)
+            elif isinstance(event, mh.RequestHead):
                 self.request_started_ns = time.time_ns()
                 self._request = event
                 self._body = []
@@ -1839,20 +1860,7 @@ class HttpConnection(asyncio.Protocol):
                         mh.rpc_error_reply(503, OVERLOADED, "shutting down", close=True)
                     )
                     return
-                # h11 bounds only a head that is still incomplete; one that
-                # arrived whole in a single read is measured here.
-                head_size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
-                if head_size > self.config.max_header_bytes:
-                    self._reject_now(
-                        mh.rpc_error_reply(
-                            431,
-                            INVALID_REQUEST,
-                            f"request head exceeds the {self.config.max_header_bytes}-byte limit",
-                            close=True,
-                        )
-                    )
-                    return
-                length = _content_length(event.headers)
+                length = event.content_length
                 if length is not None and length > self.config.max_body_bytes:
                     self._reject_now(
                         mh.rpc_error_reply(
@@ -1867,27 +1875,11 @@ class HttpConnection(asyncio.Protocol):
                 self._resp = 0
                 self._http10 = event.http_version == b"1.0"
                 self._head_request = event.method == b"HEAD"
-                self._client_close = self._http10 or any(
-                    name == b"connection" and b"close" in value.lower()
-                    for name, value in event.headers
-                )
-                if conn.they_are_waiting_for_100_continue:
+                self._client_close = not event.keep_alive
+                if event.expect_continue and not parser.buffered:
                     assert self.transport is not None
                     self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            elif isinstance(event, h11.Data):
-                self._body_size += len(event.data)
-                if self._body_size > self.config.max_body_bytes:
-                    self._reject_now(
-                        mh.rpc_error_reply(
-                            413,
-                            INVALID_REQUEST,
-                            f"request body exceeds the {self.config.max_body_bytes}-byte limit",
-                            close=True,
-                        )
-                    )
-                    return
-                self._body.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
+            elif event is mh.REQUEST_END:
                 self._cancel_timer()
                 self._receiving = False
                 self._handling = True
@@ -1900,17 +1892,13 @@ class HttpConnection(asyncio.Protocol):
                 if inbox is not None and not inbox.done():
                     inbox.set_result(None)
                 return
-            elif isinstance(event, h11.ConnectionClosed):
+            else:  # CONNECTION_END: the client closed between requests
                 self.abort()
                 return
 
-    def _protocol_error(self, exc: h11.RemoteProtocolError) -> None:
-        status = exc.error_status_hint
-        if status == 431:
-            text = f"request head exceeds the {self.config.max_header_bytes}-byte limit"
-        else:
-            text = f"malformed HTTP request: {exc}"
-        self._reject_now(mh.rpc_error_reply(status, INVALID_REQUEST, text, close=True))
+    def _protocol_error(self, exc: mh.HttpRequestError) -> None:
+        text = str(exc) if exc.status == 431 else f"malformed HTTP request: {exc}"
+        self._reject_now(mh.rpc_error_reply(exc.status, INVALID_REQUEST, text, close=True))
 
     def _reject_now(self, reply: mh.HttpReply) -> None:
         """Answer during intake (before the request is complete) and close."""
@@ -1918,7 +1906,7 @@ class HttpConnection(asyncio.Protocol):
         self.abort()
 
     def _write_reply_raw(self, reply: mh.HttpReply) -> None:
-        """An answer outside h11's state machine (it may be in ERROR)."""
+        """An answer during intake, outside the request cycle."""
         if self.transport is None or self.transport.is_closing():
             return
         self.last_status = reply.status
@@ -1984,15 +1972,9 @@ class HttpConnection(asyncio.Protocol):
         if self._resp != 2 or self._close_after:
             self.abort_after_write()
             return False
-        # A fresh parser for the next request, fed what the agent already
-        # pipelined behind this one.
-        data, closed = self.h11.trailing_data
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.config.max_header_bytes)
-        if data:
-            conn.receive_data(data)
-        if closed:
-            conn.receive_data(b"")
-        self.h11 = conn
+        # The next request (the parser keeps what the agent already
+        # pipelined behind this one).
+        self.parser.start()
         self._handling = False
         self._arm_idle()
         assert self.transport is not None
@@ -2132,6 +2114,7 @@ _REASONS: dict[int, bytes] = {
     502: b"Bad Gateway",
     503: b"Service Unavailable",
     504: b"Gateway Timeout",
+    505: b"HTTP Version Not Supported",
 }
 
 

@@ -310,7 +310,11 @@ class UpstreamPool:
         self._all.add(conn)
         return conn
 
-    async def _acquire(self, deadline: float) -> tuple[_Conn, bool]:
+    def _take_idle(self) -> _Conn | None:
+        """A live idle keep-alive connection, without suspending (the common
+        case: no coroutine, no loop turn)."""
+        if not self._idle:
+            return None
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()
@@ -318,6 +322,12 @@ class UpstreamPool:
                 self._discard(conn)
                 continue
             self.reused += 1
+            return conn
+        return None
+
+    async def _acquire(self, deadline: float) -> tuple[_Conn, bool]:
+        conn = self._take_idle()
+        if conn is not None:
             return conn, True
         while self._open >= self.max_connections:
             loop = asyncio.get_running_loop()
@@ -388,7 +398,11 @@ class UpstreamPool:
         head = self._request_head(method, headers, body)
         data = head + body if body else head
         for attempt in (0, 1):
-            conn, reused = await self._acquire(deadline)
+            idle = self._take_idle()
+            if idle is not None:
+                conn, reused = idle, True
+            else:
+                conn, reused = await self._acquire(deadline)
             try:
                 conn.send_request(data)
                 event = await conn.next_event(deadline)

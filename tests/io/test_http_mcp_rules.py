@@ -477,3 +477,180 @@ def test_close_mid_response_is_an_error() -> None:
     parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
     with pytest.raises(mh.HttpFramingError):
         parser.close()
+
+
+# -- the agent's HTTP/1.1 requests --------------------------------------------
+
+REQ_POST = (
+    b"POST /mcp?x=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nContent-Type: application/json\r\n"
+    b'X-Empty:\r\nContent-Length: 7\r\n\r\n{"a":1}'
+)
+REQ_CHUNKED = (
+    b"POST /mcp HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b'3;ext=1\r\n{"a\r\n4\r\n":1}\r\n0\r\nX-Trailer: t\r\n\r\n'
+)
+
+
+def request_events(parser: mh.RequestParser, *chunks: bytes, eof: bool = False) -> list[Any]:
+    """Everything the parser yields for one request (head, body, end)."""
+    out: list[Any] = []
+    for i, chunk in enumerate(chunks):
+        parser.feed(chunk)
+        if eof and i == len(chunks) - 1:
+            parser.feed_eof()
+        while (event := parser.next_event()) is not None:
+            out.append(event)
+            if event is mh.REQUEST_END or event is mh.CONNECTION_END:
+                return out
+    return out
+
+
+def summary(events: list[Any]) -> tuple[Any, ...]:
+    head = events[0]
+    body = b"".join(e for e in events if isinstance(e, bytes))
+    return (head.method, head.target, head.headers, head.keep_alive, body, events[-1])
+
+
+def test_request_head_and_body() -> None:
+    events = request_events(mh.RequestParser(), REQ_POST)
+    head = events[0]
+    assert isinstance(head, mh.RequestHead)
+    assert (head.method, head.target, head.http_version) == (b"POST", b"/mcp?x=1", b"1.1")
+    assert head.headers == [
+        (b"host", b"127.0.0.1:8080"),
+        (b"content-type", b"application/json"),
+        (b"x-empty", b""),
+        (b"content-length", b"7"),
+    ]
+    assert head.keep_alive
+    assert head.content_length == 7
+    assert head.head_size == len(REQ_POST) - 7
+    assert events[1:] == [b'{"a":1}', mh.REQUEST_END]
+
+
+def test_chunked_request_body_and_trailers() -> None:
+    events = request_events(mh.RequestParser(), REQ_CHUNKED)
+    assert b"".join(e for e in events if isinstance(e, bytes)) == b'{"a":1}'
+    assert events[-1] is mh.REQUEST_END
+
+
+@given(st.lists(st.integers(min_value=0, max_value=len(REQ_CHUNKED)), max_size=6))
+def test_request_split_anywhere_gives_the_same_result(cuts: list[int]) -> None:
+    for data in (REQ_POST, REQ_CHUNKED):
+        points = sorted({c for c in cuts if c <= len(data)} | {0, len(data)})
+        pieces = [data[a:b] for a, b in itertools.pairwise(points)] or [data]
+        split = request_events(mh.RequestParser(), *pieces)
+        assert summary(split) == summary(request_events(mh.RequestParser(), data))
+
+
+def test_pipelined_requests_stay_buffered_for_the_next_cycle() -> None:
+    parser = mh.RequestParser()
+    get = b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n"
+    first = request_events(parser, REQ_POST + get + b"\r\n")
+    assert first[-1] is mh.REQUEST_END
+    assert parser.next_event() is None  # until start()
+    parser.start()
+    second = request_events(parser, b"")
+    assert second[0].method == b"GET"
+    assert second[1] is mh.REQUEST_END
+    parser.start()
+    assert request_events(parser, b"", eof=True) == [mh.CONNECTION_END]
+
+
+def test_connection_close_and_http10_are_not_kept_alive() -> None:
+    close = b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Close\r\n\r\n"
+    assert not request_events(mh.RequestParser(), close)[0].keep_alive
+    old = b"GET / HTTP/1.0\r\n\r\n"  # HTTP/1.0 needs no Host
+    head = request_events(mh.RequestParser(), old)[0]
+    assert head.http_version == b"1.0"
+    assert not head.keep_alive
+
+
+def test_expect_100_continue_is_reported() -> None:
+    data = b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\nContent-Length: 2\r\n\r\n"
+    assert request_events(mh.RequestParser(), data)[0].expect_continue
+
+
+def drain_request(parser: mh.RequestParser) -> None:
+    while (event := parser.next_event()) is not mh.REQUEST_END:
+        assert event is not None, "the parser waits for more bytes"
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET /\r\n\r\n", 400),
+        (b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+        (b"GET / HTTP/2.0\r\nHost: h\r\n\r\n", 505),
+        (b"GET / http/1.1\r\nHost: h\r\n\r\n", 400),
+        (b"G\x00T / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+        (b"GET /a\x7fb HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\n\r\n", 400),  # no Host
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost : h\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n", 400),  # obs-fold
+        (b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x01b\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nX: a\nb\r\n\r\n", 400),  # bare LF
+        (b"GET / HTTP/1.1\r\nHost: h\r\nNoColon\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1, 1\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+        (
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n",
+            400,
+        ),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+        (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nabc", 400),
+    ],
+)
+def test_malformed_requests_are_refused(raw: bytes, status: int) -> None:
+    parser = mh.RequestParser()
+    parser.feed(raw)
+    with pytest.raises(mh.HttpRequestError) as caught:
+        drain_request(parser)
+    assert caught.value.status == status
+
+
+def test_request_head_size_is_bounded() -> None:
+    parser = mh.RequestParser(max_head=1024)
+    parser.feed(b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 2000)  # incomplete
+    with pytest.raises(mh.HttpRequestError) as caught:
+        parser.next_event()
+    assert caught.value.status == 431
+    parser = mh.RequestParser(max_head=1024)
+    parser.feed(b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 2000 + b"\r\n\r\n")  # complete
+    with pytest.raises(mh.HttpRequestError) as caught:
+        parser.next_event()
+    assert caught.value.status == 431
+
+
+def test_close_in_the_middle_of_a_request_is_an_error() -> None:
+    for partial in (
+        b"GET / HTTP/1.1\r\nHo",
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nab",
+    ):
+        parser = mh.RequestParser()
+        with pytest.raises(mh.HttpRequestError):
+            request_events(parser, partial, eof=True)
+
+
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_crash_the_request_parser(data: bytes) -> None:
+    parser = mh.RequestParser(max_head=256)
+    parser.feed(data)
+    parser.feed_eof()
+    status = None
+    try:
+        for _ in range(1000):
+            event = parser.next_event()
+            if event is None or event is mh.CONNECTION_END:
+                break
+            if event is mh.REQUEST_END:
+                parser.start()
+    except mh.HttpRequestError as exc:
+        status = exc.status
+    assert status in (None, 400, 431, 501, 505)
