@@ -164,14 +164,6 @@ def eventually(check: Any, seconds: float = 3.0) -> bool:
     return bool(check())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="http_front.HttpConnection.eof_received keeps a half-closed connection "
-    "while a response streams, so a client that closes its GET stream is never "
-    "noticed: the relay, the upstream GET and an in-flight slot stay until the "
-    "upstream ends the stream (for a live session: never); the harness left 29-56 "
-    "such connections in CLOSE-WAIT per run",
-)
 def test_a_closed_get_stream_is_released(own_proxy: Proxy) -> None:
     raw = Raw(own_proxy.url)
     session, _ = raw.initialize()
@@ -198,14 +190,6 @@ def half_close_post(url: str, body: bytes) -> bytes:
     return data
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="http_front.HttpConnection._serve: when the agent closes its keep-alive "
-    "connection while a request is handled, the next loop turn's _process() sees "
-    "ConnectionClosed and aborts, then _serve awaits a fresh inbox nobody will "
-    "resolve; the task leaks until the garbage collector logs 'Task was destroyed "
-    "but it is pending!'",
-)
 def test_a_client_that_closes_after_its_request_leaks_no_task(own_proxy: Proxy) -> None:
     init = json.dumps(
         {
