@@ -281,6 +281,7 @@ class UpstreamPool:
         self._ssl: ssl.SSLContext | None = (
             ssl.create_default_context() if self.target.scheme == "https" else None
         )
+        self._prefixes: dict[bytes, bytes] = {}
         self.requests = 0
         self.connects = 0
         self.reused = 0
@@ -423,18 +424,27 @@ class UpstreamPool:
 
     def _request_head(self, method: bytes, headers: Headers, body: bytes) -> bytes:
         """Our own request bytes.  Header names and values arrive validated
-        (h11 parsed them from the agent, or they are ours); the CR/LF check
-        is the last guard against splitting the request."""
-        target = self.target
-        parts = [method, b" ", target.path, b" HTTP/1.1\r\nhost: ", target.authority, b"\r\n"]
+        (our request parser read them from the agent, or they are ours);
+        counting the line breaks is the last guard against splitting the
+        request: exactly one CRLF per line we wrote, and no other CR or LF."""
+        prefix = self._prefixes.get(method)
+        if prefix is None:
+            target = self.target
+            prefix = b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (method, target.path, target.authority)
+            self._prefixes[method] = prefix
+        parts = [prefix]
+        # Request line, host, each header, the blank line; content-length.
+        breaks = 3 + len(headers)
         if body or method == b"POST":
             parts.append(b"content-length: %d\r\n" % len(body))
+            breaks += 1
         for name, value in headers:
-            if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name:
-                raise UpstreamError("refusing a header with a line break")
             parts += (name, b": ", value, b"\r\n")
         parts.append(b"\r\n")
-        return b"".join(parts)
+        head = b"".join(parts)
+        if not head.count(b"\n") == head.count(b"\r") == head.count(b"\r\n") == breaks:
+            raise UpstreamError("refusing a header with a line break")
+        return head
 
     async def probe(self, within: float = 1.0) -> bool:
         """Can we open a TCP connection to the upstream right now?"""

@@ -252,3 +252,21 @@ def test_mcp_url_must_be_http() -> None:
     pool = UpstreamPool("http://[::1]:3000/mcp?x=1")
     assert pool.target.authority == b"[::1]:3000"
     assert pool.target.path == b"/mcp?x=1"
+
+
+def test_request_head_is_ours_and_refuses_line_breaks_in_headers() -> None:
+    pool = UpstreamPool("http://127.0.0.1:3000/mcp")
+    assert pool._request_head(b"POST", [(b"accept", b"a/b")], b"{}") == (
+        b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1:3000\r\ncontent-length: 2\r\naccept: a/b\r\n\r\n"
+    )
+    assert pool._request_head(b"GET", [], b"") == (
+        b"GET /mcp HTTP/1.1\r\nhost: 127.0.0.1:3000\r\n\r\n"
+    )
+    for name, value in [
+        (b"x", b"1\r\nx-injected: 1"),
+        (b"x", b"1\n"),
+        (b"x", b"\r"),
+        (b"x\r\nx-injected", b"1"),
+    ]:
+        with pytest.raises(UpstreamError):
+            pool._request_head(b"POST", [(name, value)], b"")
