@@ -240,6 +240,8 @@ class RequestMeta(msgspec.Struct):
     duplicated: str | None = None
     # Headers to send upstream, in order, already filtered.
     forward: Headers = msgspec.field(default_factory=list)
+    # Some Mcp-Param-* header is present (check_param_headers has work).
+    param_headers: bool = False
 
 
 # Headers read into RequestMeta, by the field they fill.
@@ -282,6 +284,8 @@ def read_request_meta(headers: Iterable[tuple[bytes, bytes]]) -> RequestMeta:
             if hop_named is None:
                 hop_named = set()
             hop_named.update(t.strip().lower() for t in value.split(b",") if t.strip())
+        elif name.startswith(H_PARAM_PREFIX):
+            meta.param_headers = True
         if name not in _NOT_FORWARDED_UP:
             forward.append((name, value))
     if hop_named:
@@ -290,17 +294,29 @@ def read_request_meta(headers: Iterable[tuple[bytes, bytes]]) -> RequestMeta:
     return meta
 
 
-def response_headers_to_relay(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
-    hop_named: set[bytes] = set()
+def response_headers_to_relay(
+    headers: Iterable[tuple[bytes, bytes]],
+) -> tuple[tuple[tuple[bytes, bytes], ...], bytes | None]:
+    """The upstream's response headers the agent may see, without any
+    Content-Type (the relay sets exactly one, the type the body was judged
+    by), and the first Content-Type."""
+    hop_named: set[bytes] | None = None
+    content_type: bytes | None = None
     out: Headers = []
     for name, value in headers:
+        if name == b"content-type":
+            if content_type is None:
+                content_type = value
+            continue
         if name == b"connection":
+            if hop_named is None:
+                hop_named = set()
             hop_named.update(t.strip().lower() for t in value.split(b",") if t.strip())
         if name not in _NOT_FORWARDED_DOWN:
             out.append((name, value))
     if hop_named:
         out = [(n, v) for n, v in out if n not in hop_named]
-    return out
+    return tuple(out), content_type
 
 
 # --------------------------------------------------------------------------
@@ -317,7 +333,22 @@ def _split_host_port(authority: str) -> str:
     return authority.rsplit(":", 1)[0] if authority.count(":") == 1 else authority
 
 
+_LOOPBACK_SEEN: dict[str, bool] = {}
+
+
 def is_loopback_host(host: str) -> bool:
+    """Does this Host/authority name this machine?  (Remembered: an agent
+    sends the same Host on every request.)"""
+    known = _LOOPBACK_SEEN.get(host)
+    if known is None:
+        known = _is_loopback_host(host)
+        if len(_LOOPBACK_SEEN) >= 1024:
+            _LOOPBACK_SEEN.clear()
+        _LOOPBACK_SEEN[host] = known
+    return known
+
+
+def _is_loopback_host(host: str) -> bool:
     name = _split_host_port(host)
     if name in _LOOPBACK_NAMES or name.endswith(".localhost"):
         return True

@@ -554,17 +554,6 @@ def _join(messages: list[bytes]) -> bytes:
     return b"[" + b",".join(messages) + b"]"
 
 
-def _with_content_type(
-    headers: list[tuple[bytes, bytes]], content_type: bytes | None
-) -> list[tuple[bytes, bytes]]:
-    """Exactly one Content-Type, the one the body was judged by (two would
-    let clients that read the first and the last disagree)."""
-    out = [(n, v) for n, v in headers if n != b"content-type"]
-    if content_type is not None:
-        out.append((b"content-type", content_type))
-    return out
-
-
 class Proxy:
     """Everything the connections share; the flow of one exchange."""
 
@@ -1043,7 +1032,7 @@ class Proxy:
         return (
             mh.check_origin_and_host(meta, self.config.origin_policy)
             or mh.check_request_head(meta, req.method)
-            or mh.check_param_headers(req.headers)
+            or (mh.check_param_headers(req.headers) if meta.param_headers else None)
         )
 
     async def mcp_post(
@@ -1270,7 +1259,7 @@ class Proxy:
         local_errors = local_errors or []
         status = resp.status
         ok = 200 <= status < 300
-        relay_headers = mh.response_headers_to_relay(resp.headers)
+        relay_headers, content_type = mh.response_headers_to_relay(resp.headers)
         assigned = resp.header(mh.H_SESSION_ID) if ok else None
         if assigned is not None:
             session_id = assigned.decode("latin-1")
@@ -1284,11 +1273,10 @@ class Proxy:
                 # Identity wiring (issue 6): bind a session the upstream just
                 # assigned to the subject that opened it.
                 self.authenticator.session_assigned(session_id, ctx.identity)
-        content_type = resp.header(b"content-type")
         media = mh.media_type(content_type)
         if media == "text/event-stream" and status == 200:
             await self._relay_sse(
-                conn, resp, ctx, _with_content_type(relay_headers, _SSE), local_errors
+                conn, resp, ctx, [*relay_headers, (b"content-type", _SSE)], local_errors
             )
             return
         try:
@@ -1296,7 +1284,7 @@ class Proxy:
         except UpstreamError as exc:
             self._upstream_failure(conn, exc, ctx.settle(), local_errors)
             return
-        out_type: bytes | None = content_type
+        out_type = content_type
         if body and (ok or "json" in media):
             # Whatever its declared type: a 2xx body must be JSON-RPC, and a
             # client may read an error status's JSON body as a message too.
@@ -1306,14 +1294,12 @@ class Proxy:
             status = 200
             body = local_errors[0] if len(local_errors) == 1 else _join(local_errors)
             out_type = _JSON
-        await self._finish_drops(ctx)
+        if ctx.drops > _DROPS_AUDITED:
+            await self._finish_drops(ctx)
+        # Exactly one Content-Type, the one the body was judged by (two
+        # would let clients that read the first and the last disagree).
         conn.send_reply(
-            mh.HttpReply(
-                status=status,
-                body=body,
-                content_type=None,
-                headers=tuple(_with_content_type(relay_headers, out_type)),
-            )
+            mh.HttpReply(status=status, body=body, content_type=out_type, headers=relay_headers)
         )
 
     async def _relay_json(
@@ -1504,7 +1490,8 @@ class Proxy:
                     relayed = await self._inspect_event(event, ctx)
                     if relayed:
                         out.append(relayed)
-                await self._finish_drops(ctx)
+                if ctx.drops > _DROPS_AUDITED:
+                    await self._finish_drops(ctx)
                 if out:
                     self.metrics.sse_events += len(out)
                     conn.send_chunk(out[0] if len(out) == 1 else b"".join(out))

@@ -565,6 +565,15 @@ def test_unknown_protocol_version_is_32022(proxy: int) -> None:
     assert rpc(reply)["error"]["data"]["requested"] == "1999-01-01"
 
 
+@pytest.mark.timeout(60)
+def test_undecodable_param_header_is_32020(proxy: int) -> None:
+    (reply,), _ = raw(
+        proxy, post(call("echo", {"text": "x"}), headers={"Mcp-Param-Region": "=?base64?%%?="})
+    )
+    assert reply[0] == 400
+    assert rpc(reply)["error"]["code"] == -32020
+
+
 # -- what the upstream receives -------------------------------------------------------------------
 
 
