@@ -212,7 +212,13 @@ def render(verdicts: list[Verdict], current: dict[str, Figure], baseline: dict[s
             f"{v.name:<{width}} {v.baseline:>10.4g} {v.current:>10.4g} {v.ratio:>6.2f}x"
             f" {min_ratio:>9}  {status}"
         )
-    new = sorted(set(current) - set(baseline["metrics"]))
+    not_gated = baseline.get("not_gated", {})
+    for name in sorted(set(current) & set(not_gated)):
+        lines.append(
+            f"{name:<{width}} {'-':>10} {current[name].value:>10.4g} {'-':>7} {'-':>9}"
+            "  reported, not gated (see the baseline's not_gated)"
+        )
+    new = sorted(set(current) - set(baseline["metrics"]) - set(not_gated))
     for name in new:
         lines.append(
             f"{name:<{width}} {'-':>10} {current[name].value:>10.4g} {'-':>7} {'-':>9}"
@@ -285,7 +291,8 @@ def update(args: argparse.Namespace) -> int:
                 run_pass(None, max_time=args.max_time, timeout=args.timeout, verbose=args.verbose)
             )
         )
-    names = sorted(set().union(*runs))
+    not_gated: dict[str, str] = old.get("not_gated", {})
+    names = sorted(set().union(*runs) - set(not_gated))
     metrics: dict[str, dict[str, Any]] = {}
     for name in names:
         values = [r[name].value for r in runs if name in r]
@@ -314,6 +321,7 @@ def update(args: argparse.Namespace) -> int:
         "updated": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": environment(),
         "metrics": metrics,
+        "not_gated": not_gated,
     }
     args.baseline.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     print(f"bench-gate --update: wrote {len(metrics)} figures to {args.baseline}")
