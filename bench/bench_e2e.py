@@ -86,10 +86,10 @@ def test_gate_throughput_c64(
     def rounds() -> None:
         for r in range(2):
             direct = run_load(
-                LoadSpec(HttpTarget.from_url(fast_upstream.url), 64, duration_s=2.0, seed=r + 1)
+                LoadSpec(HttpTarget.from_url(fast_upstream.url), 64, duration_s=1.5, seed=r + 1)
             )
             proxied = run_load(
-                LoadSpec(HttpTarget.from_url(bench_proxy.url), 64, duration_s=2.0, seed=r + 1)
+                LoadSpec(HttpTarget.from_url(bench_proxy.url), 64, duration_s=1.5, seed=r + 1)
             )
             assert proxied.failures == []
             assert proxied.unexpected(enforcing=True) == {}

@@ -29,6 +29,7 @@ import contextlib
 import fcntl
 import os
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -81,10 +82,8 @@ class LogStats(msgspec.Struct, frozen=True):
 
 
 def _bucket(bounds: tuple[int, ...], value: int) -> int:
-    for i, bound in enumerate(bounds):
-        if value <= bound:
-            return i
-    return len(bounds)
+    """Index of the first bound >= value (len(bounds) above the last)."""
+    return bisect_left(bounds, value)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -96,7 +95,10 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
+    written = os.write(fd, data)
+    if written == len(data):
+        return
+    view = memoryview(data)[written:]
     while view:
         written = os.write(fd, view)
         view = view[written:]

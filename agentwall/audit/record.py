@@ -95,18 +95,28 @@ class MacKey:
         return hmac.compare_digest(expected, given)
 
 
-_ts_cache: list[tuple[int, str]] = [(-1, "")]
+class _TsCache:
+    """The formatted second of the last timestamp: strftime costs more than
+    sealing an entry, and consecutive batches nearly always share a second."""
+
+    __slots__ = ("prefix", "second")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.prefix = ""
+
+
+_ts_cache: Final = _TsCache()
 
 
 def format_ts(ts_us: int) -> str:
     """UTC with microseconds, e.g. ``2025-06-01T12:00:00.123456Z``."""
     seconds, micros = divmod(ts_us, 1_000_000)
-    cached_seconds, prefix = _ts_cache[0]
-    if cached_seconds != seconds:
-        # strftime costs more than sealing an entry; a batch per second reuses it.
-        prefix = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        _ts_cache[0] = (seconds, prefix)
-    return f"{prefix}.{micros:06d}Z"
+    cache = _ts_cache
+    if cache.second != seconds:
+        cache.prefix = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        cache.second = seconds
+    return "%s%06dZ" % (cache.prefix, micros)  # noqa: UP031 -- the fastest spelling here
 
 
 def event_fields(event: AuditEvent) -> dict[str, Any]:

@@ -189,12 +189,24 @@ def _measure(
         result = run_load(spec)
     except LoadError as exc:
         print(" FAILED", file=sys.stderr)
-        return str(exc).splitlines()[0][:300]
+        return str(exc).splitlines()[0][:300] + _stderr_tail(target)
     s = result.latency
     print(f" {result.calls_per_s:9,.0f}/s  p50 {s.p50 if s else 0:9,.0f} us", file=sys.stderr)
     if result.failures:
-        return f"{len(result.failures)} channel(s) failed: {result.failures[0][:200]}"
+        failed = f"{len(result.failures)} channel(s) failed: {result.failures[0][:200]}"
+        return failed + _stderr_tail(target)
     return result
+
+
+def _stderr_tail(target: Target) -> str:
+    """The last line the proxy wrote to stderr, when it says why it stopped."""
+    if not isinstance(target, StdioTarget) or target.stderr_path is None:
+        return ""
+    try:
+        lines = Path(f"{target.stderr_path}.0").read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return f" (its stderr: {lines[-1][:200]})" if lines else ""
 
 
 def _row(
@@ -228,6 +240,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     root = Path(opts.venvs)
     root.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="agentwall-peers-"))
+    started = environment()  # date and load average at the start
     rows: list[Row] = []
     policy = str(bundled_policy())
     ours = f"agentwall {environment()['agentwall']}"
@@ -426,7 +439,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     return {
-        "environment": environment(),
+        "environment": started,
         "duration_s": opts.duration,
         "rows": [r.__dict__ for r in rows],
     }
@@ -451,7 +464,7 @@ def render(data: dict[str, Any]) -> str:
         if r["error"]:
             lines.append(
                 f"{r['peer']:<30} {r['transport']:<5} {r['workload']:<9} "
-                f"{r['concurrency']:>7}  FAILED: {r['error'][:80]}"
+                f"{r['concurrency']:>7}  FAILED: {r['error'][:160]}"
             )
             continue
         flag = " *" if r["unexpected"] else ""

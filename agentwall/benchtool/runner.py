@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import re
 import shutil
 import sys
 import tempfile
@@ -359,8 +360,11 @@ def _row(concurrency: int, direct: _Side | None, proxied: _Side | None, enforcin
 def _audit_none_supported() -> str | None:
     """The flag that turns the durable audit off, if ``agentwall start`` has one."""
     done = agentwall_command("start", "--help", timeout=60)
+    # Whole flags only: "--audit" must not match "--audit-key-file" (argparse
+    # would even accept the prefix and read "none" as a key file name).
+    flags = set(re.findall(r"--[a-z][a-z0-9-]*", done.stdout))
     for flag in ("--unsafe-no-audit", "--unsafe-audit-none", "--audit"):
-        if flag in done.stdout:
+        if flag in flags:
             return flag
     return None
 

@@ -194,4 +194,6 @@ def _print_summary(policy: Policy, fmt: str) -> None:
     if policy.session_rate is not None:
         print(f"  session rate    {policy.session_rate:g} calls/s")
     if m.identity is not None:
-        print(f"  identity        issuer {m.identity.issuer}, audience {m.identity.audience}")
+        aud = m.identity.audience
+        shown = aud if isinstance(aud, str) else ", ".join(aud)
+        print(f"  identity        issuer {m.identity.issuer}, audience {shown}")

@@ -1135,6 +1135,7 @@ class RequestParser:
             raise HttpRequestError(400, "malformed request line")
         headers: Headers = []
         content_length: int | None = None
+        content_length_text = b""
         chunked = False
         transfer_encoding = False
         close = http_version == b"1.0"
@@ -1154,10 +1155,12 @@ class RequestParser:
             if name == b"content-length":
                 if not value.isdigit() or len(value) > 18:
                     raise HttpRequestError(400, "invalid Content-Length")
-                length = int(value)
-                if content_length is not None and content_length != length:
+                # Repeats must be the same text, not merely the same number
+                # ("05" beside "5"): what h11 and strict peers accept.
+                if content_length is not None and value != content_length_text:
                     raise HttpRequestError(400, "conflicting Content-Length headers")
-                content_length = length
+                content_length = int(value)
+                content_length_text = value
             elif name == b"transfer-encoding":
                 if transfer_encoding or value.lower() != b"chunked":
                     raise HttpRequestError(501, "only Transfer-Encoding: chunked is supported")

@@ -1761,8 +1761,18 @@ class HttpConnection(asyncio.Protocol):
         self.parser.feed_eof()
         if not self._handling:
             self._process()
-        # Keep the write side open while we answer an in-flight request.
-        return True if self._handling else None
+            return None
+        req = self._request
+        if req is not None and req.method == b"GET":
+            # A GET stream has no body to finish sending, so the agent's FIN
+            # means it has gone.  Release the relay, the upstream stream and
+            # the in-flight slot now: an idle stream would otherwise hold
+            # them until the upstream ends it, which for a live session is
+            # never.
+            self.abort()
+            return None
+        # A POST whose agent half-closed after sending still gets its answer.
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._mark_closed()
@@ -1913,6 +1923,8 @@ class HttpConnection(asyncio.Protocol):
         while not self.closed:
             if self._ready is None and not self._handling:
                 self._process()  # pipelined bytes already buffered
+                if self.is_closed():
+                    return  # the agent closed between requests
             if self._ready is None:
                 inbox: asyncio.Future[None] = self.loop.create_future()
                 self._inbox = inbox
@@ -2063,6 +2075,11 @@ class HttpConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
         self._mark_closed()
+
+    def is_closed(self) -> bool:
+        # A method, not the attribute: intake callbacks close the connection
+        # behind a caller's back, and a re-read must not be narrowed away.
+        return self.closed
 
     def _mark_closed(self) -> None:
         if not self.closed:

@@ -196,6 +196,13 @@ class OidcAuthenticator:
             config, jwks, class_claims=class_claims, subject_in_class=self._subject_in_class
         )
         if not same_keys:
+            # A fetch in flight is for the old issuer or algorithms: drop it.
+            inflight = self._inflight
+            if inflight is not None and not inflight.done():
+                inflight.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await inflight
+            self._inflight = None
             self.jwks_uri = config.jwks_uri
             await self.refresh("reconfigure")
 
@@ -251,20 +258,24 @@ class OidcAuthenticator:
         return await asyncio.shield(task)
 
     async def _refresh_once(self, reason: str) -> bool:
+        # Keys land in the verifier this fetch was started for: a fetch that
+        # began under a previous configuration never feeds the current one.
+        verifier = self.verifier
         try:
             if self.jwks_uri is None:
                 self.jwks_uri = await self._discover()
             self.fetches += 1
             body = await self._get(self.jwks_uri)
-            change = self.verifier.load_jwks(body, self._clock())
+            change = verifier.load_jwks(body, self._clock())
         except (FetchError, JwksError) as exc:
             self.fetch_failures += 1
             self._failures += 1
-            self.verifier.jwks.fetch_failed(self._clock(), str(exc))
+            verifier.jwks.fetch_failed(self._clock(), str(exc))
             log.warning("identity: key-set fetch (%s) failed: %s", reason, exc)
             return False
         finally:
-            self._inflight = None
+            if self._inflight is asyncio.current_task():
+                self._inflight = None
         self._failures = 0
         for kid, why in change.skipped:
             log.warning("identity: key %r in the issuer's key set ignored: %s", kid, why)
@@ -758,6 +769,39 @@ def reply_for(challenge: AuthChallenge) -> HttpReply:
         data={"reason": challenge.reason},
         headers=headers,
     )
+
+
+def identity_metrics(authenticator: OidcAuthenticator, gate: Any = None) -> str:
+    """Prometheus text for ``/metrics``: verified-token cache, issuer fetches,
+    refused authentications, key-set state."""
+    verifier = authenticator.verifier
+    refusals = gate.refusals if isinstance(gate, HttpIdentityGate) else 0
+    rows = [
+        ("agentwall_identity_token_cache_hits_total", "counter", verifier.hits),
+        ("agentwall_identity_token_cache_misses_total", "counter", verifier.misses),
+        ("agentwall_identity_jwks_fetches_total", "counter", authenticator.fetches),
+        ("agentwall_identity_jwks_fetch_failures_total", "counter", authenticator.fetch_failures),
+        (
+            "agentwall_identity_unknown_kid_refreshes_total",
+            "counter",
+            authenticator.unknown_kid_refreshes,
+        ),
+        ("agentwall_identity_refusals_total", "counter", refusals),
+        ("agentwall_identity_keys", "gauge", len(verifier.jwks.keys)),
+        ("agentwall_identity_keys_usable", "gauge", int(authenticator.ready)),
+    ]
+    return "".join(f"# TYPE {name} {kind}\n{name} {value}\n" for name, kind, value in rows)
+
+
+def describe_identity(authenticator: OidcAuthenticator) -> dict[str, Any]:
+    """What the ``proxy_start`` audit entry records about identity."""
+    config = authenticator.config
+    return {
+        "issuer": config.issuer,
+        "audience": list(config.audience),
+        "algorithms": list(config.algorithms),
+        "keys": len(authenticator.verifier.jwks.keys),
+    }
 
 
 if TYPE_CHECKING:

@@ -48,6 +48,8 @@ from agentwall.io.oidc import (
     OidcAuthenticator,
     OidcSettings,
     UpstreamCredentials,
+    describe_identity,
+    identity_metrics,
 )
 from agentwall.io.pool import EvaluatorPool
 from agentwall.io.upstream import UpstreamPool
@@ -407,6 +409,9 @@ class Sidecar:
             with contextlib.suppress(AuditError):
                 writer_stats = await self.audit.writer_stats(timeout_s=0.5)
             parts.append(render_audit_metrics(self.audit.stats(), writer_stats))
+        if self.oidc is not None:  # identity (issue 6)
+            gate = self.proxy.authenticator if self.proxy is not None else None
+            parts.append(identity_metrics(self.oidc, gate))
         return "".join(parts)
 
     def _writer_restarted(self, message: str) -> None:
@@ -450,6 +455,7 @@ class Sidecar:
                     "filter_tools_list": cfg.filter_tools_list,
                     "cache": cfg.cache,
                     "pid": os.getpid(),
+                    "identity": describe_identity(self.oidc) if self.oidc is not None else None,
                 },
             )
         )
@@ -532,6 +538,7 @@ class Sidecar:
             self.policy = new
             if self.proxy is not None:
                 self.proxy.policy = new
+            await self._reload_identity(new)
             log.warning("policy reloaded: %s", new.hash)
             await self._record(
                 AuditEvent(
@@ -548,6 +555,28 @@ class Sidecar:
             return True
         finally:
             self.reloading = False
+
+    async def _reload_identity(self, new: Policy) -> None:
+        """Identity (issue 6): the reloaded policy's identity: section takes
+        effect at once (fresh verified-token cache, the new claim names; keys
+        kept unless issuer, jwks_uri or algorithms changed).  Switching
+        identity on or off needs a restart: until then the running setting
+        stays, so tokens never silently stop being checked."""
+        section = getattr(new, "identity", None)
+        if self.oidc is None or section is None:
+            if (self.oidc is None) != (section is None):
+                why = "the identity: section was added or removed; restart to apply it"
+                log.error("%s", why)
+                await self._record(AuditEvent(event="error", reason=why))
+            return
+        try:
+            config = coerce_identity_config(section, issuer_override=self.config.oidc_issuer)
+            await self.oidc.reconfigure(
+                config, class_claims=sorted(getattr(new, "identity_claims_used", ()))
+            )
+        except ConfigError as exc:
+            log.error("identity settings of the reloaded policy refused: %s", exc)
+            await self._record(AuditEvent(event="error", reason=f"identity: {exc}"))
 
     # -- shutdown --------------------------------------------------------------------
     def close(self) -> None:

@@ -494,7 +494,46 @@ def _rebuild(text: str | None, source_path: str | None) -> Policy:
 
 
 def canonical_form(model: PolicyModel) -> dict[str, Any]:
-    return {"format": POLICY_FORMAT, "policy": msgspec.to_builtins(model)}
+    """What ``Policy.hash`` covers: the model with every field that equals its
+    default left out, at every level of nesting.
+
+    Stability rule: adding a new optional key whose default keeps today's
+    meaning leaves every existing policy's hash (and so its ``promote``
+    signature and decision-cache keys) unchanged, while any value that
+    differs from a default -- that is, any change of meaning -- is in the
+    form and changes the hash.  Changing an existing default's value, or
+    what a value means, is a change of format: bump ``POLICY_FORMAT``.
+    """
+    return {"format": POLICY_FORMAT, "policy": _without_defaults(model)}
+
+
+def _without_defaults(value: Any) -> Any:
+    if isinstance(value, msgspec.Struct):
+        out: dict[str, Any] = {}
+        for field in msgspec.structs.fields(value):
+            item = getattr(value, field.name)
+            if _is_default(item, field):
+                continue
+            out[field.encode_name] = _without_defaults(item)
+        return out
+    if isinstance(value, dict):
+        return {key: _without_defaults(item) for key, item in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_without_defaults(item) for item in value]
+    return msgspec.to_builtins(value)
+
+
+def _is_default(value: Any, field: msgspec.structs.FieldInfo) -> bool:
+    if field.default is not msgspec.NODEFAULT:
+        default = field.default
+    elif field.default_factory is not msgspec.NODEFAULT:
+        default = field.default_factory()
+    else:
+        return False  # a required field is always in the form
+    # Compared as canonical JSON, not with ==: True == 1 and 1 == 1.0 in
+    # Python, but they are different values in a policy.
+    return bool(canonical_json(msgspec.to_builtins(value))
+                == canonical_json(msgspec.to_builtins(default)))
 
 
 def policy_hash(model: PolicyModel) -> str:

@@ -23,16 +23,20 @@ verdict as deny.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from agentwall.identity.rules import IdentityRule as SharedIdentityRule
 from agentwall.policy.compiled import (
     CompiledArgs,
+    CompiledPrompt,
+    CompiledTool,
     Policy,
     Violation,
     identity_problem,
 )
-from agentwall.policy.safemode import SafeModeEngine
+from agentwall.policy.safemode import SCHEME_RULE, SafeModeEngine
 from agentwall.policy.secrets import shown
 from agentwall.policy.values import Loc, ShapeProblem, pointer, walk
 from agentwall.types import Call, Decision, Identity
@@ -190,6 +194,10 @@ def _evaluate(policy: Policy, call: Call, now_ns: int) -> Decision:
             if len(text) < 3:
                 continue
             hit = engine.check(text, resource_uri=uri_loc is not None and loc == uri_loc)
+            if hit is not None and hit.rule_id == SCHEME_RULE and _is_client_root(loc, text):
+                # A root the client hands back in a 2026-07-28 retry is a file:
+                # URI by definition; the path it names is still judged.
+                hit = engine.check(text[len("file://") :])
             if hit is not None:
                 return _decision(
                     call,
@@ -227,6 +235,13 @@ def _evaluate(policy: Policy, call: Call, now_ns: int) -> Decision:
         outcome.category,
         outcome.cacheable,
     )
+
+
+_ROOT_URI = re.compile(r"/inputResponses/(?:[^/]+/)*roots/\d+/uri")
+
+
+def _is_client_root(loc: Loc, text: str) -> bool:
+    return text.startswith("file://") and _ROOT_URI.fullmatch(pointer(loc)) is not None
 
 
 # Keys that name a program, and keys that hold its argument vector.
@@ -356,42 +371,60 @@ def _check_args(args_rules: CompiledArgs | None, args: dict[str, Any]) -> Violat
 
 
 def _judge_tool(policy: Policy, params: Any, identity: Identity | None) -> _Outcome:
+    return _judge_named("tool", "tools/call", policy._tools, policy, params, identity)
+
+
+def _judge_prompt(policy: Policy, params: Any, identity: Identity | None) -> _Outcome:
+    return _judge_named("prompt", "prompts/get", policy._prompts, policy, params, identity)
+
+
+def _judge_named(
+    kind: str,
+    method: str,
+    table: Mapping[str, CompiledTool | CompiledPrompt],
+    policy: Policy,
+    params: Any,
+    identity: Identity | None,
+) -> _Outcome:
+    """tools/call and prompts/get: a named entry, its identity rule, its arguments."""
     if type(params) is not dict:
-        return _malformed("tools/call params must be an object", "")
+        return _malformed(f"{method} params must be an object", "")
     name = params.get("name")
     if type(name) is not str:
-        return _malformed("tools/call needs a string 'name'", "/name")
+        return _malformed(f"{method} needs a string 'name'", "/name")
     args, bad = _args_of(params)
     if args is None:
-        return _malformed(f"tools/call {bad}", "/arguments")
-    tool = policy._tools.get(name)
-    if tool is None:
-        return _default(policy, f"tool {shown(name)}", "/name")
-    rule = tool.rule
+        return _malformed(f"{method} {bad}", "/arguments")
+    entry = table.get(name)
+    if entry is None:
+        return _default(policy, f"{kind} {shown(name)}", "/name")
+    rule = entry.rule
     if rule.action == "deny":
         return _Outcome(
             "deny",
-            tool.rule_base,
-            f"tool {name!r} is denied by the policy",
+            entry.rule_base,
+            f"{kind} {name!r} is denied by the policy",
             pointer="/name",
-            category="tool",
+            category=kind,
         )
-    denial = _identity_denial(tool.identity, identity, f"tool {name!r}", tool.rule_base)
+    denial = _identity_denial(entry.identity, identity, f"{kind} {name!r}", entry.rule_base)
     if denial is not None:
         return denial
-    violation = _check_args(tool.args, args)
+    # Identity-dependent answers must not be shared through the decision cache.
+    cacheable = rule.identity is None
+    violation = _check_args(entry.args, args)
     if violation is not None:
         rule_id, reason, ptr, category = violation
         return _Outcome(
-            "deny", rule_id, reason, pointer=ptr, category=category, cacheable=rule.identity is None
+            "deny", rule_id, reason, pointer=ptr, category=category, cacheable=cacheable
         )
     return _Outcome(
         "allow",
-        tool.rule_base,
-        f"tool {name!r} is allowed",
-        category="tool",
-        engine=tool.engine,
-        cacheable=rule.identity is None,
+        entry.rule_base,
+        f"{kind} {name!r} is allowed",
+        category=kind,
+        engine=entry.engine if isinstance(entry, CompiledTool) else None,
+        cacheable=cacheable,
     )
 
 
@@ -460,43 +493,7 @@ def _file_uri_within(uri: str, roots: tuple[str, ...]) -> bool:
     return is_within(path, roots)
 
 
-def _judge_prompt(policy: Policy, params: Any, identity: Identity | None) -> _Outcome:
-    if type(params) is not dict:
-        return _malformed("prompts/get params must be an object", "")
-    name = params.get("name")
-    if type(name) is not str:
-        return _malformed("prompts/get needs a string 'name'", "/name")
-    args, bad = _args_of(params)
-    if args is None:
-        return _malformed(f"prompts/get {bad}", "/arguments")
-    prompt = policy._prompts.get(name)
-    if prompt is None:
-        return _default(policy, f"prompt {shown(name)}", "/name")
-    rule = prompt.rule
-    if rule.action == "deny":
-        return _Outcome(
-            "deny",
-            prompt.rule_base,
-            f"prompt {name!r} is denied by the policy",
-            pointer="/name",
-            category="prompt",
-        )
-    denial = _identity_denial(prompt.identity, identity, f"prompt {name!r}", prompt.rule_base)
-    if denial is not None:
-        return denial
-    violation = _check_args(prompt.args, args)
-    if violation is not None:
-        rule_id, reason, ptr, category = violation
-        return _Outcome(
-            "deny", rule_id, reason, pointer=ptr, category=category, cacheable=rule.identity is None
-        )
-    return _Outcome(
-        "allow",
-        prompt.rule_base,
-        f"prompt {name!r} is allowed",
-        category="prompt",
-        cacheable=rule.identity is None,
-    )
+
 
 
 def may_call_tool(policy: Policy, name: str, identity: Identity | None) -> bool:

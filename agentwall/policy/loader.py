@@ -44,7 +44,7 @@ from agentwall.policy.model import (
     ToolRule,
 )
 from agentwall.policy.paths import normalise_root
-from agentwall.policy.patterns import PatternSyntaxError, compile_anchored
+from agentwall.policy.patterns import PatternSyntaxError, compile_anchored, compile_re2
 from agentwall.policy.safemode import SAFE_RULE_IDS, SafeModeEngine, parse_allow_private
 from agentwall.policy.schema import compile_schema
 from agentwall.policy.yamlsrc import Pos, YMap, YNode, YScalar, YSeq, parse_yaml
@@ -111,6 +111,9 @@ IDENTITY_KEYS = (
     "algorithms",
     "required_claims",
     "clock_skew_seconds",
+    "scope_implies",
+    "resource",
+    "scopes_supported",
 )
 IDENTITY_RULE_KEYS = ("subjects", "claims", "scopes")
 SESSION_KEYS = ("max_calls_per_second", "burst")
@@ -281,7 +284,13 @@ def _identity_config(ctx: _Ctx, node: YNode) -> IdentityConfig:
         ctx.fail(
             "identity.issuer must be an http(s) URL", m.index["issuer"].value.pos, key="issuer"
         )
-    audience = ctx.string(m.index["audience"].value, "identity.audience")
+    audience_node = m.index["audience"].value
+    audience: str | tuple[str, ...]
+    if isinstance(audience_node, YSeq):
+        audiences = ctx.strings(audience_node, "identity.audience")
+        audience = audiences[0] if len(audiences) == 1 else audiences
+    else:
+        audience = ctx.string(audience_node, "identity.audience")
     jwks_uri = None
     if (n := m.get("jwks_uri")) is not None:
         jwks_uri = ctx.string(n, "identity.jwks_uri")
@@ -311,6 +320,24 @@ def _identity_config(ctx: _Ctx, node: YNode) -> IdentityConfig:
     skew = 60
     if (n := m.get("clock_skew_seconds")) is not None:
         skew = ctx.integer(n, "identity.clock_skew_seconds", 0, 600)
+    scope_implies: dict[str, tuple[str, ...]] = {}
+    if (n := m.get("scope_implies")) is not None:
+        scope_implies = _scope_implies(ctx, n)
+    resource = None
+    if (n := m.get("resource")) is not None:
+        resource = ctx.string(n, "identity.resource")
+        if not _RESOURCE_URL.fullmatch(resource):
+            ctx.fail(
+                "identity.resource must be an absolute http(s) URL without a fragment "
+                "(RFC 9728), e.g. https://mcp.example.com/mcp",
+                n.pos,
+                key="resource",
+            )
+    scopes_supported: tuple[str, ...] = ()
+    if (n := m.get("scopes_supported")) is not None:
+        scopes_supported = ctx.strings(n, "identity.scopes_supported")
+        for item, scope in zip(ctx.seq(n, "").items, scopes_supported, strict=True):
+            _scope_token(ctx, item, scope, "identity.scopes_supported")
     return IdentityConfig(
         issuer=issuer,
         audience=audience,
@@ -318,7 +345,48 @@ def _identity_config(ctx: _Ctx, node: YNode) -> IdentityConfig:
         algorithms=algorithms,
         required_claims=required_claims,
         clock_skew_seconds=skew,
+        scope_implies=scope_implies,
+        resource=resource,
+        scopes_supported=scopes_supported,
     )
+
+
+# RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).  A space
+# would split one scope into two; quotes and backslashes would break the
+# scope="..." parameter of a WWW-Authenticate challenge.
+_SCOPE_TOKEN = compile_re2(r"[\x21\x23-\x5b\x5d-\x7e]+")
+_RESOURCE_URL = compile_re2(r"https?://[^/?#\s]+(?:[/?][^#\s]*)?")
+
+
+def _scope_token(ctx: _Ctx, node: YNode, scope: str, what: str) -> None:
+    if not _SCOPE_TOKEN.fullmatch(scope):
+        ctx.fail(
+            f"{what}: {scope!r} is not a scope token (printable ASCII without spaces, "
+            "quotes or backslashes, RFC 6749)",
+            node.pos,
+        )
+
+
+def _scope_implies(ctx: _Ctx, node: YNode) -> dict[str, tuple[str, ...]]:
+    """``{broad: [narrower, ...]}``: every key and value a scope token, every
+    list non-empty and without repeats."""
+    what = "identity.scope_implies"
+    if not isinstance(node, YMap):
+        ctx.fail(f"{what} must be a mapping of scope to the scopes it implies", node.pos)
+    out: dict[str, tuple[str, ...]] = {}
+    for entry in node.entries:
+        if not _SCOPE_TOKEN.fullmatch(entry.key):
+            ctx.fail(
+                f"{what}: {entry.key!r} is not a scope token (printable ASCII without spaces, "
+                "quotes or backslashes, RFC 6749)",
+                entry.key_pos,
+                key=entry.key,
+            )
+        narrower = ctx.strings(entry.value, f"{what}.{entry.key}")
+        for item, scope in zip(ctx.seq(entry.value, "").items, narrower, strict=True):
+            _scope_token(ctx, item, scope, f"{what}.{entry.key}")
+        out[entry.key] = narrower
+    return out
 
 
 def _identity_rule(ctx: _Ctx, node: YNode, what: str) -> IdentityRule:

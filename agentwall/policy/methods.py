@@ -64,6 +64,8 @@ SERVER_DEFAULTS: frozenset[str] = _BOTH | frozenset(
         "notifications/tools/list_changed",
         "notifications/prompts/list_changed",
         "notifications/elicitation/complete",
+        # 2026-07-28: the server's answer that a subscriptions/listen took.
+        "notifications/subscriptions/acknowledged",
         "roots/list",
         "sampling/createMessage",
         "elicitation/create",

@@ -55,13 +55,23 @@ class IdentityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Top-level ``identity:``: how tokens are verified (issue 6)."""
 
     issuer: str
-    audience: str
+    # One audience, or several (a token's aud must contain at least one).  A
+    # one-item list is stored as the plain string: the same meaning, the
+    # same content hash.
+    audience: str | tuple[str, ...]
     jwks_uri: str | None = None
     algorithms: tuple[str, ...] = DEFAULT_JWT_ALGORITHMS
     # claim -> the values it must have (any one of them; for a list-valued
     # claim, any overlap).  Checked by the verifier for every token.
     required_claims: dict[str, tuple[str | int | bool, ...]] = msgspec.field(default_factory=dict)
     clock_skew_seconds: int = 60
+    # Scope hierarchy (MCP 2026-07-28): a granted scope also grants the
+    # scopes it lists, transitively; expanded by the verifier.
+    scope_implies: dict[str, tuple[str, ...]] = msgspec.field(default_factory=dict)
+    # RFC 9728 resource identifier (None: built from the request's Host).
+    resource: str | None = None
+    # Advertised in the protected-resource metadata document.
+    scopes_supported: tuple[str, ...] = ()
 
 
 class IdentityRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

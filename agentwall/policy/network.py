@@ -160,7 +160,11 @@ def classify_host(raw_host: str) -> tuple[HostClass | None, str, IPAddress | Non
         return classify_ip(ip), host, ip
     if host in METADATA_NAMES:
         return "metadata", host, None
-    if host in LOOPBACK_NAMES or host.endswith(_LOOPBACK_SUFFIXES):
+    if (
+        host in LOOPBACK_NAMES
+        or host.endswith(_LOOPBACK_SUFFIXES)
+        or "." + host in _LOOPBACK_SUFFIXES  # the apex names resolve to 127.0.0.1 too
+    ):
         return "private", host, None
     for suffix in _EMBEDDING_SUFFIXES:
         if host.endswith(suffix):

@@ -418,6 +418,11 @@ _GLOB_PREFIXES = frozenset(c[:i] for c in _GLOB_SENSITIVE for i in range(len(c) 
 # sensitive directories in one string, the rest are judged as targeted
 # rather than compiled (no legitimate argument holds that many).
 _GLOB_MAX_COMPILED = 64
+# What a glob form selects is a pure function of the form, and the same forms
+# ("*" in arithmetic, "*args", "/tmp/*") recur in every call that carries code.
+# Remembering them changes no decision; the table is bounded and cleared whole.
+_GLOB_MEMO: dict[str, tuple[str, ...]] = {}
+_GLOB_MEMO_MAX = 4096
 
 
 def _glob_regex(token: str) -> Any:
@@ -482,17 +487,30 @@ def _glob_targets(v: str) -> list[str]:
                     prefix = prefix[:cut]
             if prefix not in _GLOB_PREFIXES:
                 continue
+            known = _GLOB_MEMO.get(form)
+            if known is not None:
+                found.extend(known)
+                continue
             candidates = [c for c in _GLOB_SENSITIVE if c.startswith(prefix)]
             compiled += 1
             if compiled > _GLOB_MAX_COMPILED:
                 return candidates
-            rx = _glob_regex(form)
-            if rx is None:
-                continue
-            hits = [c for c in candidates if rx.match(c) is not None]
-            if hits and not any(rx.match(n) is not None for n in _GLOB_NEIGHBOURS):
-                found.extend(hits)
+            hits = _glob_hits(form, candidates)
+            if len(_GLOB_MEMO) >= _GLOB_MEMO_MAX:
+                _GLOB_MEMO.clear()
+            _GLOB_MEMO[form] = hits
+            found.extend(hits)
     return found
+
+
+def _glob_hits(form: str, candidates: list[str]) -> tuple[str, ...]:
+    rx = _glob_regex(form)
+    if rx is None:
+        return ()
+    hits = tuple(c for c in candidates if rx.match(c) is not None)
+    if hits and any(rx.match(n) is not None for n in _GLOB_NEIGHBOURS):
+        return ()
+    return hits
 
 
 class SafeModeEngine:

@@ -133,7 +133,7 @@ def test_within_on_array_items_points_at_the_item() -> None:
     assert (d.verdict, d.pointer) == ("deny", "/arguments/paths/1")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     st.lists(
         st.sampled_from(

@@ -4,6 +4,7 @@ import hashlib
 import hmac
 import os
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import given
@@ -21,7 +22,7 @@ from agentwall.audit.record import (
 )
 from agentwall.core.canonical import canonical_json, sha256_hex
 from agentwall.errors import ConfigError
-from agentwall.types import Call, Decision, Identity
+from agentwall.types import AuditEvent, Call, Decision, Identity
 
 
 @given(
@@ -165,3 +166,70 @@ def test_log_params_masks_secrets() -> None:
     assert event.params["arguments"]["path"] == "/workspace/a"
     assert "/arguments/token" in event.masked
     assert event.args_sha256 == sha256_hex(canonical_json(params))
+
+
+# --- the sealing fast path against the documented construction --------------------
+
+_texts = st.text(max_size=40)
+_events = st.builds(
+    AuditEvent,
+    event=st.sampled_from(["decision", "error", "proxy_start"]),
+    session=st.none() | _texts,
+    transport=st.none() | st.sampled_from(["http", "stdio"]),
+    rpc_id=st.none() | st.integers(-(2**70), 2**70) | _texts,
+    method=st.none() | _texts,
+    target=st.none() | _texts,
+    decision=st.none() | st.sampled_from(["allow", "deny"]),
+    reason=st.none() | _texts,
+    latency_us=st.none() | st.integers(0, 2**40),
+    cached=st.booleans(),
+    params=json_values,
+    masked=st.lists(_texts, max_size=3).map(tuple),
+    detail=st.none() | st.dictionaries(st.text(max_size=5), json_values, max_size=3),
+)
+
+
+@given(
+    events=st.lists(_events, min_size=1, max_size=4),
+    seq=st.integers(0, 2**40),
+    prev=st.binary(min_size=32, max_size=32),
+    ts_us=st.integers(0, 4_102_444_800_000_000),
+)
+def test_seal_batch_is_the_documented_construction(
+    events: list[AuditEvent], seq: int, prev: bytes, ts_us: int
+) -> None:
+    """``seal_batch`` inlines entry_body / MAC / sealed_line for speed; its
+    bytes must be exactly docs/audit.md's construction, done the slow way."""
+    from datetime import UTC, datetime
+
+    from agentwall.audit.chain import ChainTip, seal_batch
+
+    raw_key = b"\x07" * 32
+    batch = seal_batch(MacKey(raw_key), ChainTip(seq, prev.hex()), events, ts_us)
+    ts = datetime.fromtimestamp(ts_us // 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    ts += f".{ts_us % 1_000_000:06d}Z"
+    expected = b""
+    prev_hex = prev.hex()
+    for i, event in enumerate(events):
+        body = entry_body(
+            msgspec.to_builtins(event),
+            seq=seq + 1 + i,
+            ts=ts,
+            key_id=key_id_for(raw_key),
+            prev=prev_hex,
+        )
+        mac = hmac.digest(raw_key, bytes.fromhex(prev_hex) + body, hashlib.sha256)
+        expected += body[:-1] + b',"mac":"' + mac.hex().encode() + b'"}\n'
+        prev_hex = mac.hex()
+    assert batch.data == expected
+    assert (batch.first_seq, batch.count) == (seq + 1, len(events))
+    assert (batch.tip.seq, batch.tip.mac) == (seq + len(events), prev_hex)
+
+
+@given(ts_us=st.lists(st.integers(0, 4_102_444_800_000_000), min_size=1, max_size=5))
+def test_format_ts_matches_datetime_across_seconds(ts_us: list[int]) -> None:
+    from datetime import UTC, datetime
+
+    for value in ts_us + [t + 1 for t in ts_us] + [t - t % 1_000_000 for t in ts_us]:
+        expected = datetime.fromtimestamp(value // 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        assert format_ts(value) == f"{expected}.{value % 1_000_000:06d}Z"

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from agentwall.benchtool.procs import has_module
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 
@@ -59,3 +61,45 @@ def test_bad_arguments_are_refused(args: list[str], message: str) -> None:
     done = _bench(*args)
     assert done.returncode == 2
     assert message in done.stderr
+
+
+@pytest.mark.skipif(
+    not (has_module("agentwall.cli.start") and has_module("agentwall.cli.verify_log")),
+    reason="needs `agentwall start` and `verify-log`",
+)
+def test_proxied_http_run_reports_every_column(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = _bench("--calls", "400", "--concurrency", "1,4", "--json", str(out))
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(out.read_text())
+    assert report["audit"].startswith("verified"), report["audit"]
+    assert report["environment"]["fdatasync_us"]["p50"] > 0
+    for row in report["rows"]:
+        proxied = row["proxied"]
+        assert proxied["calls"] == 400
+        # Denials came back as policy errors and nothing else was refused.
+        assert proxied["unexpected"] == {}
+        assert set(proxied["outcomes"]["deny_tool"]) == {"rpc-32001"}
+        assert proxied["proxy_cpu_per_call_us"] > 0
+        assert proxied["fsync_batch_mean"] >= 1
+        assert 0 < proxied["cache_hit_rate"] < 1
+        assert row["overhead_p50_us"] is not None
+    assert "UNEXPECTED" not in done.stdout
+
+
+@pytest.mark.skipif(not has_module("agentwall.cli.start"), reason="needs `agentwall start`")
+def test_audit_none_is_refused_not_faked() -> None:
+    assert "--unsafe-no-audit" not in _bench_start_help()  # no such mode today
+    done = _bench("--audit", "none", "--calls", "10", "--concurrency", "1")
+    assert done.returncode == 1
+    assert "--audit none is unsupported" in done.stderr
+
+
+def _bench_start_help() -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "agentwall", "start", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    ).stdout

@@ -62,6 +62,27 @@ def test_real_2x_regression_fails_and_noise_does_not() -> None:
     assert failed == {"b::parse", "e2e_overhead_c1"}
 
 
+def test_limit_follows_the_slowest_baseline_pass() -> None:
+    # Passes recorded at 1.0 and 2.0 (this machine's noise): 3.0 is within 2x of
+    # the slowest pass, 4.5 is not; a stable figure is still held to 2x.
+    base = {
+        "threshold": 2.0,
+        "metrics": {
+            "noisy": {"value": 1.0, "passes": [1.0, 2.0, 1.1]},
+            "stable": {"value": 1.0, "passes": [1.0, 1.05, 0.98]},
+        },
+    }
+    now = {
+        "noisy": gate.Figure("noisy", 3.0, "x", "extra"),
+        "stable": gate.Figure("stable", 2.2, "x", "extra"),
+    }
+    failed = {v.name for v in gate.compare(base, now, 2.0) if v.failed}
+    assert failed == {"stable"}
+    now["noisy"] = gate.Figure("noisy", 4.5, "x", "extra")
+    failed = {v.name for v in gate.compare(base, now, 2.0) if v.failed}
+    assert failed == {"noisy", "stable"}
+
+
 def test_floor_keeps_tiny_ratios_from_flapping() -> None:
     base = {"threshold": 2.0, "metrics": {"e2e_stdio_overhead": {"value": 0.05, "floor": 0.5}}}
     now = {"e2e_stdio_overhead": gate.Figure("e2e_stdio_overhead", 0.3, "x", "extra")}

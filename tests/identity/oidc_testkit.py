@@ -9,14 +9,22 @@ count every request it received.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
+import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -119,6 +127,8 @@ class _Handler(BaseHTTPRequestHandler):
         if mode == "error":
             self._send(503, b'{"error":"temporarily_unavailable"}')
             return
+        if mode == "slow":
+            time.sleep(1.0)
         if self.path == issuer.discovery_path:
             document = {
                 "issuer": issuer.advertised_issuer or issuer.url,
@@ -147,6 +157,10 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     owner: TestIssuer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (a test cancelling a slow fetch) is expected.
+        pass
 
 
 class TestIssuer:
@@ -200,3 +214,55 @@ class TestIssuer:
 
     def token(self, key: SigningKey | None = None, **overrides: Any) -> str:
         return sign(key or self.keys[0], claims(self.url, **overrides))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, limit: float = 60.0) -> None:
+    """Poll (bounded) until ``url`` answers with any status, or ``proc`` dies."""
+    deadline = time.monotonic() + limit
+    while True:
+        assert proc.poll() is None, log.read_text(errors="replace")
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 (loopback URL we built)
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"{url} did not answer: {log.read_text()}"
+            time.sleep(0.1)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@contextlib.contextmanager
+def recording_upstream(tmp: Path) -> Iterator[tuple[str, Path]]:
+    """A real SDK MCP server subprocess that records every request's headers;
+    yields (its /mcp URL, the JSONL file of recorded requests)."""
+    port = free_port()
+    record = tmp / f"upstream-{port}-headers.jsonl"
+    log = tmp / f"upstream-{port}.out"
+    script = Path(__file__).with_name("identity_upstream.py")
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(port), str(record)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc, log)
+        yield f"http://127.0.0.1:{port}/mcp", record
+    finally:
+        stop_process(proc)

@@ -10,11 +10,6 @@ import asyncio
 import json
 import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +17,7 @@ from typing import Any
 import httpx2
 import orjson
 import pytest
-from oidc_testkit import AUDIENCE, TestIssuer, ec_key
+from oidc_testkit import AUDIENCE, TestIssuer, ec_key, free_port, recording_upstream
 
 from agentwall.audit.keys import AuditKey
 from agentwall.audit.log import AuditLog, LocalAuditSink
@@ -41,7 +36,6 @@ from agentwall.policy import filter_tools_list, loads_policy
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-HERE = Path(__file__).resolve().parent
 UPSTREAM_SECRET = "upstream-own-secret-7d1f"
 
 POLICY = """
@@ -63,12 +57,6 @@ tools:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def issuer() -> Iterator[TestIssuer]:
     server = TestIssuer([ec_key("ec-1")]).start()
@@ -78,34 +66,8 @@ def issuer() -> Iterator[TestIssuer]:
 
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    tmp = tmp_path_factory.mktemp("upstream")
-    port = _free_port()
-    record = tmp / "headers.jsonl"
-    out = (tmp / "server.out").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "identity_upstream.py"), str(port), str(record)],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp / "server.out").read_text()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "upstream did not start"
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/mcp", record
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        out.close()
+    with recording_upstream(tmp_path_factory.mktemp("upstream")) as found:
+        yield found
 
 
 def _params(header: str) -> dict[str, str]:
@@ -179,7 +141,7 @@ def test_identity_through_the_front_end(
             class_claims=sorted(policy.identity_claims_used),
         )
         assert await auth.start()
-        port = _free_port()
+        port = free_port()
         with AuditLog.open(log_path, AuditKey(os.urandom(32), source="test")) as log:
             sink = LocalAuditSink(log)
             pool = CredentialedUpstreamPool(

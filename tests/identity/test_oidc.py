@@ -440,3 +440,27 @@ def test_reconfigure_keeps_or_refetches_keys(issuer: TestIssuer) -> None:
         await auth.aclose()
 
     run(scenario())
+
+
+def test_reconfigure_drops_a_fetch_in_flight_for_the_old_issuer(issuer: TestIssuer) -> None:
+    other = TestIssuer([ed25519_key("other-1")]).start()
+    try:
+
+        async def scenario() -> None:
+            auth = await started(make_auth(issuer, Clock()))
+            issuer.mode = "slow"
+            stale = asyncio.create_task(auth.refresh("scheduled"))  # old issuer, slow
+            await asyncio.sleep(0.1)
+            await auth.reconfigure(
+                coerce_identity_config({"issuer": other.url, "audience": AUDIENCE})
+            )
+            assert stale.cancelled() or stale.done()
+            # Only the new issuer's keys are in the new verifier.
+            assert set(auth.verifier.jwks.keys) == {"other-1"}
+            assert (await auth.verify(other.token())).issuer == other.url
+            await auth.aclose()
+
+        run(scenario())
+    finally:
+        issuer.mode = "ok"
+        other.stop()

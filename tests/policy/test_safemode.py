@@ -100,7 +100,7 @@ POSITIVE: dict[str, list[str]] = {
         "http://192.168.0.1/", "http://172.16.5.4/", "http://0.0.0.0:9200/", "http://127.1/",
         "http://2130706433/", "http://0x7f000001/", "postgres://user@localhost:5432/db",
         "redis://10.0.0.8:6379", "http://app.localhost/", "http://127.0.0.1.nip.io/",
-        "http://[fc00::1]/",
+        "http://[fc00::1]/", "http://localtest.me/", "http://lvh.me:3000/", "http://a.localtest.me/",
     ],
 }
 for _rule_id, _sample in SECRET_SAMPLES.items():
