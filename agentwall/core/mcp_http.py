@@ -23,6 +23,7 @@ import orjson
 
 from agentwall.errors import (
     HEADER_MISMATCH,
+    INVALID_PARAMS,
     INVALID_REQUEST,
     UNSUPPORTED_PROTOCOL_VERSION,
 )
@@ -477,6 +478,17 @@ def check_body_headers(
             meta_obj = params.get("_meta")
             if isinstance(meta_obj, dict):
                 body_version = meta_obj.get(PROTOCOL_VERSION_META_KEY)
+        if not isinstance(body_version, str):
+            # A 2026-07-28 request without params._meta and its
+            # protocolVersion is malformed: invalid params, not a header that
+            # lies (conformance checks sep-2575-request-meta-invalid-*).
+            return rpc_error_reply(
+                400,
+                INVALID_PARAMS,
+                f"params._meta[{PROTOCOL_VERSION_META_KEY!r}] is required (a string) "
+                f"under protocol version {meta.protocol_version}",
+                rpc_id=rpc_id,
+            )
         if body_version != meta.protocol_version:
             return mismatch(
                 f"MCP-Protocol-Version header value {meta.protocol_version!r} does not match "

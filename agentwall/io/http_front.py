@@ -550,6 +550,24 @@ class ExchangeContext:
         return waiting
 
 
+def _with_request_id(reply: mh.HttpReply, body: bytes, max_size: int) -> mh.HttpReply:
+    """A JSON-RPC error about the request's head (unknown protocol version,
+    a header that lies), addressed to the request's id when the body is one
+    readable request, so that the client can match it (conformance check
+    sep-2575-http-server-error-jsonrpc-id)."""
+    try:
+        message = parse(body, max_size=max_size).message
+        answer = orjson.loads(reply.body)
+    except (FrameError, orjson.JSONDecodeError):
+        return reply
+    if not isinstance(message, Request) or not isinstance(answer, dict) or "error" not in answer:
+        return reply
+    if answer.get("id") is not None:
+        return reply
+    answer["id"] = message.id
+    return msgspec.structs.replace(reply, body=orjson.dumps(answer))
+
+
 def _join(messages: list[bytes]) -> bytes:
     return b"[" + b",".join(messages) + b"]"
 
@@ -1041,6 +1059,8 @@ class Proxy:
         meta = mh.read_request_meta(req.headers)
         reply = self._precheck(conn, req, meta)
         if reply is not None:
+            if reply.status == 400:
+                reply = _with_request_id(reply, body, self.config.max_body_bytes)
             conn.send_reply(reply)
             return
         who = None if self.authenticator is None else await self._identify(conn, meta, path)

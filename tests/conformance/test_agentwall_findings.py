@@ -86,12 +86,6 @@ def test_unsupported_version_directly(stack: tuple[str, Proxy]) -> None:
     assert message["error"]["code"] == -32022
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="http_front answers an unknown MCP-Protocol-Version (-32022, HTTP 400) "
-    "before parsing the body, with id null although the request's id is readable "
-    "(harness check sep-2575-http-server-error-jsonrpc-id)",
-)
 def test_unsupported_version_error_carries_the_request_id(stack: tuple[str, Proxy]) -> None:
     status, message = unsupported_version(stack[1].url)
     assert status == 400
@@ -112,12 +106,6 @@ def test_missing_meta_directly(stack: tuple[str, Proxy]) -> None:
     assert (status, message["error"]["code"]) == (400, -32602)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="under MCP-Protocol-Version 2026-07-28 a request without params._meta "
-    "(or without its protocolVersion) is malformed, -32602 (harness checks "
-    "sep-2575-request-meta-invalid-*); http_front calls it a header mismatch, -32020",
-)
 def test_missing_meta_is_invalid_params(stack: tuple[str, Proxy]) -> None:
     status, message = missing_meta(stack[1].url)
     assert (status, message["error"]["code"]) == (400, -32602)

@@ -373,8 +373,10 @@ def test_an_unknown_protocol_version_header_is_400(stack: tuple[str, Proxy], bad
         statuses.append(reply.status)
         raw.send("DELETE", session=session)
         if url == proxy.url:
-            assert reply.answer(None)["error"]["code"] == -32022
-            assert "2025-11-25" in reply.answer(None)["error"]["data"]["supported"]
+            # Addressed to the request's id, which is readable
+            # (harness check sep-2575-http-server-error-jsonrpc-id).
+            assert reply.answer(1)["error"]["code"] == -32022
+            assert "2025-11-25" in reply.answer(1)["error"]["data"]["supported"]
     assert statuses == [400, 400]
 
 

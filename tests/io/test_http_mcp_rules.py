@@ -186,9 +186,13 @@ def test_protocol_version_header_must_match_meta() -> None:
     reply = check(m, "tools/list", {"_meta": {mh.PROTOCOL_VERSION_META_KEY: "2025-11-25"}})
     assert reply is not None
     assert body_of(reply)["error"]["code"] == HEADER_MISMATCH
-    reply = check(m, "tools/list", {})
-    assert reply is not None
-    assert body_of(reply)["error"]["code"] == HEADER_MISMATCH
+    # Without params._meta's protocolVersion the request is malformed:
+    # invalid params (2026-07-28), not a header mismatch.
+    for params in ({}, {"_meta": {}}, {"_meta": {mh.PROTOCOL_VERSION_META_KEY: 7}}):
+        reply = check(m, "tools/list", params)
+        assert reply is not None
+        assert reply.status == 400
+        assert body_of(reply)["error"]["code"] == -32602
 
 
 def test_undecodable_name_header_is_mismatch() -> None:
