@@ -532,8 +532,9 @@ def _is_default(value: Any, field: msgspec.structs.FieldInfo) -> bool:
         return False  # a required field is always in the form
     # Compared as canonical JSON, not with ==: True == 1 and 1 == 1.0 in
     # Python, but they are different values in a policy.
-    return bool(canonical_json(msgspec.to_builtins(value))
-                == canonical_json(msgspec.to_builtins(default)))
+    return bool(
+        canonical_json(msgspec.to_builtins(value)) == canonical_json(msgspec.to_builtins(default))
+    )
 
 
 def policy_hash(model: PolicyModel) -> str:

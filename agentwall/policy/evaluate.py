@@ -493,9 +493,6 @@ def _file_uri_within(uri: str, roots: tuple[str, ...]) -> bool:
     return is_within(path, roots)
 
 
-
-
-
 def may_call_tool(policy: Policy, name: str, identity: Identity | None) -> bool:
     """Whether a caller could call ``name`` at all (ignoring its arguments)."""
     tool = policy._tools.get(name)

@@ -62,58 +62,68 @@ _WRAPPER = (
 
 # What destructive_rm protects: /, /*, /., ~, ~user, $HOME, ${HOME}, ${HOME:?}
 # (and their /* and /.. forms: ~/../.. is /), as a whole operand.
-_RM_TARGET_NO_END = (
-    r"(?:/|/\*/?|/\.|(?:~[a-z0-9_-]*|\$\{?home(?::[?-][^}\s]*)?\}?)(?:/\.\.)*/?\*?)"
-)
+_RM_TARGET_NO_END = r"(?:/|/\*/?|/\.|(?:~[a-z0-9_-]*|\$\{?home(?::[?-][^}\s]*)?\}?)(?:/\.\.)*/?\*?)"
 _RM_TARGET = _RM_TARGET_NO_END + r"(?:$|[\s;&|)`])"
 _RM_WORD = r"[^\s;&|`)]+"
 
 TEXT_RULES: tuple[SafeRule, ...] = (
     SafeRule(
-        "safe_mode.path.ssh", SENSITIVE_PATH, "access to SSH keys or the .ssh directory",
+        "safe_mode.path.ssh",
+        SENSITIVE_PATH,
+        "access to SSH keys or the .ssh directory",
         rf"{_B}\.ssh{_E}|(?:^|[^a-z0-9_.-])id_(?:rsa|dsa|ecdsa|ed25519)(?:_sk)?(?:$|[^a-z0-9_-])"
         r"|/etc/ssh/ssh_host_[a-z0-9_]*key(?:$|[^a-z0-9_.-])",
     ),
     SafeRule(
-        "safe_mode.path.cloud_credentials", SENSITIVE_PATH,
+        "safe_mode.path.cloud_credentials",
+        SENSITIVE_PATH,
         "access to cloud credentials (AWS, GCP, Azure)",
         rf"{_B}\.aws(?:/|$)|{_B}\.azure(?:/|$)|{_B}\.config/gcloud(?:/|$)"
         r"|application_default_credentials\.json|/\.config/azure(?:/|$)",
     ),
     SafeRule(
-        "safe_mode.path.kube_config", SENSITIVE_PATH,
+        "safe_mode.path.kube_config",
+        SENSITIVE_PATH,
         "access to Kubernetes credentials",
         rf"{_B}\.kube(?:/|$)|/etc/kubernetes/(?:[a-z-]+\.conf|pki)(?:/|$|[^a-z0-9_-])"
         r"|/run/secrets/kubernetes\.io(?:/|$)",
     ),
     SafeRule(
-        "safe_mode.path.system_auth", SENSITIVE_PATH,
+        "safe_mode.path.system_auth",
+        SENSITIVE_PATH,
         "access to system password or sudo files",
         r"/etc/(?:shadow|gshadow|sudoers|master\.passwd|security/opasswd)(?:$|[^a-z0-9_])",
     ),
     SafeRule(
-        "safe_mode.path.docker", SENSITIVE_PATH,
+        "safe_mode.path.docker",
+        SENSITIVE_PATH,
         "access to the Docker socket or Docker credentials",
         rf"docker\.sock(?:$|[^a-z0-9_])|{_B}\.docker/config\.json",
     ),
     SafeRule(
-        "safe_mode.path.dotenv", SENSITIVE_PATH, "access to a .env file",
+        "safe_mode.path.dotenv",
+        SENSITIVE_PATH,
+        "access to a .env file",
         rf"{_B}\.env(?:\.[a-z0-9_-]+)*{_E}",
         exclude=r"\.(?:example|sample|template|dist|defaults|schema)",
     ),
     SafeRule(
-        "safe_mode.path.credential_files", SENSITIVE_PATH,
+        "safe_mode.path.credential_files",
+        SENSITIVE_PATH,
         "access to a credential file (.netrc, .git-credentials, .npmrc, .pypirc, ...)",
         rf"{_B}[._]netrc{_E}|{_B}\.git-credentials{_E}|{_B}\.npmrc{_E}|{_B}\.pypirc{_E}"
         rf"|{_B}\.pgpass{_E}|{_B}\.vault-token{_E}|{_B}\.cargo/credentials"
         rf"|{_B}\.config/gh/hosts\.yml|{_B}\.terraform\.d/credentials",
     ),
     SafeRule(
-        "safe_mode.path.gnupg", SENSITIVE_PATH, "access to GnuPG keys",
+        "safe_mode.path.gnupg",
+        SENSITIVE_PATH,
+        "access to GnuPG keys",
         rf"{_B}\.gnupg{_E}|private-keys-v1\.d|secring\.gpg",
     ),
     SafeRule(
-        "safe_mode.path.browser_profiles", SENSITIVE_PATH,
+        "safe_mode.path.browser_profiles",
+        SENSITIVE_PATH,
         "access to browser profile stores (cookies, saved passwords)",
         r"(?:\.config/(?:google-chrome|chromium|bravesoftware|microsoft-edge)"
         r"|\.mozilla/firefox|library/application support/(?:google/chrome|firefox"
@@ -121,13 +131,15 @@ TEXT_RULES: tuple[SafeRule, ...] = (
         r"|mozilla/firefox|microsoft/edge|bravesoftware))(?:/|$)",
     ),
     SafeRule(
-        "safe_mode.path.process_secrets", SENSITIVE_PATH,
+        "safe_mode.path.process_secrets",
+        SENSITIVE_PATH,
         "access to another process's environment or memory",
         r"/proc/(?:self|thread-self|[0-9]+)/(?:task/[0-9]+/)?(?:environ|mem|cmdline)(?:$|[^a-z0-9_])"
         r"|/proc/kcore(?:$|[^a-z0-9_])",
     ),
     SafeRule(
-        "safe_mode.rce.pipe_to_shell", RCE,
+        "safe_mode.rce.pipe_to_shell",
+        RCE,
         "a download piped into a shell or interpreter",
         # After the pipe, any run of wrappers that still run the next word as
         # a command (sudo -u root, env -i, doas, exec, nohup, busybox, ...)
@@ -140,7 +152,8 @@ TEXT_RULES: tuple[SafeRule, ...] = (
         r"|\$\{?shell\}?(?:$|[^a-z0-9_])|(?:source|\.)\s+/dev/(?:stdin|fd/0))",
     ),
     SafeRule(
-        "safe_mode.rce.download_exec", RCE,
+        "safe_mode.rce.download_exec",
+        RCE,
         "downloaded code executed through a shell substitution",
         r"(?:\b(?:sh|bash|zsh|ksh|dash|source|eval|python[0-9.]*|perl|ruby|node|php)\b"
         r"|(?:^|[\s;&|(])\.)\s*(?:-[a-z]+\s*)*[\"']?\s*(?:<\(|\$\(|`)\s*(?:sudo\s+)?"
@@ -155,7 +168,9 @@ TEXT_RULES: tuple[SafeRule, ...] = (
         r"(?:(?:urlopen|file_get_contents|fetch)\b|(?:get|open|read)\s*\(\s*[\"']https?:)",
     ),
     SafeRule(
-        "safe_mode.rce.reverse_shell", RCE, "a reverse shell",
+        "safe_mode.rce.reverse_shell",
+        RCE,
+        "a reverse shell",
         r"/dev/(?:tcp|udp)/"
         r"|\b(?:nc|ncat|netcat)\b[^\n;|&]*\s(?:-[a-z]*[ec][a-z]*|--exec|--sh-exec|--lua-exec)\b"
         r"|\bsocat\b[^\n]*\b(?:exec|system):"
@@ -171,7 +186,9 @@ TEXT_RULES: tuple[SafeRule, ...] = (
         r"|/inet/tcp/|\bztcp\b",
     ),
     SafeRule(
-        "safe_mode.rce.destructive_rm", RCE, "a destructive removal of / or the home directory",
+        "safe_mode.rce.destructive_rm",
+        RCE,
+        "a destructive removal of / or the home directory",
         rf"\brm\s+(?:-[a-z-]*\s+)*{_RM_TARGET}"
         # Other operands around it, with a recursive flag somewhere
         # ("rm -rf build /", "rm -r ./x ~ -f").
@@ -182,20 +199,27 @@ TEXT_RULES: tuple[SafeRule, ...] = (
         r"|\bfind\s+(?:/|~|\$\{?home\}?)\s[^\n]*-delete\b",
     ),
     SafeRule(
-        "safe_mode.rce.disk_wipe", RCE, "a command that overwrites a disk",
+        "safe_mode.rce.disk_wipe",
+        RCE,
+        "a command that overwrites a disk",
         r"\bmkfs(?:\.[a-z0-9]+)?\s[^\n;|&]*/dev/"
         r"|\bdd\b[^\n]*\bof=/dev/(?:sd|hd|vd|xvd|nvme|mmcblk|disk)",
     ),
     SafeRule(
-        "safe_mode.ssrf.metadata", SSRF, "a request to a cloud metadata endpoint",
+        "safe_mode.ssrf.metadata",
+        SSRF,
+        "a request to a cloud metadata endpoint",
         r"169\.254\.169\.254|fd00:ec2::254|metadata\.google\.internal|100\.100\.100\.200",
     ),
     SafeRule(
-        "safe_mode.ssrf.scheme", SSRF, "a file:, gopher: or dict: URL",
+        "safe_mode.ssrf.scheme",
+        SSRF,
+        "a file:, gopher: or dict: URL",
         r"(?:^|[^a-z0-9+.-])(?:file|gopher|dict|netdoc|phar|expect):/",
     ),
     SafeRule(
-        "safe_mode.ssrf.private_network", SSRF,
+        "safe_mode.ssrf.private_network",
+        SSRF,
         "a URL pointing to a loopback or private network address",
         None,
     ),
@@ -297,6 +321,7 @@ def _unescape(text: str) -> str:
     """\\uXXXX and \\xXX escapes written as text (a server that decodes the
     argument again would see the characters).  Surrogate escapes stay as
     written: a lone surrogate cannot be matched and is not a character."""
+
     def _char(m: Any) -> str:
         code = int(m.group(1) or m.group(2), 16)
         return m.group(0) if 0xD800 <= code <= 0xDFFF else chr(code)
@@ -516,8 +541,17 @@ def _glob_hits(form: str, candidates: list[str]) -> tuple[str, ...]:
 class SafeModeEngine:
     """Safe Mode compiled for one set of enabled rules."""
 
-    __slots__ = ("_allow", "_any", "_disabled", "_memo", "_metadata_on", "_private_on",
-                 "_rules", "_scheme_on", "disabled")
+    __slots__ = (
+        "_allow",
+        "_any",
+        "_disabled",
+        "_memo",
+        "_metadata_on",
+        "_private_on",
+        "_rules",
+        "_scheme_on",
+        "disabled",
+    )
 
     def __init__(self, disabled: Iterable[str], allow_private: Iterable[str] = ()) -> None:
         self.disabled = frozenset(disabled)
@@ -527,9 +561,7 @@ class SafeModeEngine:
             (r, compile_re2(r.source or ""), compile_re2(r.exclude) if r.exclude else None)
             for r in enabled
         )
-        self._any = (
-            compile_re2("|".join(f"(?:{r.source})" for r in enabled)) if enabled else None
-        )
+        self._any = compile_re2("|".join(f"(?:{r.source})" for r in enabled)) if enabled else None
         self._scheme_on = SCHEME_RULE not in self.disabled
         self._metadata_on = METADATA_RULE not in self.disabled
         self._private_on = PRIVATE_RULE not in self.disabled
@@ -606,8 +638,9 @@ class SafeModeEngine:
             # Only metadata counts here, and only in address-like spellings:
             # bare numbers such as order ids or versions stay allowed.
             m = _BARE_HOST.match(low)
-            if m is not None and ("." in m.group(1) or m.group(1)[:1] == "["
-                                  or m.group(1).startswith("0x")):
+            if m is not None and (
+                "." in m.group(1) or m.group(1)[:1] == "[" or m.group(1).startswith("0x")
+            ):
                 bare = m.group(1)
         if bare is not None:
             cls, _, _ = classify_host(bare)

@@ -161,3 +161,45 @@ def test_committed_baseline_is_well_formed() -> None:
     assert data["metrics"]
     for entry in data["metrics"].values():
         assert entry["value"] > 0
+
+
+def _many(scale: dict[str, float], base: float = 1.0) -> dict[str, gate.Figure]:
+    return {
+        name: gate.Figure(name, base * factor, name, "median/calibration", base * factor)
+        for name, factor in scale.items()
+    }
+
+
+def test_a_differently_balanced_machine_shifts_limits_by_the_median_ratio() -> None:
+    # CI's runner: unchanged code, micro figures 1.0-2.1x their baseline.
+    names = [f"b::f{i}" for i in range(12)]
+    baseline = {
+        "metrics": {n: {"value": 1.0, "value_min": 1.0} for n in names},
+    }
+    shifted = dict(
+        zip(names, [1.0, 1.1, 1.3, 1.3, 1.4, 1.5, 1.5, 1.6, 1.9, 2.0, 2.05, 2.1], strict=True)
+    )
+    verdicts = gate.compare(baseline, _many(shifted), 2.0)
+    assert not any(v.failed for v in verdicts)
+    assert verdicts[0].machine_factor == pytest.approx(1.5)
+    assert "machine factor" in gate.render(verdicts, _many(shifted), baseline)
+    # A real regression is out of line with the rest of the same run.
+    shifted["b::f3"] = 4.0
+    failed = {v.name for v in gate.compare(baseline, _many(shifted), 2.0) if v.failed}
+    assert failed == {"b::f3"}
+
+
+def test_machine_factor_never_tightens_and_needs_many_figures() -> None:
+    assert gate.machine_factor([0.5] * 20) == 1.0
+    assert gate.machine_factor([3.0] * 3) == 1.0
+    assert gate.machine_factor([1.0] * 5 + [3.0] * 6) == 3.0
+
+
+def test_machine_factor_does_not_loosen_e2e_ratios() -> None:
+    names = [f"b::f{i}" for i in range(10)]
+    baseline = {"metrics": {n: {"value": 1.0} for n in names}}
+    baseline["metrics"]["e2e_overhead_c1"] = {"value": 1.0}
+    now = _many(dict.fromkeys(names, 1.8))
+    now["e2e_overhead_c1"] = gate.Figure("e2e_overhead_c1", 2.5, "x", "extra")
+    failed = {v.name for v in gate.compare(baseline, now, 2.0) if v.failed}
+    assert failed == {"e2e_overhead_c1"}

@@ -127,8 +127,7 @@ class Rig:
         # Let the pool heal before the next example.
         deadline = time.monotonic() + 20
         while killed and (
-            len(self.pool.worker_pids()) < 2
-            or not all(w.ready for w in self.pool.health().workers)
+            len(self.pool.worker_pids()) < 2 or not all(w.ready for w in self.pool.health().workers)
         ):
             assert time.monotonic() < deadline, self.pool.health()
             await asyncio.sleep(0.02)

@@ -29,9 +29,16 @@ def make_call(
     except (ValueError, TypeError, RecursionError):
         raw = b""
     return Call(
-        call_id="t-1", session="s-1", transport="stdio", origin=origin,
+        call_id="t-1",
+        session="s-1",
+        transport="stdio",
+        origin=origin,
         kind=kind,  # type: ignore[arg-type]
-        rpc_id=1, method=method, target=target, params=params, params_json=raw,
+        rpc_id=1,
+        method=method,
+        target=target,
+        params=params,
+        params_json=raw,
         identity=identity,
     )
 

@@ -92,18 +92,19 @@ def test_public_model_is_typed(policy: Policy) -> None:
 
 
 def test_hash_is_stable_across_formatting_but_not_meaning(policy: Policy) -> None:
-    reformatted = POLICY.replace("{name: path, type: string, required: true, within: "
-                                 "[\"/workspace\"]}",
-                                 "- name: path\n        type: string\n        required: true\n"
-                                 "        within:\n          - /workspace").replace(
-        "      - - name", "      - name")
+    reformatted = POLICY.replace(
+        '{name: path, type: string, required: true, within: ["/workspace"]}',
+        "- name: path\n        type: string\n        required: true\n"
+        "        within:\n          - /workspace",
+    ).replace("      - - name", "      - name")
     other = policy_from(reformatted)
     assert other.hash == policy.hash
     changed = policy_from(POLICY.replace("calls_per_second: 5", "calls_per_second: 6"))
     assert changed.hash != policy.hash
     # An explicit default means the same thing as leaving it out.
-    explicit = policy_from(POLICY.replace("    risk: low\n",
-                                          "    risk: low\n    additional_parameters: deny\n"))
+    explicit = policy_from(
+        POLICY.replace("    risk: low\n", "    risk: low\n    additional_parameters: deny\n")
+    )
     assert explicit.hash == policy.hash
 
 
@@ -126,21 +127,32 @@ def test_identity_rule_denies_without_identity(policy: Policy) -> None:
 @pytest.mark.parametrize(
     ("identity", "category", "why"),
     [
-        (Identity("alice", "i", ("deploy:write",), claims={"groups": ["dev", "release"]}),
-         "tool", ""),
+        (
+            Identity("alice", "i", ("deploy:write",), claims={"groups": ["dev", "release"]}),
+            "tool",
+            "",
+        ),
         (Identity("alice", "i", ("deploy:write", "x"), claims={"groups": "release"}), "tool", ""),
-        (Identity("carol", "i", ("deploy:write",), claims={"groups": ["release"]}),
-         "identity_subject", "subject"),
-        (Identity("alice", "i", ("deploy:write",), claims={"groups": ["dev"]}),
-         "identity_claims", "groups"),
+        (
+            Identity("carol", "i", ("deploy:write",), claims={"groups": ["release"]}),
+            "identity_subject",
+            "subject",
+        ),
+        (
+            Identity("alice", "i", ("deploy:write",), claims={"groups": ["dev"]}),
+            "identity_claims",
+            "groups",
+        ),
         (Identity("alice", "i", ("deploy:write",), claims={}), "identity_claims", "groups"),
-        (Identity("alice", "i", ("deploy:write",), claims={"groups": [True]}),
-         "identity_claims", "groups"),
+        (
+            Identity("alice", "i", ("deploy:write",), claims={"groups": [True]}),
+            "identity_claims",
+            "groups",
+        ),
         (Identity("alice", "i", (), claims={"groups": "release"}), "identity_scope", "scope"),
     ],
 )
-def test_identity_rule_parts(policy: Policy, identity: Identity, category: str,
-                             why: str) -> None:
+def test_identity_rule_parts(policy: Policy, identity: Identity, category: str, why: str) -> None:
     d = decide(policy, tool_call("deploy", {}, identity=identity))
     assert d.verdict == ("allow" if category == "tool" else "deny"), d
     assert d.category == category
@@ -172,8 +184,7 @@ def test_filter_tools_list(policy: Policy) -> None:
     assert filter_tools_list(policy, {"tools": 5}, None) == {"tools": []}
     # With no policy every tool is visible.
     everything = filter_tools_list(load_policy(None), result, None)
-    assert [t["name"] for t in everything["tools"]] == ["read_file", "deploy", "drop_db",
-                                                        "unknown"]
+    assert [t["name"] for t in everything["tools"]] == ["read_file", "deploy", "drop_db", "unknown"]
 
 
 def test_policy_pickles_as_its_source(policy: Policy) -> None:

@@ -35,8 +35,9 @@ def _write(tmp_path: Path, name: str, content: object) -> Path:
     return p
 
 
-def test_validate_only_prints_a_summary(policy_file: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_only_prints_a_summary(
+    policy_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["test", "--policy", str(policy_file)]) == 0
     out = capsys.readouterr().out
     assert "policy OK" in out
@@ -47,8 +48,9 @@ def test_validate_only_prints_a_summary(policy_file: Path,
     assert len(summary["hash"]) == 64
 
 
-def test_bad_policy_exits_2_with_position(tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_policy_exits_2_with_position(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = _write(tmp_path, "bad.yaml", POLICY.replace("    risk: low", "    rsik: low"))
     assert main(["test", "--policy", str(bad)]) == 2
     err = capsys.readouterr().err
@@ -61,8 +63,9 @@ def test_missing_policy_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "cannot read the policy" in capsys.readouterr().err
 
 
-def test_cases_one_line_each_and_exit_codes(policy_file: Path, tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_cases_one_line_each_and_exit_codes(
+    policy_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cases = [
         {"tool": "read_file", "arguments": {"path": "/workspace/a"}, "expect": "allow"},
         {"tool": "read_file", "arguments": {"path": "/etc/passwd"}, "expect": "deny"},
@@ -100,38 +103,67 @@ def test_cases_one_line_each_and_exit_codes(policy_file: Path, tmp_path: Path,
         ("[1]", "must be an object"),
     ],
 )
-def test_unusable_cases_exit_2(policy_file: Path, tmp_path: Path, content: str, message: str,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_unusable_cases_exit_2(
+    policy_file: Path,
+    tmp_path: Path,
+    content: str,
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     f = _write(tmp_path, "cases.json", content)
     assert main(["test", "--policy", str(policy_file), str(f)]) == 2
     assert message in capsys.readouterr().err
 
 
-def test_no_policy_means_safe_mode_with_a_warning(tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    f = _write(tmp_path, "cases.json", [
-        {"tool": "anything", "arguments": {"p": "/home/u/.aws/credentials"}, "expect": "deny"},
-        {"tool": "anything", "arguments": {"p": "hello"}, "expect": "allow"},
-    ])
+def test_no_policy_means_safe_mode_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = _write(
+        tmp_path,
+        "cases.json",
+        [
+            {"tool": "anything", "arguments": {"p": "/home/u/.aws/credentials"}, "expect": "deny"},
+            {"tool": "anything", "arguments": {"p": "hello"}, "expect": "allow"},
+        ],
+    )
     assert main(["test", str(f)]) == 0
     captured = capsys.readouterr()
     assert "SAFE MODE ONLY" in captured.err
     assert "safe_mode.path.cloud_credentials" in captured.out
 
 
-def test_audit_log_replay(policy_file: Path, tmp_path: Path,
-                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_audit_log_replay(
+    policy_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     entries = [
         {"v": 1, "seq": 0, "event": "proxy_start"},
-        {"v": 1, "seq": 1, "event": "decision", "method": "tools/call", "target": "read_file",
-         "decision": "allow", "params": {"name": "read_file",
-                                         "arguments": {"path": "/workspace/a"}}},
-        {"v": 1, "seq": 2, "event": "decision", "method": "tools/call", "target": "read_file",
-         "decision": "allow"},
-        {"v": 1, "seq": 3, "event": "decision", "method": "tools/call", "target": "read_file",
-         "decision": "allow", "params": {"name": "read_file",
-                                         "arguments": {"path": "/srv/x"}},
-         "masked": ["/arguments/token"]},
+        {
+            "v": 1,
+            "seq": 1,
+            "event": "decision",
+            "method": "tools/call",
+            "target": "read_file",
+            "decision": "allow",
+            "params": {"name": "read_file", "arguments": {"path": "/workspace/a"}},
+        },
+        {
+            "v": 1,
+            "seq": 2,
+            "event": "decision",
+            "method": "tools/call",
+            "target": "read_file",
+            "decision": "allow",
+        },
+        {
+            "v": 1,
+            "seq": 3,
+            "event": "decision",
+            "method": "tools/call",
+            "target": "read_file",
+            "decision": "allow",
+            "params": {"name": "read_file", "arguments": {"path": "/srv/x"}},
+            "masked": ["/arguments/token"],
+        },
     ]
     log = _write(tmp_path, "audit.log", "\n".join(json.dumps(e) for e in entries) + "\n")
     assert main(["test", "--policy", str(policy_file), str(log)]) == 0
@@ -146,8 +178,9 @@ def test_audit_log_replay(policy_file: Path, tmp_path: Path,
     assert "--log-params" in out
 
 
-def test_replay_of_a_real_audit_log(policy_file: Path, tmp_path: Path,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_replay_of_a_real_audit_log(
+    policy_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A log written by the audit part itself, with and without --log-params."""
     from agentwall.audit.keys import AuditKey
     from agentwall.audit.log import AuditLog
@@ -164,13 +197,17 @@ def test_replay_of_a_real_audit_log(policy_file: Path, tmp_path: Path,
     ]
     log_path = tmp_path / "audit.log"
     with AuditLog.open(log_path, AuditKey(b"k" * 32, source="test")) as log:
-        events = [decision_event(c, evaluate(old_policy, c, 0), latency_us=1, log_params=True)
-                  for c in calls]
-        events.append(decision_event(calls[0], evaluate(old_policy, calls[0], 0),
-                                     latency_us=1, log_params=False))
+        events = [
+            decision_event(c, evaluate(old_policy, c, 0), latency_us=1, log_params=True)
+            for c in calls
+        ]
+        events.append(
+            decision_event(
+                calls[0], evaluate(old_policy, calls[0], 0), latency_us=1, log_params=False
+            )
+        )
         log.append_batch(events)
-    assert main(["test", "--policy", str(policy_file), str(log_path), "--format",
-                 "json"]) == 0
+    assert main(["test", "--policy", str(policy_file), str(log_path), "--format", "json"]) == 0
     out = json.loads(capsys.readouterr().out)
     got = [(c["verdict"], c.get("logged")) for c in out["cases"]]
     # New policy: /etc/hosts is outside /workspace, and an undeclared argument

@@ -10,10 +10,21 @@ from agentwall.policy import loader
 from agentwall.policy.safemode import SAFE_RULE_IDS
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "policy.md").read_text(encoding="utf-8")
-KEYS = sorted(set(loader.TOP_KEYS + loader.TOOL_KEYS + loader.PARAM_KEYS + loader.RESOURCE_KEYS
-                  + loader.PROMPT_KEYS + loader.IDENTITY_KEYS + loader.IDENTITY_RULE_KEYS
-                  + loader.SESSION_KEYS + loader.LIMIT_KEYS + loader.SAFE_MODE_KEYS
-                  + loader.RATE_KEYS))
+KEYS = sorted(
+    set(
+        loader.TOP_KEYS
+        + loader.TOOL_KEYS
+        + loader.PARAM_KEYS
+        + loader.RESOURCE_KEYS
+        + loader.PROMPT_KEYS
+        + loader.IDENTITY_KEYS
+        + loader.IDENTITY_RULE_KEYS
+        + loader.SESSION_KEYS
+        + loader.LIMIT_KEYS
+        + loader.SAFE_MODE_KEYS
+        + loader.RATE_KEYS
+    )
+)
 
 
 @pytest.mark.parametrize("key", KEYS)

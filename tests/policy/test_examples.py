@@ -24,8 +24,16 @@ def test_the_expected_families_are_shipped() -> None:
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
 def test_example_passes_its_cases(example: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["test", "--policy", str(example / "policy.yaml"), str(example / "cases.json"),
-                 "--format", "json"])
+    code = main(
+        [
+            "test",
+            "--policy",
+            str(example / "policy.yaml"),
+            str(example / "cases.json"),
+            "--format",
+            "json",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     failed = [c for c in out["cases"] if not c["ok"]]
     assert failed == []
@@ -44,8 +52,9 @@ def test_example_is_deny_by_default_with_risks(example: Path) -> None:
     assert policy.session_rate is not None
 
 
-def test_flipping_an_expectation_fails_the_run(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_flipping_an_expectation_fails_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     example = POLICIES / "filesystem"
     cases = json.loads((example / "cases.json").read_text())
     cases[0]["expect"] = "deny" if cases[0]["expect"] == "allow" else "allow"
@@ -59,9 +68,19 @@ def test_flipping_an_expectation_fails_the_run(tmp_path: Path,
 def test_console_script_end_to_end() -> None:
     example = POLICIES / "web_fetch"
     proc = subprocess.run(
-        [sys.executable, "-m", "agentwall", "test", "--policy", str(example / "policy.yaml"),
-         str(example / "cases.json")],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "agentwall",
+            "test",
+            "--policy",
+            str(example / "policy.yaml"),
+            str(example / "cases.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0 failed" in proc.stdout

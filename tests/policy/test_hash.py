@@ -62,9 +62,7 @@ def test_a_new_optional_key_with_its_default_keeps_the_hash() -> None:
     assert policy_hash(future) == policy_hash(model)
     # ... and setting the new key is a change of meaning.
     assert policy_hash(_as(_ModelWithNewKey, model, future_flag=True)) != policy_hash(model)
-    assert policy_hash(_as(_ModelWithNewKey, model, future_section={"a": 1})) != policy_hash(
-        model
-    )
+    assert policy_hash(_as(_ModelWithNewKey, model, future_section={"a": 1})) != policy_hash(model)
     changed_tool = (_as(_ToolRuleWithNewKey, model.tools[0], future_option="x"),)
     assert policy_hash(_as(_ModelWithNewKey, model, tools=changed_tool)) != policy_hash(model)
 
@@ -107,22 +105,28 @@ MEANINGS = [
     BASE.replace("tools:\n", "methods: {ping: deny}\ntools:\n"),
     BASE.replace("tools:\n", "description: x\ntools:\n"),
     BASE.replace("tools:\n", "identity: {issuer: 'https://a.example', audience: b}\ntools:\n"),
-    BASE.replace("tools:\n", "identity: {issuer: 'https://a.example', audience: b, "
-                             "clock_skew_seconds: 0}\ntools:\n"),
-    BASE.replace("tools:\n", "identity: {issuer: 'https://a.example', audience: b, "
-                             "algorithms: [RS256]}\ntools:\n"),
-    BASE.replace("tools:\n", "identity: {issuer: 'https://a.example', audience: [b, c]}\n"
-                             "tools:\n"),
+    BASE.replace(
+        "tools:\n",
+        "identity: {issuer: 'https://a.example', audience: b, clock_skew_seconds: 0}\ntools:\n",
+    ),
+    BASE.replace(
+        "tools:\n",
+        "identity: {issuer: 'https://a.example', audience: b, algorithms: [RS256]}\ntools:\n",
+    ),
+    BASE.replace("tools:\n", "identity: {issuer: 'https://a.example', audience: [b, c]}\ntools:\n"),
     # No parameters (any arguments) and an empty list (no arguments) differ.
-    BASE.replace("    parameters:\n      - {name: path, type: string, within: [\"/workspace\"]}\n",
-                 ""),
-    BASE.replace("    parameters:\n      - {name: path, type: string, within: [\"/workspace\"]}\n",
-                 "    parameters: []\n"),
+    BASE.replace(
+        '    parameters:\n      - {name: path, type: string, within: ["/workspace"]}\n', ""
+    ),
+    BASE.replace(
+        '    parameters:\n      - {name: path, type: string, within: ["/workspace"]}\n',
+        "    parameters: []\n",
+    ),
     # A true that is not a 1, a 1 that is not a 1.5.
-    BASE.replace("type: string, within: [\"/workspace\"]", "enum: [true]"),
-    BASE.replace("type: string, within: [\"/workspace\"]", "enum: [1]"),
-    BASE.replace("type: string, within: [\"/workspace\"]", "maximum: 1.5"),
-    BASE.replace("type: string, within: [\"/workspace\"]", "maximum: 1"),
+    BASE.replace('type: string, within: ["/workspace"]', "enum: [true]"),
+    BASE.replace('type: string, within: ["/workspace"]', "enum: [1]"),
+    BASE.replace('type: string, within: ["/workspace"]', "maximum: 1.5"),
+    BASE.replace('type: string, within: ["/workspace"]', "maximum: 1"),
 ]
 
 

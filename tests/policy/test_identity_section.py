@@ -55,15 +55,20 @@ def test_identity_layer_accepts_and_uses_what_the_loader_produces() -> None:
     assert config.scopes_supported == ("tools:read", "deploy:read", "deploy:write", "admin")
     # The hierarchy is expanded transitively by the verifier's scope reader.
     assert token_scopes({"scope": "admin"}, config.scope_implies) == (
-        "admin", "deploy:read", "deploy:write", "tools:read",
+        "admin",
+        "deploy:read",
+        "deploy:write",
+        "tools:read",
     )
     assert token_scopes({"scope": "deploy:write"}, config.scope_implies) == (
-        "deploy:read", "deploy:write",
+        "deploy:read",
+        "deploy:write",
     )
     # RFC 9728: the configured resource wins over the request's Host, and the
     # metadata document advertises the supported scopes.
-    url = resource_url(config, scheme="http", host="127.0.0.1:9", path="/mcp",
-                       fallback_host="127.0.0.1:9")
+    url = resource_url(
+        config, scheme="http", host="127.0.0.1:9", path="/mcp", fallback_host="127.0.0.1:9"
+    )
     assert url == "https://mcp.example.com/mcp"
     doc = protected_resource_metadata(config, url)
     assert doc["scopes_supported"] == ["tools:read", "deploy:read", "deploy:write", "admin"]
@@ -75,7 +80,10 @@ def test_defaults_when_absent_match_the_identity_layer_defaults() -> None:
     assert policy.identity.audience == "b"
     config = coerce_identity_config(policy.identity)
     assert (config.audience, config.scope_implies, config.resource, config.scopes_supported) == (
-        ("b",), {}, None, ()
+        ("b",),
+        {},
+        None,
+        (),
     )
 
 
@@ -97,7 +105,6 @@ def test_each_new_key_changes_the_hash() -> None:
         "audience: b, scopes_supported: [read]",
     )
     assert len({loads_policy(base % v).hash for v in variants}) == len(variants)
-
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from agentwall.policy.secrets import SECRET_RULES, find_secret, mask_secrets
 GITHUB = "ghp_" + "A1b2C3d4E5" * 3 + "abcdef"
 SAMPLES = {
     "safe_mode.secret.private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk=\n"
-                                    "-----END OPENSSH PRIVATE KEY-----",
+    "-----END OPENSSH PRIVATE KEY-----",
     "safe_mode.secret.aws": "AKIAIOSFODNN7EXAMPLE",
     "safe_mode.secret.github": GITHUB,
     "safe_mode.secret.slack": "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
@@ -78,8 +78,15 @@ def test_unreadable_and_deep_values_do_not_raise() -> None:
 
 @pytest.mark.parametrize(
     "benign",
-    ["sk-short", "AKIA", "ghp_short", "task-ant-colony", "the sk_live_ prefix is documented",
-     "ssh-rsa AAAAB3NzaC1yc2E user@host", "-----BEGIN PUBLIC KEY-----"],
+    [
+        "sk-short",
+        "AKIA",
+        "ghp_short",
+        "task-ant-colony",
+        "the sk_live_ prefix is documented",
+        "ssh-rsa AAAAB3NzaC1yc2E user@host",
+        "-----BEGIN PUBLIC KEY-----",
+    ],
 )
 def test_benign_text_is_not_a_secret(benign: str) -> None:
     assert find_secret(benign) is None
