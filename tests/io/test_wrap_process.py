@@ -378,3 +378,37 @@ def test_log_max_bytes_must_be_positive(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert b"--log-max-bytes must be positive" in done.stderr
     assert not (tmp_path / "audit.log").exists()
+
+
+def test_agentwall_test_replays_a_wrap_log_with_each_messages_origin(tmp_path: Path) -> None:
+    """``agentwall test --policy P LOG`` re-judges logged calls; a message the
+    server sent (logged with ``detail.origin = "server"``) must be judged as
+    the server's, or every sampling request would replay as a client's."""
+    host, _ = start(tmp_path, "--log-params")
+    try:
+        host.initialize()
+        host.call(1, "ask", {})
+        asked = host.recv()
+        assert asked["method"] == "sampling/createMessage"
+        assert "result" in host.recv()
+        host.call(2, "run_command", {"command": "ls"})
+        assert host.recv()["error"]["code"] == POLICY_DENIED
+        host.close_stdin()
+        assert host.wait() == 0
+    finally:
+        host.kill()
+    # Messages without params (notifications/initialized) cannot be replayed.
+    logged = [e for e in entries(tmp_path) if e.get("event") == "decision" and "params" in e]
+    sampling = next(e for e in logged if e["method"] == "sampling/createMessage")
+    assert sampling["detail"] == {"origin": "server"}
+    assert sampling["decision"] == "allow"
+    done = subprocess.run(
+        [sys.executable, "-m", "agentwall", "test", "--policy", str(tmp_path / "policy.yaml"),
+         str(tmp_path / "audit.log"), "--format", "json"],
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    cases = json.loads(done.stdout)["cases"]
+    assert len(cases) == len(logged)
+    assert [c["verdict"] for c in cases] == [e["decision"] for e in logged]
+    assert any(c["method"] == "sampling/createMessage" for c in cases)
