@@ -34,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="audit HMAC key (default: $AGENTWALL_AUDIT_KEY or the per-user key)",
     )
     parser.add_argument(
+        "--log-max-bytes",
+        type=int,
+        metavar="N",
+        help="rotate the audit log after N bytes (the chain continues in the next file)",
+    )
+    parser.add_argument(
         "--log-params", action="store_true", help="also log call parameters, with secrets masked"
     )
     parser.add_argument(
@@ -114,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--grace-period must not be negative")
     if args.agent_pid is not None and args.agent_pid <= 1:
         raise ConfigError("--agent-pid must be a process id above 1")
+    if args.log_max_bytes is not None and args.log_max_bytes < 1:
+        raise ConfigError("--log-max-bytes must be positive")
 
     loader = SignedPolicyLoader(args)
     policy = loader(args.policy)  # PolicyError / SignatureError: exit 2 before anything runs
@@ -126,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"agentwall wrap: {warning}", file=sys.stderr)
     # In-process and synchronous: wrap serves one agent, whose call cannot
     # proceed before its entry is durable anyway (see docs/wrap.md).
-    audit_log = AuditLog.open(args.log_path, key)
+    audit_log = AuditLog.open(args.log_path, key, max_bytes=args.log_max_bytes)
 
     def reload_policy() -> tuple[Any, dict[str, Any]]:
         fresh = loader(args.policy)

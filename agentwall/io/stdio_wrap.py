@@ -36,7 +36,7 @@ import stat
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol
 
 import msgspec
 
@@ -118,6 +118,11 @@ class InProcessEvaluator:
     ``evaluate`` is the async protocol method.  Never raises."""
 
     def __init__(self, policy: Any) -> None:
+        # Imported here, not at module level: `agentwall --help` imports this
+        # module and should not compile Safe Mode.  Bound once, not per call.
+        from agentwall.policy import evaluate
+
+        self._evaluate: Callable[[Any, Call, int], Decision] = evaluate
         self._limiter: Any = None
         self._session_rate: Any = None
         self._tool_rates: dict[str, Any] = {}
@@ -150,8 +155,6 @@ class InProcessEvaluator:
         return self.decide(call, time.time_ns())
 
     def decide(self, call: Call, now_ns: int) -> Decision:
-        from agentwall.policy import evaluate
-
         policy = self.policy
         try:
             if (
@@ -181,8 +184,7 @@ class InProcessEvaluator:
                             cacheable=False,
                             retry_after_ms=retry_ms,
                         )
-            decision: Decision = evaluate(policy, call, now_ns)
-            return decision
+            return self._evaluate(policy, call, now_ns)
         except Exception as exc:  # noqa: BLE001 -- fail closed: any failure is a deny
             return Decision(
                 call_id=call.call_id,
@@ -203,9 +205,26 @@ def scrubbed(value: Any) -> Any:
     values are returned as they are."""
     if type(value) is not str:
         return value
+    cached = _scrub_cache.get(value)
+    if cached is not None:
+        return cached
     from agentwall.policy.secrets import mask_secrets
 
-    return mask_secrets(value)[0]
+    masked: str = mask_secrets(value)[0]
+    if len(value) <= _SCRUB_CACHE_MAX_LEN:
+        if len(_scrub_cache) >= _SCRUB_CACHE_SIZE:
+            _scrub_cache.clear()
+        _scrub_cache[value] = masked
+    return masked
+
+
+# Masking is a pure function of the text, and every entry names a method and
+# usually a tool: the same few short strings, each costing a Safe Mode regex
+# scan (more than sealing the entry).  Bounded, so a host sending endless new
+# names only ever costs the scan.
+_SCRUB_CACHE_SIZE = 1024
+_SCRUB_CACHE_MAX_LEN = 256
+_scrub_cache: dict[str, str] = {}
 
 
 def _id_in_use(rpc_id: int | str) -> FrameError:
@@ -367,8 +386,16 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 class _Out:
-    """One line-oriented write side: a pipe transport (non-blocking, with
-    flow control) or, for anything else, direct writes to the fd."""
+    """One line-oriented write side.
+
+    A pipe gets a transport (non-blocking, with flow control), and ``fd``
+    too: while the transport holds nothing, a line is written to the fd at
+    once, in the callback that decided to send it, rather than at the end
+    of the event loop's turn (the other side starts on it sooner, and
+    uvloop's buffering is skipped); whatever does not fit goes to the
+    transport, which keeps the order and applies back-pressure.  Anything
+    else (a file, a terminal) gets blocking writes to ``fd``.
+    """
 
     def __init__(self, transport: asyncio.WriteTransport | None, fd: int = -1) -> None:
         self.transport = transport
@@ -379,14 +406,23 @@ class _Out:
         if self.broken:
             return False
         transport = self.transport
+        data = line + b"\n"
         try:
             if transport is None:
-                _write_all(self.fd, line + b"\n")
-            elif transport.is_closing():
+                _write_all(self.fd, data)
+                return True
+            if transport.is_closing():
                 self.broken = True
                 return False
-            else:
-                transport.write(line + b"\n")
+            if self.fd >= 0 and not transport.get_write_buffer_size():
+                try:
+                    written = os.write(self.fd, data)
+                except BlockingIOError:
+                    written = 0
+                if written == len(data):
+                    return True
+                data = data[written:]
+            transport.write(data)
         except (OSError, RuntimeError):
             self.broken = True
             return False
@@ -435,28 +471,68 @@ class _HostWriter(asyncio.Protocol):
 
 
 class _ServerProtocol(asyncio.SubprocessProtocol):
+    """The server process and its stderr; stdin and stdout are wrap's own
+    pipes (``_ServerReader``, ``_ServerWriter``)."""
+
     def __init__(self, wrap: StdioWrap) -> None:
         self.wrap = wrap
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
-        if fd == 1:
-            self.wrap._on_server_data(data)
-        else:
+        if fd == 2:
             self.wrap._on_server_stderr(data)
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        self.wrap._on_server_pipe_closed(fd)
+        if fd == 2:
+            self.wrap._on_server_pipe_closed(fd)
 
     def process_exited(self) -> None:
         self.wrap._on_server_exit()
 
-    # Flow control of the server's stdin: stop reading the host meanwhile.
+
+class _ServerReader(asyncio.Protocol):
+    """The server's stdout."""
+
+    def __init__(self, wrap: StdioWrap) -> None:
+        self.wrap = wrap
+        self.closed = False
+
+    def data_received(self, data: bytes) -> None:
+        self.wrap._on_server_data(data)
+
+    def eof_received(self) -> bool:
+        self._closed()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed()
+
+    def _closed(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.wrap._on_server_pipe_closed(1)
+
+
+class _ServerWriter(asyncio.Protocol):
+    """The server's stdin.  Flow control: while it is full, stop reading
+    the host."""
+
+    def __init__(self, wrap: StdioWrap) -> None:
+        self.wrap = wrap
+
     def pause_writing(self) -> None:
         self.wrap._host_reading(False)
 
     def resume_writing(self) -> None:
         self.wrap._host_reading(True)
 
+
+# Precomputed: ``Response | ErrorResponse`` in an isinstance builds a union
+# object on every evaluation.
+_ANSWERS = (Response, ErrorResponse)
+
+# ``detail`` of an entry judged on a server message (shared: entries are
+# encoded, never changed).
+_SERVER_ORIGIN: dict[str, Any] = {"origin": "server"}
 
 # Run after the chunk's audit batch, with whether it was made durable.
 Action = Callable[[bool], object]
@@ -551,22 +627,37 @@ class StdioWrap:
                     reason="--dry-run: denials are logged as dry_run_deny and forwarded",
                 )
             )
+        # The server's stdin and stdout are plain pipes we create, so that
+        # wrap can write to the server's stdin directly (see ``_Out``).  Our
+        # ends are close-on-exec; the child's become its fds 0 and 1.
+        child_in, server_in = os.pipe2(os.O_CLOEXEC)
+        server_out, child_out = os.pipe2(os.O_CLOEXEC)
         try:
             transport, _ = await loop.subprocess_exec(
                 lambda: _ServerProtocol(self),
                 *self.config.command,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
+                stdin=child_in,
+                stdout=child_out,
                 stderr=asyncio.subprocess.PIPE,
                 preexec_fn=_child_setup,
             )
         except OSError as exc:
+            os.close(server_in)
+            os.close(server_out)
             return self._failed_to_spawn(exc)
+        finally:
+            os.close(child_in)
+            os.close(child_out)
         self._server = transport
         self._server_pid = transport.get_pid()
-        # uvloop's pipe transports do not subclass asyncio's; same interface.
-        self._server_in = _Out(cast(asyncio.WriteTransport, transport.get_pipe_transport(0)))
-        self._server_out = cast(asyncio.ReadTransport, transport.get_pipe_transport(1))
+        writer, _ = await loop.connect_write_pipe(
+            lambda: _ServerWriter(self), os.fdopen(server_in, "wb", buffering=0)
+        )
+        self._server_in = _Out(writer, server_in)
+        reader, _ = await loop.connect_read_pipe(
+            lambda: _ServerReader(self), os.fdopen(server_out, "rb", buffering=0)
+        )
+        self._server_out = reader
         await self._open_host(loop)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, sig)
@@ -592,6 +683,9 @@ class StdioWrap:
             self._host_eof = True
             if self._host_in is not None:
                 self._host_in.close()
+            if self._server_in is not None:
+                self._server_in.close()
+            self._server_out.close()
             transport.close()
             self.evaluator.close()
             if self._identity is not None:
@@ -624,7 +718,7 @@ class StdioWrap:
         if _pollable(self._host_out_fd):
             pipe = os.fdopen(self._host_out_fd, "wb", buffering=0, closefd=False)
             out, _ = await loop.connect_write_pipe(lambda: _HostWriter(self), pipe)
-            self._host = _Out(out)
+            self._host = _Out(out, self._host_out_fd)
         else:
             self._host = _Out(None, self._host_out_fd)
         if _pollable(self._host_in_fd):
@@ -787,11 +881,14 @@ class StdioWrap:
         self._host_message(message, parsed.wire, received_ns)
 
     def _host_message(self, message: Message, wire: bytes, received_ns: int) -> None:
-        if isinstance(message, Response | ErrorResponse):
+        if isinstance(message, _ANSWERS):
             if message.id is None or self._server_pending.pop(message.id, None) is None:
                 self._note(f"dropped a response from the host for unknown id {message.id!r}")
                 return
-            self._then(lambda _durable: self._to_server(wire))
+            if not self._actions and not self._events:
+                self._to_server(wire)  # as for responses from the server
+            else:
+                self._then(lambda _durable: self._to_server(wire))
             return
         if isinstance(message, Request) and message.id in self._pending:
             self._host_frame_error(_id_in_use(message.id))
@@ -826,7 +923,7 @@ class StdioWrap:
             if isinstance(item, FrameError):
                 self._host_frame_error(item)
                 continue
-            if isinstance(item, Response | ErrorResponse):
+            if isinstance(item, _ANSWERS):
                 if item.id is not None and self._server_pending.pop(item.id, None) is not None:
                     forward.append(item)
                 else:
@@ -1007,13 +1104,19 @@ class StdioWrap:
             return
         if passed is not message:
             wire = encode_message(passed)
+        if not self._actions and not self._events:
+            # A response (no entry of its own: its request's entry is already
+            # durable) with nothing earlier in this chunk waiting for an audit
+            # batch: deliver it now rather than through the queue.
+            self._to_host(wire)
+            return
         self._then(lambda durable: self._to_host(wire) if durable else None)
 
     def _judge_server_message(self, message: Message, received_ns: int) -> Message | None:
         """What to forward to the host (None: answered or dropped here).  A
         refused server request is answered to the server in the host's
         place, so it does not wait forever."""
-        if isinstance(message, Response | ErrorResponse):
+        if isinstance(message, _ANSWERS):
             if message.id is None:
                 self._note(f"the MCP server reported an error without an id: {message.error}")
                 return None
@@ -1182,16 +1285,12 @@ class StdioWrap:
     def _decision_event(
         self, call: Call, decision: Decision, outcome: AuditOutcome, received_ns: int
     ) -> AuditEvent:
-        params: Any = None
-        masked: tuple[str, ...] = ()
-        if self._mask is not None:
-            params, masked = self._mask(call.params)
-        return AuditEvent(
+        # At most 16 keyword arguments in the common case: msgspec matches
+        # more than that by a slower path (several microseconds per entry).
+        event = AuditEvent(
             event="decision",
             session=call.session,
             transport="stdio",
-            subject=call.identity.subject if call.identity else None,
-            issuer=call.identity.issuer if call.identity else None,
             call_id=call.call_id,
             rpc_id=scrubbed(call.rpc_id),
             method=scrubbed(call.method),
@@ -1204,10 +1303,15 @@ class StdioWrap:
             latency_us=(time.time_ns() - received_ns) // 1000,
             policy_hash=decision.policy_hash,
             category=decision.category,
-            params=params,
-            masked=masked,
-            detail=None if call.origin == "client" else {"origin": "server"},
+            detail=None if call.origin == "client" else _SERVER_ORIGIN,
         )
+        identity = call.identity
+        if identity is not None:
+            event = msgspec.structs.replace(event, subject=identity.subject, issuer=identity.issuer)
+        if self._mask is not None:
+            params, masked = self._mask(call.params)
+            event = msgspec.structs.replace(event, params=params, masked=masked)
+        return event
 
     # -- kill modes ---------------------------------------------------------------------
 

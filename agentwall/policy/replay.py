@@ -1,8 +1,9 @@
 """Replaying an AgentWall audit log through a policy (``agentwall test LOG``).
 
 An audit log is JSON lines; decision entries carry ``event: "decision"``,
-``method``, ``target``, the logged ``decision`` and, only when the proxy ran
-with ``--log-params``, the (secret-masked) ``params``.  Entries without params
+``method``, ``target``, the logged ``decision``, ``detail.origin`` when the
+MCP server sent the message, and, only when the proxy ran with
+``--log-params``, the (secret-masked) ``params``.  Entries without params
 cannot be re-judged and are counted as skipped.  Masked params are judged as
 logged, so a call that was denied for carrying a secret may pass here: the
 result says when params were masked.  This module only parses lines; reading
@@ -27,6 +28,17 @@ class Replay:
     decisions_seen: int
     skipped_no_params: int
     unreadable_lines: list[int]
+
+
+def _origin(entry: dict[str, Any]) -> str:
+    """Who sent the judged message.  Both transports record a message from
+    the MCP server as ``detail: {"origin": "server"}`` and leave it out for
+    the client (docs/audit.md); a top-level ``origin`` is accepted too."""
+    detail = entry.get("detail")
+    origin = entry.get("origin")
+    if origin is None and isinstance(detail, dict):
+        origin = detail.get("origin")
+    return origin if origin in ("client", "server") else "client"
 
 
 def looks_like_audit_log(text: str) -> bool:
@@ -63,7 +75,7 @@ def parse_audit_log(text: str) -> Replay:
         identity = None
         if isinstance(entry.get("subject"), str):
             identity = Identity(subject=entry["subject"], issuer=str(entry.get("issuer") or ""))
-        origin = entry.get("origin") if entry.get("origin") in ("client", "server") else "client"
+        origin = _origin(entry)
         index = len(cases) + 1
         call = make_test_call(
             method,

@@ -347,3 +347,68 @@ def test_log_params_masks_secrets(tmp_path: Path) -> None:
     call = next(e for e in entries(tmp_path) if e.get("target") == "echo")
     assert call["params"]["arguments"]["text"] == "token [MASKED:github]"
     assert call["masked"] == ["/arguments/text"]
+
+
+def test_log_max_bytes_rotates_and_the_chain_spans_the_files(tmp_path: Path) -> None:
+    host, _ = start(tmp_path, "--log-max-bytes", "2000")
+    try:
+        host.initialize()
+        for i in range(12):
+            host.call(i + 1, "echo", {"text": f"call {i}"})
+            assert "result" in host.recv()
+        host.close_stdin()
+        assert host.wait() == 0
+    finally:
+        host.kill()
+    rotated = sorted(tmp_path.glob("audit.log.[0-9]*"))
+    assert len(rotated) >= 3  # every file closes once it reaches 2000 bytes
+    assert all(p.stat().st_size < 2000 + 2048 for p in rotated)
+    active = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
+    assert active[0]["event"] == "log_rotated"
+    files = [*rotated, tmp_path / "audit.log"]
+    outcome = verify_files(files, [read_key_file(tmp_path / "audit.key")])
+    assert outcome.valid, outcome.report
+    assert outcome.report.entries > 12
+
+
+def test_log_max_bytes_must_be_positive(tmp_path: Path) -> None:
+    done = subprocess.run(
+        wrap_argv(tmp_path, "--log-max-bytes", "0"), capture_output=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert b"--log-max-bytes must be positive" in done.stderr
+    assert not (tmp_path / "audit.log").exists()
+
+
+def test_agentwall_test_replays_a_wrap_log_with_each_messages_origin(tmp_path: Path) -> None:
+    """``agentwall test --policy P LOG`` re-judges logged calls; a message the
+    server sent (logged with ``detail.origin = "server"``) must be judged as
+    the server's, or every sampling request would replay as a client's."""
+    host, _ = start(tmp_path, "--log-params")
+    try:
+        host.initialize()
+        host.call(1, "ask", {})
+        asked = host.recv()
+        assert asked["method"] == "sampling/createMessage"
+        assert "result" in host.recv()
+        host.call(2, "run_command", {"command": "ls"})
+        assert host.recv()["error"]["code"] == POLICY_DENIED
+        host.close_stdin()
+        assert host.wait() == 0
+    finally:
+        host.kill()
+    # Messages without params (notifications/initialized) cannot be replayed.
+    logged = [e for e in entries(tmp_path) if e.get("event") == "decision" and "params" in e]
+    sampling = next(e for e in logged if e["method"] == "sampling/createMessage")
+    assert sampling["detail"] == {"origin": "server"}
+    assert sampling["decision"] == "allow"
+    done = subprocess.run(
+        [sys.executable, "-m", "agentwall", "test", "--policy", str(tmp_path / "policy.yaml"),
+         str(tmp_path / "audit.log"), "--format", "json"],
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    cases = json.loads(done.stdout)["cases"]
+    assert len(cases) == len(logged)
+    assert [c["verdict"] for c in cases] == [e["decision"] for e in logged]
+    assert any(c["method"] == "sampling/createMessage" for c in cases)

@@ -105,6 +105,11 @@ def _answer(msg: dict[str, Any], mode: str, out: Any) -> dict[str, Any] | None:
             sys.stderr.write("raw server: crashing on purpose\n")
             sys.stderr.flush()
             os._exit(3)
+        if name == "ask":
+            # A server -> client request before the answer (not awaited).
+            ask = {"jsonrpc": "2.0", "id": "srv-1", "method": "sampling/createMessage",
+                   "params": {"messages": [], "maxTokens": 5}}  # fmt: skip
+            out.write(json.dumps(ask).encode() + b"\n")
         if name == "big":
             size = int(msg["params"]["arguments"]["size"])
             result = {"content": [{"type": "text", "text": "y" * size}]}
@@ -209,6 +214,7 @@ tools:
   - {name: big, action: allow}
   - {name: crash, action: allow}
   - {name: exit-partial, action: allow}
+  - {name: ask, action: allow}
   - {name: run_command, action: deny}
 """
 
