@@ -1031,11 +1031,23 @@ class StdioWrap:
 
     def _server_unreachable(self, rpc_id: int | str) -> None:
         if self._pending.pop(rpc_id, None) is not None:
+            # Its decision entry says it was allowed; this one says it never
+            # reached the server, so the log does not overstate what ran.
+            self._record(
+                AuditEvent(
+                    event="error",
+                    session=self.session,
+                    transport="stdio",
+                    rpc_id=scrubbed(rpc_id),
+                    reason="request not delivered: the MCP server closed its input",
+                    detail={"undelivered": True},
+                )
+            )
             self._to_host(
                 error_response(
                     rpc_id,
                     UPSTREAM_UNAVAILABLE,
-                    "the MCP server is not reading its input; the request was not delivered",
+                    "the MCP server closed its input (it stopped or exited); the request was not delivered",
                 )
             )
 

@@ -249,9 +249,20 @@ def test_crash_mid_call_answers_every_pending_request(tmp_path: Path) -> None:
     assert sorted(str(r["id"]) for r in replies) == ["10", "eleven"]
     for reply in replies:
         assert reply["error"]["code"] == UPSTREAM_UNAVAILABLE
-        assert "exited (status 3)" in reply["error"]["message"]
+        # A request written after the server died meets a closed pipe (it is
+        # refused as undelivered); one already in its pipe is answered when
+        # the exit is seen.  Which one happens is a race, both are true.
+        message = reply["error"]["message"]
+        assert "exited (status 3)" in message or "closed its input" in message, message
     log = entries(tmp_path)
-    assert any("2 request(s) unanswered" in (e.get("reason") or "") for e in log)
+    reasons = [e.get("reason") or "" for e in log]
+    unanswered = sum(
+        int(r.split(" request(s) unanswered")[0].rsplit(" ", 1)[1])
+        for r in reasons
+        if "request(s) unanswered" in r
+    )
+    undelivered = sum("request not delivered" in r for r in reasons)
+    assert unanswered + undelivered == 2, reasons
     assert_log_verifies(tmp_path)
 
 
