@@ -1047,7 +1047,8 @@ class StdioWrap:
                 error_response(
                     rpc_id,
                     UPSTREAM_UNAVAILABLE,
-                    "the MCP server closed its input (it stopped or exited); the request was not delivered",
+                    "the MCP server closed its input (it stopped or exited); "
+                    "the request was not delivered",
                 )
             )
 
