@@ -193,6 +193,8 @@ class Metrics:
         self.rate_limited = 0
         self.audit_failures = 0
         self.upstream_errors: dict[str, int] = {}
+        # Requests refused before they could be judged, by stage.
+        self.refused: dict[str, int] = {}
         self.overloaded = 0
         self.kills: dict[str, int] = {}
         self.connections_open = 0
@@ -472,6 +474,9 @@ _MAX_OUTSTANDING_IDS = 1024
 # it they are counted in one summary entry (a hostile upstream must not turn
 # the audit log into its megaphone).
 _DROPS_AUDITED = 16
+# An audit reason quotes the refusal's own message; bounded so a hostile
+# request cannot make one entry large.
+_REFUSAL_REASON_MAX = 512
 
 
 class ExchangeContext:
@@ -570,6 +575,24 @@ def _with_request_id(reply: mh.HttpReply, body: bytes, max_size: int) -> mh.Http
 
 def _join(messages: list[bytes]) -> bytes:
     return b"[" + b",".join(messages) + b"]"
+
+
+def _reply_error(reply: mh.HttpReply) -> tuple[int | None, str, Any]:
+    """(JSON-RPC code, message, id) of an error reply we produced, for its
+    audit entry; a non-JSON-RPC body is described by its status."""
+    try:
+        answer = orjson.loads(reply.body) if reply.body else None
+    except orjson.JSONDecodeError:
+        answer = None
+    if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
+        error = answer["error"]
+        code = error.get("code")
+        return (
+            code if type(code) is int else None,
+            str(error.get("message") or ""),
+            answer.get("id"),
+        )
+    return None, f"HTTP {reply.status}", None
 
 
 class Proxy:
@@ -870,6 +893,43 @@ class Proxy:
             self.metrics.audit_failures += 1
             log.error("audit entry %s could not be written: %s", event.event, exc)
 
+    async def audit_refusal(
+        self, peer_host: str, reply: mh.HttpReply, stage: str, session: str | None = None
+    ) -> None:
+        """An entry for a request refused before it could be judged (bad
+        HTTP, JSON or JSON-RPC, a header that lies, an oversize body): it
+        forwards nothing, but a reviewer must see that it came."""
+        Metrics.bump(self.metrics.refused, stage)
+        code, message, rpc_id = _reply_error(reply)
+        detail: dict[str, Any] = {
+            "direction": "client",
+            "stage": stage,
+            "http_status": reply.status,
+            "peer": peer_host,
+        }
+        if code is not None:
+            detail["code"] = code
+        await self.record_quietly(
+            AuditEvent(
+                event="error",
+                session=session,
+                transport="http",
+                rpc_id=_scrub(rpc_id) if isinstance(rpc_id, int | str) else None,
+                reason=_scrub(f"refused before judging ({stage}): {message}"[:_REFUSAL_REASON_MAX]),
+                detail=detail,
+            )
+        )
+
+    async def refuse_unjudged(
+        self,
+        conn: HttpConnection,
+        reply: mh.HttpReply,
+        stage: str,
+        session: str | None = None,
+    ) -> None:
+        await self.audit_refusal(conn.peer_host, reply, stage, session)
+        conn.send_reply(reply)
+
     # -- kill modes ----------------------------------------------------------
     async def enforce_kill(self, conn: HttpConnection, judgement: Judgement) -> bool:
         """After a denial: returns True when the connection must close."""
@@ -991,6 +1051,12 @@ class Proxy:
         counter("agentwall_upstream_errors_total", "Upstream failures by kind.")
         for kind, n in sorted(m.upstream_errors.items()):
             lines.append(f'agentwall_upstream_errors_total{{kind="{kind}"}} {n}')
+        counter(
+            "agentwall_refused_unjudged_total",
+            "Requests refused before judging (malformed, oversize, lying headers), by stage.",
+        )
+        for stage, n in sorted(m.refused.items()):
+            lines.append(f'agentwall_refused_unjudged_total{{stage="{stage}"}} {n}')
         counter("agentwall_overloaded_total", "Requests refused because the proxy was at capacity.")
         lines.append(f"agentwall_overloaded_total {m.overloaded}")
         counter("agentwall_kills_total", "Kill-mode process kills by result.")
@@ -1061,7 +1127,7 @@ class Proxy:
         if reply is not None:
             if reply.status == 400:
                 reply = _with_request_id(reply, body, self.config.max_body_bytes)
-            conn.send_reply(reply)
+            await self.refuse_unjudged(conn, reply, "request_head")
             return
         who = None if self.authenticator is None else await self._identify(conn, meta, path)
         if isinstance(who, mh.HttpReply):
@@ -1071,11 +1137,13 @@ class Proxy:
         try:
             parsed = parse(body, max_size=self.config.max_body_bytes)
         except FrameError as exc:
-            conn.send_reply(
+            await self.refuse_unjudged(
+                conn,
                 mh.HttpReply(
                     status=400,
                     body=error_response(getattr(exc, "rpc_id", None), exc.rpc_code, str(exc)),
-                )
+                ),
+                "body",
             )
             return
         session = self.session_key(meta, identity, conn.peer_host)
@@ -1092,7 +1160,7 @@ class Proxy:
             rpc_id=getattr(message, "id", None),
         )
         if reply is not None:
-            conn.send_reply(reply)
+            await self.refuse_unjudged(conn, reply, "headers_vs_body", session)
             return
         judgement = await self.judge(
             message, session=session, origin="client", identity=identity, received_ns=received_ns
@@ -1155,7 +1223,7 @@ class Proxy:
         if reply is None and (meta.mcp_method is not None or meta.mcp_name is not None):
             reply = mh.mismatch("Mcp-Method/Mcp-Name headers cannot describe a batch")
         if reply is not None:
-            conn.send_reply(reply)
+            await self.refuse_unjudged(conn, reply, "batch", session)
             return
         local: list[bytes] = []
         forward: list[Message | FrameError] = []
@@ -1164,9 +1232,11 @@ class Proxy:
         close = False
         for item in items:
             if isinstance(item, FrameError):
-                local.append(
-                    error_response(getattr(item, "rpc_id", None), item.rpc_code, str(item))
+                answer = error_response(getattr(item, "rpc_id", None), item.rpc_code, str(item))
+                await self.audit_refusal(
+                    conn.peer_host, mh.HttpReply(status=200, body=answer), "batch_item", session
                 )
+                local.append(answer)
                 continue
             judgement = await self.judge(
                 item, session=session, origin="client", identity=identity, received_ns=received_ns
@@ -1842,6 +1912,7 @@ class HttpConnection(asyncio.Protocol):
         )
         self._write_reply_raw(reply)
         self.abort()
+        self.proxy.spawn(self.proxy.audit_refusal(self.peer_host, reply, "timeout"))
 
     # -- request intake ---------------------------------------------------------------
     def _process(self) -> None:
@@ -1865,7 +1936,8 @@ class HttpConnection(asyncio.Protocol):
                             INVALID_REQUEST,
                             f"request body exceeds the {self.config.max_body_bytes}-byte limit",
                             close=True,
-                        )
+                        ),
+                        "oversize",
                     )
                     return
                 self._body.append(event)
@@ -1876,7 +1948,8 @@ class HttpConnection(asyncio.Protocol):
                 self._body_size = 0
                 if not self._accepting:
                     self._reject_now(
-                        mh.rpc_error_reply(503, OVERLOADED, "shutting down", close=True)
+                        mh.rpc_error_reply(503, OVERLOADED, "shutting down", close=True),
+                        "shutting_down",
                     )
                     return
                 length = event.content_length
@@ -1888,7 +1961,8 @@ class HttpConnection(asyncio.Protocol):
                             f"request body of {length} bytes exceeds the "
                             f"{self.config.max_body_bytes}-byte limit",
                             close=True,
-                        )
+                        ),
+                        "oversize",
                     )
                     return
                 self._resp = 0
@@ -1919,10 +1993,13 @@ class HttpConnection(asyncio.Protocol):
         text = str(exc) if exc.status == 431 else f"malformed HTTP request: {exc}"
         self._reject_now(mh.rpc_error_reply(exc.status, INVALID_REQUEST, text, close=True))
 
-    def _reject_now(self, reply: mh.HttpReply) -> None:
-        """Answer during intake (before the request is complete) and close."""
+    def _reject_now(self, reply: mh.HttpReply, stage: str = "http") -> None:
+        """Answer during intake (before the request is complete), close,
+        and audit the refusal (in the background: the answer forwards
+        nothing, so it need not wait for the entry)."""
         self._write_reply_raw(reply)
         self.abort()
+        self.proxy.spawn(self.proxy.audit_refusal(self.peer_host, reply, stage))
 
     def _write_reply_raw(self, reply: mh.HttpReply) -> None:
         """An answer during intake, outside the request cycle."""
