@@ -62,21 +62,30 @@ class SealedBatch(msgspec.Struct, frozen=True):
     first_seq: int
     count: int
     tip: ChainTip
+    # ``tip.mac`` as raw bytes: the next batch's MAC input, kept so the
+    # writer need not parse the hex back (b"" when not known).
+    tip_mac_raw: bytes = b""
 
 
 def seal_fields(
-    key: MacKey, tip: ChainTip, entries: Sequence[dict[str, Any]], ts_us: int
+    key: MacKey,
+    tip: ChainTip,
+    entries: Sequence[dict[str, Any]],
+    ts_us: int,
+    tip_mac_raw: bytes | None = None,
 ) -> SealedBatch:
     """Seal already-built field dicts (consumed) after ``tip``.
 
     The hot path of every durable write: ``entry_body``, ``MacKey.mac`` and
     ``sealed_line`` inlined (same bytes; tests/audit compares them).
+    ``tip_mac_raw``, when given, must be ``bytes.fromhex(tip.mac)`` (the
+    previous batch's ``SealedBatch.tip_mac_raw``).
     """
     ts = format_ts(ts_us)
     key_id = key.key_id
     inner0, outer0 = key.states()
     prev_hex = tip.mac
-    prev_raw = bytes.fromhex(prev_hex)
+    prev_raw = bytes.fromhex(prev_hex) if tip_mac_raw is None else tip_mac_raw
     seq = tip.seq
     lines: list[bytes] = []
     append = lines.append
@@ -100,12 +109,20 @@ def seal_fields(
         append(MAC_PREFIX)
         append(prev_hex.encode("ascii"))
         append(b'"}\n')
-    return SealedBatch(b"".join(lines), tip.seq + 1, len(entries), ChainTip(seq, prev_hex))
+    return SealedBatch(
+        b"".join(lines), tip.seq + 1, len(entries), ChainTip(seq, prev_hex), prev_raw
+    )
 
 
-def seal_batch(key: MacKey, tip: ChainTip, events: Sequence[AuditEvent], ts_us: int) -> SealedBatch:
+def seal_batch(
+    key: MacKey,
+    tip: ChainTip,
+    events: Sequence[AuditEvent],
+    ts_us: int,
+    tip_mac_raw: bytes | None = None,
+) -> SealedBatch:
     to_builtins = msgspec.to_builtins
-    return seal_fields(key, tip, [to_builtins(e) for e in events], ts_us)
+    return seal_fields(key, tip, [to_builtins(e) for e in events], ts_us, tip_mac_raw)
 
 
 # --- verification ---------------------------------------------------------------------

@@ -38,9 +38,17 @@ import msgspec
 
 from agentwall.audit.chain import ChainTip, SealedBatch, seal_batch, seal_fields
 from agentwall.audit.files import chain_files, head_path, lock_path, rotated_files, rotated_path
-from agentwall.audit.head import HEAD_SIZE, HeadProblem, head_slot, read_head, slot_offset
+from agentwall.audit.head import (
+    HEAD_DOMAIN,
+    HEAD_SIZE,
+    SLOT_SIZE,
+    HeadProblem,
+    head_slot,
+    read_head,
+    slot_offset,
+)
 from agentwall.audit.keys import AuditKey
-from agentwall.audit.record import parse_head, split_line
+from agentwall.audit.record import MacKey, parse_head, split_line
 from agentwall.audit.recovery import TailScan, plan_recovery, scan_tail
 from agentwall.errors import AuditError, AuditEventError
 from agentwall.types import AuditEvent
@@ -81,11 +89,6 @@ class LogStats(msgspec.Struct, frozen=True):
     broken: bool
 
 
-def _bucket(bounds: tuple[int, ...], value: int) -> int:
-    """Index of the first bound >= value (len(bounds) above the last)."""
-    return bisect_left(bounds, value)
-
-
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -94,7 +97,41 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+class HeadSealer:
+    """``head.head_slot`` for one key with its constant parts done once: the
+    canonical body's fixed prefix, and the HMAC's inner state already fed the
+    domain and that prefix.  Same bytes as ``head_slot`` (checked here once,
+    and by tests/audit for any seq and mac); it runs after every batch."""
+
+    __slots__ = ("_inner", "_outer", "_prefix")
+
+    def __init__(self, key: MacKey) -> None:
+        # Canonical form of {"key_id", "mac", "seq", "v"}: keys sorted, and
+        # hex strings and an int need no escaping.
+        self._prefix = b'{"key_id":"' + key.key_id.encode("ascii") + b'","mac":"'
+        inner, self._outer = key.states()
+        self._inner = inner.copy()
+        self._inner.update(HEAD_DOMAIN + self._prefix)
+        probe = ChainTip(1, "0" * 64)
+        if self.slot(probe.seq, probe.mac) != head_slot(key, probe):  # pragma: no cover
+            raise RuntimeError("the fast sealed-head encoding disagrees with head_slot")
+
+    def slot(self, seq: int, mac_hex: str) -> bytes:
+        """The slot for tip ``(seq, mac_hex)``; ``mac_hex`` is 64 lowercase hex
+        digits (every tip is: sealed by us, or read back through
+        ``split_line``, which refuses anything else)."""
+        rest = b'%s","seq":%d,"v":1}' % (mac_hex.encode("ascii"), seq)
+        inner = self._inner.copy()
+        inner.update(rest)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        line = b"".join(
+            (self._prefix, rest[:-1], b',"hmac":"', outer.hexdigest().encode("ascii"), b'"}')
+        )
+        return line.ljust(SLOT_SIZE - 1, b" ") + b"\n"
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
     written = os.write(fd, data)
     if written == len(data):
         return
@@ -153,6 +190,9 @@ class AuditLog:
         self._size = 0
         self._file_first_seq = 1
         self._tip = ChainTip(0, "0" * 64)
+        # bytes.fromhex(self._tip.mac), once known (the next MAC's input).
+        self._tip_raw: bytes | None = None
+        self._head_sealer = HeadSealer(key.mac_key)
         self._head_generation = 0
         self._head_synced_ns = 0
         self._head_dirty = False
@@ -280,7 +320,7 @@ class AuditLog:
             return []
         self._check_usable()
         try:
-            batch = seal_batch(self.key.mac_key, self._tip, events, self._clock_us())
+            batch = seal_batch(self.key.mac_key, self._tip, events, self._clock_us(), self._tip_raw)
         except (TypeError, ValueError, OverflowError) as exc:
             # Nothing was written: the log is as it was.
             raise AuditEventError(f"an audit event cannot be encoded: {exc}") from exc
@@ -305,8 +345,12 @@ class AuditLog:
 
     def _commit(self, batch: SealedBatch) -> None:
         data = batch.data
+        fd = self._fd
         try:
-            _write_all(self._fd, data)
+            # One write syscall in the usual case; _write_all for the rest.
+            written = os.write(fd, data)
+            if written != len(data):
+                _write_all(fd, memoryview(data)[written:])
         except OSError as exc:
             err = self._fail("write failed", exc, fatal=False)
             try:
@@ -316,7 +360,7 @@ class AuditLog:
             raise err from exc
         started = time.perf_counter_ns()
         try:
-            os.fdatasync(self._fd)
+            os.fdatasync(fd)
         except OSError as exc:
             # After a failed fsync the kernel may have dropped the dirty pages:
             # nothing about the file can be trusted any more (the PostgreSQL
@@ -325,10 +369,12 @@ class AuditLog:
         fsync_us = (time.perf_counter_ns() - started) // 1000
         self._size += len(data)
         self._tip = batch.tip
+        self._tip_raw = batch.tip_mac_raw or None
         self._entries += batch.count
         self._batches += 1
-        self._batch_counts[_bucket(BATCH_BUCKETS, batch.count)] += 1
-        self._fsync_counts[_bucket(FSYNC_BUCKETS_US, fsync_us)] += 1
+        # bisect_left: the index of the first bound >= value (len above the last).
+        self._batch_counts[bisect_left(BATCH_BUCKETS, batch.count)] += 1
+        self._fsync_counts[bisect_left(FSYNC_BUCKETS_US, fsync_us)] += 1
         self._fsync_us_sum += fsync_us
         try:
             self._write_head()
@@ -336,7 +382,8 @@ class AuditLog:
             raise self._fail("could not update the sealed head", exc, fatal=True) from exc
 
     def _write_head(self) -> None:
-        slot = head_slot(self.key.mac_key, self._tip)
+        tip = self._tip
+        slot = self._head_sealer.slot(tip.seq, tip.mac)
         os.pwrite(self._head_fd, slot, slot_offset(self._head_generation))
         self._head_generation += 1
         self._head_dirty = True
@@ -461,4 +508,11 @@ class LocalAuditSink:
         self.log.close()
 
 
-__all__ = ["BATCH_BUCKETS", "FSYNC_BUCKETS_US", "AuditLog", "LocalAuditSink", "LogStats"]
+__all__ = [
+    "BATCH_BUCKETS",
+    "FSYNC_BUCKETS_US",
+    "AuditLog",
+    "HeadSealer",
+    "LocalAuditSink",
+    "LogStats",
+]

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agentwall.audit.files import head_path, rotated_files
 from agentwall.audit.head import read_head
@@ -229,3 +231,32 @@ def test_local_sink_is_durable_before_returning(
             await sink.record(make_event(2))
 
     asyncio.run(scenario())
+
+
+@given(seq=st.integers(0, 2**63 - 1), mac=st.binary(min_size=32, max_size=32))
+def test_head_sealer_writes_exactly_head_slot(seq: int, mac: bytes) -> None:
+    """The writer's precomputed head encoding is byte for byte ``head_slot``
+    (the documented construction), for any tip."""
+    from agentwall.audit.chain import ChainTip
+    from agentwall.audit.head import head_slot
+    from agentwall.audit.log import HeadSealer
+    from agentwall.audit.record import MacKey
+
+    for raw_key in (b"\x07" * 32, bytes(range(64))):
+        key = MacKey(raw_key)
+        assert HeadSealer(key).slot(seq, mac.hex()) == head_slot(key, ChainTip(seq, mac.hex()))
+
+
+@given(seq=st.integers(0, 2**40), prev=st.binary(min_size=32, max_size=32))
+def test_seal_batch_with_known_raw_tip_is_the_same(seq: int, prev: bytes) -> None:
+    """Passing the tip's raw mac (as AuditLog does) changes nothing."""
+    from agentwall.audit.chain import ChainTip, seal_batch
+    from agentwall.audit.record import MacKey
+
+    key = MacKey(b"\x07" * 32)
+    event = AuditEvent(event="decision", session="s", reason="r")
+    tip = ChainTip(seq, prev.hex())
+    slow = seal_batch(key, tip, [event, event], 1_700_000_000_000_000)
+    fast = seal_batch(key, tip, [event, event], 1_700_000_000_000_000, prev)
+    assert fast == slow
+    assert fast.tip_mac_raw == bytes.fromhex(fast.tip.mac)
