@@ -42,28 +42,62 @@ def make_call(
     Responses carry no method: ``response_to`` is the method of the request
     they answer, when the caller tracked it, and ``params`` is the result (or
     the error object)."""
-    if isinstance(message, Request | Notification):
-        rpc_id = message.id if isinstance(message, Request) else None
-        params: Any = None if message.params is UNSET else message.params
-        if isinstance(params, list):
-            raise _bad_params(f"{message.method}: params must be an object", rpc_id)
-        method = message.method
-        target = _target(method, params, rpc_id)
-        kind: MessageKind = "request" if isinstance(message, Request) else "notification"
-        return Call(
-            call_id=call_id,
+    # type() tests rather than isinstance with a union: this runs per message,
+    # and the message types are final (frozen msgspec Structs).
+    kind: MessageKind
+    rpc_id: int | str | None
+    if type(message) is Request:
+        rpc_id = message.id
+        kind = "request"
+    elif type(message) is Notification:
+        rpc_id = None
+        kind = "notification"
+    else:
+        assert isinstance(message, Response | ErrorResponse)
+        return _response_call(
+            message,
             session=session,
             transport=transport,
             origin=origin,
-            kind=kind,
-            rpc_id=rpc_id,
-            method=method,
-            target=target,
-            params=params,
-            params_json=canonical_json(params),
+            call_id=call_id,
             identity=identity,
-            received_ns=now_ns,
+            now_ns=now_ns,
+            response_to=response_to,
         )
+    params: Any = message.params
+    method = message.method
+    if params is UNSET:
+        params = None
+    elif type(params) is list:
+        raise _bad_params(f"{method}: params must be an object", rpc_id)
+    target = _target(method, params, rpc_id) if method in _TARGETS else ""
+    return Call(
+        call_id=call_id,
+        session=session,
+        transport=transport,
+        origin=origin,
+        kind=kind,
+        rpc_id=rpc_id,
+        method=method,
+        target=target,
+        params=params,
+        params_json=canonical_json(params),
+        identity=identity,
+        received_ns=now_ns,
+    )
+
+
+def _response_call(
+    message: Response | ErrorResponse,
+    *,
+    session: str,
+    transport: Transport,
+    origin: Origin,
+    call_id: str,
+    identity: Identity | None,
+    now_ns: int,
+    response_to: str,
+) -> Call:
     if isinstance(message, Response):
         body: Any = message.result
     else:
