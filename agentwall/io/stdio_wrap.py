@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import hashlib
 import itertools
 import logging
 import os
@@ -40,7 +41,6 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
-from agentwall.core.canonical import sha256_hex
 from agentwall.core.framing import DEFAULT_MAX_LINE, LineTooLong, NdjsonFramer, TruncatedLine
 from agentwall.core.jsonrpc import (
     DEFAULT_MAX_DEPTH,
@@ -529,6 +529,9 @@ class _ServerWriter(asyncio.Protocol):
 # Precomputed: ``Response | ErrorResponse`` in an isinstance builds a union
 # object on every evaluation.
 _ANSWERS = (Response, ErrorResponse)
+# args_sha256 is core.canonical.sha256_hex of the params; bound once for the
+# per-call path.
+_sha256 = hashlib.sha256
 
 # ``detail`` of an entry judged on a server message (shared: entries are
 # encoded, never changed).
@@ -851,7 +854,10 @@ class StdioWrap:
                 reader.resume_reading() if on else reader.pause_reading()
 
     def _from_host(self, item: bytes | LineTooLong | TruncatedLine) -> None:
-        if isinstance(item, LineTooLong):
+        if type(item) is bytes:  # a whole line: nearly always
+            data = item
+            partial = False
+        elif isinstance(item, LineTooLong):
             self._host_frame_error(
                 FrameError(
                     f"message line longer than {item.limit} bytes; discarded",
@@ -860,8 +866,10 @@ class StdioWrap:
                 )
             )
             return
-        partial = isinstance(item, TruncatedLine)
-        data = item.data if isinstance(item, TruncatedLine) else item
+        else:
+            assert isinstance(item, TruncatedLine)
+            data = item.data
+            partial = True
         received_ns = time.time_ns()
         try:
             parsed = parse(data, max_size=self.config.max_line, max_depth=self.config.max_depth)
@@ -1082,12 +1090,16 @@ class StdioWrap:
                 reader.resume_reading() if on else reader.pause_reading()
 
     def _from_server(self, item: bytes | LineTooLong | TruncatedLine) -> None:
-        if isinstance(item, LineTooLong):
+        if type(item) is bytes:  # a whole line: nearly always
+            data = item
+        elif isinstance(item, LineTooLong):
             self._dropped_server_output(
                 f"a line longer than {item.limit} bytes", sniff_id(item.head), item.head
             )
             return
-        data = item.data if isinstance(item, TruncatedLine) else item
+        else:
+            assert isinstance(item, TruncatedLine)
+            data = item.data
         received_ns = time.time_ns()
         try:
             parsed = parse(data, max_size=self.config.max_line, max_depth=self.config.max_depth)
@@ -1300,19 +1312,30 @@ class StdioWrap:
     ) -> AuditEvent:
         # At most 16 keyword arguments in the common case: msgspec matches
         # more than that by a slower path (several microseconds per entry).
+        # scrubbed(), with its cache hit inlined for the method and tool
+        # names every entry carries (an int id needs no masking).
+        rpc_id = call.rpc_id
+        if type(rpc_id) is str:
+            rpc_id = scrubbed(rpc_id)
+        method = _scrub_cache.get(call.method)
+        if method is None:
+            method = scrubbed(call.method)
+        target = _scrub_cache.get(call.target)
+        if target is None:
+            target = scrubbed(call.target)
         event = AuditEvent(
             event="decision",
             session=call.session,
             transport="stdio",
             call_id=call.call_id,
-            rpc_id=scrubbed(call.rpc_id),
-            method=scrubbed(call.method),
-            target=scrubbed(call.target) or None,
+            rpc_id=rpc_id,
+            method=method,
+            target=target or None,
             decision=outcome,
             rule_id=decision.rule_id,
             reason=decision.reason,
             pointer=decision.pointer,
-            args_sha256=sha256_hex(call.params_json),
+            args_sha256=_sha256(call.params_json).hexdigest(),
             latency_us=(time.time_ns() - received_ns) // 1000,
             policy_hash=decision.policy_hash,
             category=decision.category,
