@@ -346,6 +346,13 @@ class AuditLog:
     def _commit(self, batch: SealedBatch) -> None:
         data = batch.data
         fd = self._fd
+        tip = batch.tip
+        # The head slot for the new tip is pure computation: sealed here, it
+        # is off the path from "durable" to "acknowledged" (the caller
+        # forwards the call as soon as this returns).  It is still written
+        # only after the fdatasync, so the head never vouches for more than
+        # is durable.
+        slot = self._head_sealer.slot(tip.seq, tip.mac)
         try:
             # One write syscall in the usual case; _write_all for the rest.
             written = os.write(fd, data)
@@ -368,7 +375,7 @@ class AuditLog:
             raise self._fail("fdatasync failed", exc, fatal=True) from exc
         fsync_us = (time.perf_counter_ns() - started) // 1000
         self._size += len(data)
-        self._tip = batch.tip
+        self._tip = tip
         self._tip_raw = batch.tip_mac_raw or None
         self._entries += batch.count
         self._batches += 1
@@ -377,13 +384,16 @@ class AuditLog:
         self._fsync_counts[bisect_left(FSYNC_BUCKETS_US, fsync_us)] += 1
         self._fsync_us_sum += fsync_us
         try:
-            self._write_head()
+            self._write_head(slot)
         except OSError as exc:
             raise self._fail("could not update the sealed head", exc, fatal=True) from exc
 
-    def _write_head(self) -> None:
-        tip = self._tip
-        slot = self._head_sealer.slot(tip.seq, tip.mac)
+    def _write_head(self, slot: bytes | None = None) -> None:
+        """Write the head slot for the current tip (``slot``, when already
+        sealed for it)."""
+        if slot is None:
+            tip = self._tip
+            slot = self._head_sealer.slot(tip.seq, tip.mac)
         os.pwrite(self._head_fd, slot, slot_offset(self._head_generation))
         self._head_generation += 1
         self._head_dirty = True
