@@ -1310,8 +1310,10 @@ class StdioWrap:
     def _decision_event(
         self, call: Call, decision: Decision, outcome: AuditOutcome, received_ns: int
     ) -> AuditEvent:
-        # At most 16 keyword arguments in the common case: msgspec matches
-        # more than that by a slower path (several microseconds per entry).
+        # msgspec matches at most 15 keyword arguments, given in field order,
+        # by its fast path (0.4 us here); 16, or one out of order, take a
+        # slower one (1.4-1.8 us).  So: 15 in order, and the rarer members
+        # (server origin, identity, logged params) by replace().
         # scrubbed(), with its cache hit inlined for the method and tool
         # names every entry carries (an int id needs no masking).
         rpc_id = call.rpc_id
@@ -1339,8 +1341,9 @@ class StdioWrap:
             latency_us=(time.time_ns() - received_ns) // 1000,
             policy_hash=decision.policy_hash,
             category=decision.category,
-            detail=None if call.origin == "client" else _SERVER_ORIGIN,
         )
+        if call.origin != "client":
+            event = msgspec.structs.replace(event, detail=_SERVER_ORIGIN)
         identity = call.identity
         if identity is not None:
             event = msgspec.structs.replace(event, subject=identity.subject, issuer=identity.issuer)
