@@ -56,6 +56,11 @@ class ChainTip(msgspec.Struct, frozen=True):
 
 GENESIS: Final = ChainTip(0, GENESIS_MAC)
 
+# canonical_json is orjson.dumps with sorted keys, falling back to the stdlib
+# encoder for what orjson refuses (agentwall.core.canonical).
+_dumps = orjson.dumps
+_SORT_KEYS = orjson.OPT_SORT_KEYS
+
 
 class SealedBatch(msgspec.Struct, frozen=True):
     data: bytes
@@ -96,7 +101,11 @@ def seal_fields(
         fields["ts"] = ts
         fields["key_id"] = key_id
         fields["prev"] = prev_hex
-        body = canonical_json(fields)
+        try:
+            # canonical_json's common case, inlined (this runs per entry).
+            body = _dumps(fields, option=_SORT_KEYS)
+        except (orjson.JSONEncodeError, TypeError):
+            body = canonical_json(fields)
         inner = inner0.copy()
         inner.update(prev_raw)
         inner.update(body)

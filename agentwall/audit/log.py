@@ -36,7 +36,7 @@ from typing import Any, Final
 
 import msgspec
 
-from agentwall.audit.chain import ChainTip, SealedBatch, seal_batch, seal_fields
+from agentwall.audit.chain import ChainTip, SealedBatch, seal_fields
 from agentwall.audit.files import chain_files, head_path, lock_path, rotated_files, rotated_path
 from agentwall.audit.head import (
     HEAD_DOMAIN,
@@ -318,9 +318,20 @@ class AuditLog:
         """Seal, write and fdatasync ``events``; their seqs, in order."""
         if not events:
             return []
-        self._check_usable()
+        if self._broken is not None or self._fd < 0:
+            self._check_usable()
         try:
-            batch = seal_batch(self.key.mac_key, self._tip, events, self._clock_us(), self._tip_raw)
+            # seal_batch, with a lone event (every call through wrap) spared
+            # the list comprehension.
+            to_builtins = msgspec.to_builtins
+            fields = (
+                [to_builtins(events[0])]
+                if len(events) == 1
+                else [to_builtins(event) for event in events]
+            )
+            batch = seal_fields(
+                self.key.mac_key, self._tip, fields, self._clock_us(), self._tip_raw
+            )
         except (TypeError, ValueError, OverflowError) as exc:
             # Nothing was written: the log is as it was.
             raise AuditEventError(f"an audit event cannot be encoded: {exc}") from exc

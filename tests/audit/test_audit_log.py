@@ -260,3 +260,23 @@ def test_seal_batch_with_known_raw_tip_is_the_same(seq: int, prev: bytes) -> Non
     fast = seal_batch(key, tip, [event, event], 1_700_000_000_000_000, prev)
     assert fast == slow
     assert fast.tip_mac_raw == bytes.fromhex(fast.tip.mac)
+
+
+def test_appended_bytes_are_seal_batch_bytes(
+    log_path: Path, key: AuditKey, make_event: MakeEvent
+) -> None:
+    """append_batch's own path (a lone event, and a batch) writes exactly
+    what seal_batch (the documented construction, see test_audit_record)
+    gives for the same tip and time."""
+    from agentwall.audit.chain import seal_batch
+
+    with AuditLog.open(log_path, key, clock_us=lambda: 1_700_000_000_123_456) as log:
+        start = log_path.stat().st_size
+        tip = log.tip
+        lone = [make_event(1)]
+        batch = [make_event(2), make_event(3), make_event(4)]
+        log.append_batch(lone)
+        log.append_batch(batch)
+    first = seal_batch(key.mac_key, tip, lone, 1_700_000_000_123_456)
+    second = seal_batch(key.mac_key, first.tip, batch, 1_700_000_000_123_456)
+    assert log_path.read_bytes()[start:] == first.data + second.data
