@@ -11,6 +11,13 @@ evaluated and gets a durable (fdatasynced) audit entry before it is forwarded.
 - ``tmpfs``: the log on /dev/shm, where fdatasync costs ~nothing: the same
   path minus the disk flush, to show where the time goes.
 
+``test_data_path_in_process`` times wrap's own per-call work without pipes
+or processes (so without the scheduler noise of three processes on a shared
+machine): one host request line framed, parsed, judged, sealed, written and
+fdatasynced to a log on /dev/shm, and forwarded; one server response line
+framed, parsed and forwarded.  It is the part of the added latency that this
+code controls; the rest is the fdatasync itself and two extra pipe hops.
+
 Run: ``.venv/bin/python -m pytest bench/bench_wrap.py --benchmark-enable -q -s``
 (``-s`` prints the p50/p99 table; the figures are also in ``extra_info``).
 """
@@ -27,8 +34,12 @@ from pathlib import Path
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
+from agentwall.audit.keys import AuditKey
+from agentwall.audit.log import AuditLog
 from agentwall.benchtool.sync_client import SyncStdioSession
 from agentwall.benchtool.workload import default_mix
+from agentwall.io.stdio_wrap import StdioWrap, WrapConfig
+from agentwall.policy import load_policy
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -132,3 +143,54 @@ def test_denied_call_round_trip(
     _, _direct, wrapped = sessions
     _, message = benchmark.pedantic(wrapped.call, args=(DENY,), rounds=300, iterations=1)
     assert message["error"]["code"] == -32001
+
+
+class _Sink:
+    """Stands in for a pipe: accepts every line (what ``_Out`` returns)."""
+
+    def __init__(self) -> None:
+        self.lines = 0
+
+    def write(self, line: bytes) -> bool:
+        self.lines += 1
+        return True
+
+    def buffered(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def test_data_path_in_process(benchmark: BenchmarkFixture) -> None:
+    """One call through wrap's data path, in-process: request in (parse,
+    judge, durable audit entry, forward) and response out (parse, forward)."""
+    if not Path("/dev/shm").is_dir():
+        pytest.skip("no /dev/shm")
+    log_dir = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="aw-bench-"))
+    log = AuditLog.open(log_dir / "audit.log", AuditKey(bytes.fromhex("ef" * 32), source="bench"))
+    wrap = StdioWrap(WrapConfig(command=("true",)), policy=load_policy(POLICY), audit=log)
+    server, host = _Sink(), _Sink()
+    wrap._server_in = server  # type: ignore[assignment]
+    wrap._host = host  # type: ignore[assignment]
+    rpc_id = iter(range(1, 10**9))
+
+    def one_call() -> None:
+        n = next(rpc_id)
+        wrap._on_host_data(ECHO.body(n, b"b") + b"\n")
+        wrap._on_server_data(
+            b'{"jsonrpc":"2.0","id":%d,"result":{"content":[{"type":"text","text":"b"}]}}\n' % n
+        )
+
+    try:
+        for _ in range(WARMUP):
+            one_call()
+        benchmark.pedantic(one_call, rounds=3000, iterations=1, warmup_rounds=100)
+        # Every request reached the server and every response the host.
+        assert server.lines == host.lines == WARMUP + 3100
+        assert log.stats().entries == WARMUP + 3100
+    finally:
+        log.close()
+        for path in log_dir.iterdir():
+            path.unlink()
+        log_dir.rmdir()

@@ -994,7 +994,8 @@ class StdioWrap:
                 cancelled = params.get("requestId")
                 if isinstance(cancelled, int | str) and not isinstance(cancelled, bool):
                     self._pending.pop(cancelled, None)
-        if not self._to_server(wire) and isinstance(message, Request):
+        out = self._server_in  # _to_server, inlined on the per-call path
+        if (out is None or not out.write(wire)) and isinstance(message, Request):
             self._server_unreachable(message.id)
 
     def _refuse_host(self, message: Message, decision: Decision, outcome: str) -> None:
@@ -1108,6 +1109,19 @@ class StdioWrap:
             return
         self._server_spoke = True
         message = parsed.message
+        if isinstance(message, _ANSWERS) and not self._actions and not self._events:
+            # The common case, inlined: the answer to a pending host request
+            # (no entry of its own: the request's entry is already durable),
+            # with nothing earlier in this chunk waiting for an audit batch.
+            # Exactly what _server_message does for it; tools/list results
+            # (filtered) and anything unexpected go the general way.
+            rpc_id = message.id
+            if rpc_id is not None:
+                method = self._pending.get(rpc_id)
+                if method is not None and method != "tools/list":
+                    del self._pending[rpc_id]
+                    self._to_host(parsed.wire)
+                    return
         if not isinstance(message, list):
             self._server_message(message, parsed.wire, received_ns)
             return
