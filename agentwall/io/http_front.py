@@ -469,6 +469,10 @@ _GC_YOUNG_THRESHOLD = 20_000
 _MAX_ISSUED_SESSIONS = 65536
 _MAX_OUTSTANDING_SESSIONS = 4096
 _MAX_OUTSTANDING_IDS = 1024
+# Mcp-Param-* bindings remembered from the upstream's tools/list answers:
+# at most this many tools and bindings in all (the oldest tools go first).
+_MAX_PARAM_TOOLS = 4096
+_MAX_PARAM_BINDINGS = 16384
 
 # Responses dropped in one exchange that get their own audit entry; beyond
 # it they are counted in one summary entry (a hostile upstream must not turn
@@ -532,8 +536,8 @@ class ExchangeContext:
 
     def accept_response(self, rpc_id: Any) -> bool | None:
         """May a response with this id reach the agent?  None: no.  Else
-        whether its result must be filtered (a tools/list); marks it
-        answered."""
+        whether it answers a tools/list (its result is learned, and filtered
+        when configured); marks it answered."""
         if rpc_id in self.pending and rpc_id not in self.answered:
             self.answered.add(rpc_id)
             if self.outstanding is not None:
@@ -646,8 +650,13 @@ class Proxy:
         self._issued_sessions: dict[str, None] = {}
         # Per session: request ids forwarded and not answered yet, so that a
         # GET stream resumed with Last-Event-ID may deliver their answers.
-        # The value says whether the answer is a tools/list result to filter.
+        # The value says whether the answer is a tools/list result.
         self._outstanding: dict[str, dict[Any, bool]] = {}
+        # Per tool name: the Mcp-Param-* headers its inputSchema declares, as
+        # the upstream last listed it (see learn_param_headers).
+        self._param_headers: dict[str, mh.ToolParamHeaders] = {}
+        self._param_bindings = 0
+        self._param_log_throttle = LogThrottle(60.0)
 
     def exchange_done(self) -> None:
         self.inflight -= 1
@@ -930,6 +939,53 @@ class Proxy:
         await self.audit_refusal(conn.peer_host, reply, stage, session)
         conn.send_reply(reply)
 
+    # -- Mcp-Param-* headers (2026-07-28) ---------------------------------------
+    def learn_param_headers(self, result: Any) -> None:
+        """Remember the Mcp-Param-* bindings of the tools in a tools/list
+        result from the upstream.  Each listed tool's latest definition wins
+        (pages of a paginated list add up); bounded in tools and bindings."""
+        table = self._param_headers
+        for name, tool in mh.tools_param_headers(result).items():
+            if tool.invalid is not None and self._param_log_throttle.allow():
+                log.warning(
+                    "tool %r: invalid x-mcp-header annotation, not enforced (%s)",
+                    _scrub(name)[:128],
+                    tool.invalid,
+                )
+            old = table.pop(name, None)
+            if old is not None:
+                self._param_bindings -= len(old.bindings)
+            table[name] = tool
+            self._param_bindings += len(tool.bindings)
+        while table and (
+            len(table) > _MAX_PARAM_TOOLS or self._param_bindings > _MAX_PARAM_BINDINGS
+        ):
+            oldest = next(iter(table))
+            self._param_bindings -= len(table.pop(oldest).bindings)
+
+    def check_param_headers(
+        self, headers: list[tuple[bytes, bytes]], message: Request
+    ) -> mh.HttpReply | None:
+        """A 2026-07-28 tools/call's Mcp-Param-* headers against its
+        arguments, for a tool whose schema the upstream listed.  A tool not
+        listed yet (or listed with invalid annotations) is not checked here:
+        the upstream, which knows its schema, still checks."""
+        if message.method != "tools/call":
+            return None
+        params = _params(message)
+        if not isinstance(params, dict):
+            return None
+        name = params.get("name")
+        tool = self._param_headers.get(name) if isinstance(name, str) else None
+        if tool is None or not tool.bindings:
+            return None
+        arguments = params.get("arguments")
+        if arguments is None:
+            arguments = {}
+        elif not isinstance(arguments, dict):
+            return None  # refused as invalid params when judged
+        return mh.check_param_headers_against(tool, headers, arguments, rpc_id=message.id)
+
     # -- kill modes ----------------------------------------------------------
     async def enforce_kill(self, conn: HttpConnection, judgement: Judgement) -> bool:
         """After a denial: returns True when the connection must close."""
@@ -1162,6 +1218,13 @@ class Proxy:
         if reply is not None:
             await self.refuse_unjudged(conn, reply, "headers_vs_body", session)
             return
+        if isinstance(message, Request) and mh.is_modern(meta):
+            # Before judging: the policy and the audit entry see the body,
+            # routers may act on the headers; they must say the same thing.
+            reply = self.check_param_headers(req.headers, message)
+            if reply is not None:
+                await self.refuse_unjudged(conn, reply, "param_headers", session)
+                return
         judgement = await self.judge(
             message, session=session, origin="client", identity=identity, received_ns=received_ns
         )
@@ -1173,11 +1236,7 @@ class Proxy:
         pending: list[Any] = []
         if isinstance(message, Request):
             pending.append(message.id)
-            if (
-                message.method == "tools/list"
-                and self.config.filter_tools_list
-                and self.tools_filter
-            ):
+            if message.method == "tools/list":
                 filter_ids.add(message.id)
         if conn.closed and kind == "request" and mh.is_modern(meta):
             # 2026-07-28: closing the stream is the cancellation; the agent
@@ -1245,11 +1304,7 @@ class Proxy:
                 forward.append(judgement.forward or item)
                 if isinstance(item, Request):
                     pending.append(item.id)
-                    if (
-                        item.method == "tools/list"
-                        and self.config.filter_tools_list
-                        and self.tools_filter
-                    ):
+                    if item.method == "tools/list":
                         filter_ids.add(item.id)
                 continue
             if judgement.outcome == "deny":
@@ -1499,9 +1554,13 @@ class Proxy:
                 "exchange, or already answered"
             )
         if must_filter and isinstance(item, Response):
-            return msgspec.structs.replace(
-                item, result=self._filtered_tools(item.result, ctx)
-            ), None
+            # The unfiltered list: a call's headers are checked against the
+            # schema the upstream itself will check them against.
+            self.learn_param_headers(item.result)
+            if self.config.filter_tools_list and self.tools_filter is not None:
+                return msgspec.structs.replace(
+                    item, result=self._filtered_tools(item.result, ctx)
+                ), None
         return item, None
 
     def _filtered_tools(self, result: Any, ctx: ExchangeContext) -> Any:
