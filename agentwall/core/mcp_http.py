@@ -837,6 +837,27 @@ def check_param_headers_against(
     return None
 
 
+def rebuild_param_headers(
+    tool: ToolParamHeaders | None, headers: Sequence[tuple[bytes, bytes]], arguments: Any
+) -> Headers:
+    """The headers to forward once the arguments were changed (a redaction):
+    each declared Mcp-Param-* header rebuilt from the new ``arguments``, as a
+    conforming client would write it, so that the upstream never receives a
+    mirror of a value the body no longer holds.  ``tool`` None (the
+    declarations are unknown): every Mcp-Param-* header is dropped, since any
+    of them might mirror a redacted value."""
+    if tool is None:
+        return [(n, v) for n, v in headers if not n.startswith(H_PARAM_PREFIX)]
+    declared = {b.key for b in tool.bindings}
+    out = [(n, v) for n, v in headers if n not in declared]
+    for binding in tool.bindings:
+        value = _argument_at(arguments, binding.path)
+        text = None if value is None else _header_text(value)
+        if text is not None:
+            out.append((binding.key, encode_header_value(text).encode("ascii")))
+    return out
+
+
 # --------------------------------------------------------------------------
 # Server-sent events
 

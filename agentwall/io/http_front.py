@@ -986,6 +986,20 @@ class Proxy:
             return None  # refused as invalid params when judged
         return mh.check_param_headers_against(tool, headers, arguments, rpc_id=message.id)
 
+    def redacted_param_headers(self, meta: mh.RequestMeta, forward: Message) -> mh.RequestMeta:
+        """After a redaction the body changed: its Mcp-Param-* mirrors must
+        not carry the values it no longer holds (see rebuild_param_headers)."""
+        params = _params(forward)
+        name = params.get("name") if isinstance(params, dict) else None
+        tool = None
+        if _method(forward) == "tools/call" and isinstance(name, str):
+            tool = self._param_headers.get(name)
+            if tool is not None and tool.invalid is not None:
+                tool = None
+        arguments = params.get("arguments") if isinstance(params, dict) else None
+        forwarded = mh.rebuild_param_headers(tool, meta.forward, arguments)
+        return msgspec.structs.replace(meta, forward=forwarded)
+
     # -- kill modes ----------------------------------------------------------
     async def enforce_kill(self, conn: HttpConnection, judgement: Judgement) -> bool:
         """After a denial: returns True when the connection must close."""
@@ -1232,6 +1246,8 @@ class Proxy:
             await self._refuse(conn, judgement, kind)
             return
         wire = parsed.wire if judgement.forward is None else encode_message(judgement.forward)
+        if judgement.forward is not None and meta.param_headers:
+            meta = self.redacted_param_headers(meta, judgement.forward)
         filter_ids: set[Any] = set()
         pending: list[Any] = []
         if isinstance(message, Request):
@@ -1289,6 +1305,7 @@ class Proxy:
         filter_ids: set[Any] = set()
         pending: list[Any] = []
         close = False
+        redacted = False
         for item in items:
             if isinstance(item, FrameError):
                 answer = error_response(getattr(item, "rpc_id", None), item.rpc_code, str(item))
@@ -1302,6 +1319,7 @@ class Proxy:
             )
             if judgement.passes:
                 forward.append(judgement.forward or item)
+                redacted = redacted or judgement.forward is not None
                 if isinstance(item, Request):
                     pending.append(item.id)
                     if item.method == "tools/list":
@@ -1328,6 +1346,11 @@ class Proxy:
             initialize=any(isinstance(m, Request) and m.method == "initialize" for m in forward),
             outstanding=self._outstanding_for(meta, session) if pending else None,
         )
+        if redacted and meta.param_headers:
+            # Which item a header mirrors is unknown in a batch: drop them all.
+            meta = msgspec.structs.replace(
+                meta, forward=mh.rebuild_param_headers(None, meta.forward, None)
+            )
         await self._forward_post(
             conn, meta, encode_message(forward), ctx, local_errors=local, batch=True
         )

@@ -341,3 +341,35 @@ def test_arbitrary_header_bytes_never_crash(raw: bytes, value: str) -> None:
     reply = mh.check_param_headers_against(REGION, [(b"mcp-param-region", raw)], {"region": value})
     if reply is None:
         assert mh.decode_header_value(raw.decode("ascii")) == value
+
+
+# -- after a redaction the mirrors follow the body ----------------------------
+
+
+def test_rebuilt_headers_mirror_the_redacted_arguments() -> None:
+    headers = [(b"x-trace", b"t"), (b"mcp-param-other", b"o"), *hdrs(Region="s3cr3t", Limit="5")]
+    redacted = {"region": "[REDACTED]", "limit": 5}
+    out = mh.rebuild_param_headers(REGION, headers, redacted)
+    assert b"s3cr3t" not in b"".join(v for _, v in out)
+    assert (b"mcp-param-region", b"[REDACTED]") in out
+    assert (b"mcp-param-limit", b"5") in out
+    assert (b"x-trace", b"t") in out
+    assert (b"mcp-param-other", b"o") in out
+    # What is forwarded passes the same check the upstream makes.
+    assert mh.check_param_headers_against(REGION, out, redacted) is None
+
+
+def test_rebuilt_headers_without_declarations_drop_every_mirror() -> None:
+    headers = [(b"x-trace", b"t"), *hdrs(Region="s3cr3t", Other="o")]
+    assert mh.rebuild_param_headers(None, headers, {"region": "[REDACTED]"}) == [(b"x-trace", b"t")]
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["region", "limit", "dry", "query"]),
+        st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(),
+    )
+)
+def test_rebuilt_headers_always_pass_the_check(arguments: dict[str, Any]) -> None:
+    out = mh.rebuild_param_headers(REGION, hdrs(Region="stale", Limit="0"), arguments)
+    assert mh.check_param_headers_against(REGION, out, arguments) is None
