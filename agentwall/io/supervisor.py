@@ -56,7 +56,7 @@ from agentwall.io.upstream import UpstreamPool
 from agentwall.io.worker import PolicyEngine
 from agentwall.policy import Policy, filter_tools_list, load_policy
 from agentwall.policy import evaluate as policy_evaluate
-from agentwall.policy.secrets import mask_secrets
+from agentwall.policy.secrets import params_for_log
 from agentwall.types import AuditEvent, Call, Decision
 
 log = logging.getLogger("agentwall.start")
@@ -320,7 +320,7 @@ class Sidecar:
             )
         else:
             self.upstream = UpstreamPool(cfg.mcp_url, connect_timeout=connect_timeout)
-        mask = mask_secrets if cfg.log_params else None
+        mask = params_for_log if cfg.log_params else None
         front = FrontConfig(
             kill_mode=cfg.kill_mode,
             dry_run=cfg.dry_run,
