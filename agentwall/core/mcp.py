@@ -36,6 +36,7 @@ def make_call(
     identity: Identity | None,
     now_ns: int,
     response_to: str = "",
+    client: str | None = None,
 ) -> Call:
     """Raises ``FrameError`` with -32602 for params MCP does not allow.
 
@@ -63,6 +64,7 @@ def make_call(
             params_json=canonical_json(params),
             identity=identity,
             received_ns=now_ns,
+            client=client,
         )
     if isinstance(message, Response):
         body: Any = message.result
@@ -84,6 +86,7 @@ def make_call(
         params_json=canonical_json(body),
         identity=identity,
         received_ns=now_ns,
+        client=client,
     )
 
 

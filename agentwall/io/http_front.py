@@ -682,6 +682,12 @@ class Proxy:
             return f"sub:{identity.issuer}|{identity.subject}"
         return f"peer:{peer}"
 
+    @staticmethod
+    def client_key(identity: Identity | None, peer: str) -> str:
+        """The key of the policy's ``client:`` rate limit, whatever session the
+        call is in: the verified subject, else the peer address."""
+        return f"peer:{peer}" if identity is None else f"sub:{identity.issuer}|{identity.subject}"
+
     def session_issued(self, session_id: str) -> None:
         issued = self._issued_sessions
         if session_id in issued:
@@ -729,6 +735,7 @@ class Proxy:
         origin: Literal["client", "server"],
         identity: Identity | None,
         received_ns: int,
+        client: str | None = None,
     ) -> Judgement:
         """Rate limit, evaluate, audit.  Returns once the audit entry is
         durable (or refuses the message when it cannot be)."""
@@ -743,6 +750,7 @@ class Proxy:
                 call_id=call_id,
                 identity=identity,
                 now_ns=received_ns,
+                client=client,
             )
         except FrameError as exc:
             # Params MCP does not allow (array params, a tool name that is
@@ -1240,8 +1248,9 @@ class Proxy:
                 await self.refuse_unjudged(conn, reply, "param_headers", session)
                 return
         judgement = await self.judge(
-            message, session=session, origin="client", identity=identity, received_ns=received_ns
-        )
+            message, session=session, origin="client", identity=identity, received_ns=received_ns,
+            client=self.client_key(identity, conn.peer_host),
+        )  # fmt: skip
         if not judgement.passes:
             await self._refuse(conn, judgement, kind)
             return
@@ -1315,8 +1324,9 @@ class Proxy:
                 local.append(answer)
                 continue
             judgement = await self.judge(
-                item, session=session, origin="client", identity=identity, received_ns=received_ns
-            )
+                item, session=session, origin="client", identity=identity, received_ns=received_ns,
+                client=self.client_key(identity, conn.peer_host),
+            )  # fmt: skip
             if judgement.passes:
                 forward.append(judgement.forward or item)
                 redacted = redacted or judgement.forward is not None

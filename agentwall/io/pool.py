@@ -23,9 +23,11 @@ in the loop that will call ``evaluate``.
 What ``evaluate`` does, in order:
 
 1. rate limits (``tools/call`` requests from the client, when the policy gives
-   a session or tool rate): a refusal is a deny with ``category="rate_limit"``,
-   ``rule_id`` ``rate_limit.session`` or ``rate_limit.tool`` and
-   ``retry_after_ms``; the front-end answers it with -32029.  Never cached.
+   a client, session or tool rate; the client bucket is keyed by
+   ``Call.client``, else the session): a refusal is a deny with
+   ``category="rate_limit"``, ``rule_id`` ``rate_limit.client``,
+   ``rate_limit.session`` or ``rate_limit.tool`` and ``retry_after_ms``; the
+   front-end answers it with -32029.  Never cached.
 2. the decision cache: a hit is returned with ``cached=True`` and no worker is
    asked.  **The caller must still write the audit entry for it** (with
    ``cached=True``): a hit skips evaluation, never the audit log.
@@ -328,6 +330,7 @@ class EvaluatorPool:
         self._closed = False
 
         self._session_rate: RateSpec | None = None
+        self._client_rate: RateSpec | None = None
         self._tool_rates: dict[str, RateSpec | None] = {}
         self._load_rates()
 
@@ -480,9 +483,16 @@ class EvaluatorPool:
             and call.origin == "client"
         ):
             tool_rate = self._tool_rate(call.target)
-            if self._session_rate is not None or tool_rate is not None:
+            client_rate = self._client_rate
+            if self._session_rate is not None or tool_rate is not None or client_rate is not None:
                 verdict = limiter.check(
-                    call.session, call.target, self._session_rate, tool_rate, time.monotonic_ns()
+                    call.session,
+                    call.target,
+                    self._session_rate,
+                    tool_rate,
+                    time.monotonic_ns(),
+                    client=call.client,
+                    client_rate=client_rate,
                 )
                 if not verdict.allowed:
                     retry_ms = max(1, int(verdict.retry_after_s * 1000 + 0.999))
@@ -612,6 +622,12 @@ class EvaluatorPool:
         rate = getattr(self._policy, "session_rate", None)
         burst = getattr(self._policy, "session_burst", None)
         self._session_rate = as_spec(
+            None if rate is None else RateSpec(float(rate), None if burst is None else float(burst))
+        )
+        # client_rate/client_burst: one bucket per client across its sessions.
+        rate = getattr(self._policy, "client_rate", None)
+        burst = getattr(self._policy, "client_burst", None)
+        self._client_rate = as_spec(
             None if rate is None else RateSpec(float(rate), None if burst is None else float(burst))
         )
         self._tool_rates = {}

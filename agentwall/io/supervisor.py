@@ -126,6 +126,14 @@ class InProcessEvaluator:
                 None if policy.session_burst is None else float(policy.session_burst),
             )
         )
+        self._client_rate = as_spec(
+            None
+            if policy.client_rate is None
+            else RateSpec(
+                float(policy.client_rate),
+                None if policy.client_burst is None else float(policy.client_burst),
+            )
+        )
         self._tool_rates: dict[str, RateSpec | None] = {}
 
     def _tool_rate(self, name: str) -> RateSpec | None:
@@ -148,9 +156,16 @@ class InProcessEvaluator:
             and call.origin == "client"
         ):
             tool_rate = self._tool_rate(call.target)
-            if self._session_rate is not None or tool_rate is not None:
+            client_rate = self._client_rate
+            if self._session_rate is not None or tool_rate is not None or client_rate is not None:
                 verdict = limiter.check(
-                    call.session, call.target, self._session_rate, tool_rate, time.monotonic_ns()
+                    call.session,
+                    call.target,
+                    self._session_rate,
+                    tool_rate,
+                    time.monotonic_ns(),
+                    client=call.client,
+                    client_rate=client_rate,
                 )
                 if not verdict.allowed:
                     retry_ms = max(1, int(verdict.retry_after_s * 1000 + 0.999))
