@@ -58,8 +58,8 @@ from agentwall.errors import (
     UpstreamError,
 )
 from agentwall.io.contracts import AuditSink, Evaluator
-from agentwall.io.stdio_wrap import scrubbed
 from agentwall.io.upstream import UpstreamPool, UpstreamResponse, UpstreamTimeout
+from agentwall.policy.present import denial_data, denial_message, scrubbed
 from agentwall.types import PASSING_VERDICTS, AuditEvent, AuditOutcome, Call, Decision, Identity
 
 log = logging.getLogger("agentwall.http")
@@ -400,44 +400,6 @@ def _params(message: Message) -> Any:
 
 def _method(message: Message) -> str | None:
     return message.method if isinstance(message, Request | Notification) else None
-
-
-# Strings already seen to hold no secret (tool names, methods, URIs repeat
-# call after call): scrubbing one costs a few microseconds of regexes.  The
-# secret patterns are Safe Mode's, fixed, so a clean string stays clean.
-_KNOWN_CLEAN: set[str] = set()
-_KNOWN_CLEAN_MAX = 4096
-_KNOWN_CLEAN_LEN = 512
-
-
-def _scrub(value: Any) -> Any:
-    """``stdio_wrap.scrubbed`` (one implementation of what the log may
-    show), remembering the strings that needed nothing."""
-    if type(value) is not str or value in _KNOWN_CLEAN:
-        return value
-    out = scrubbed(value)
-    if out == value and len(value) <= _KNOWN_CLEAN_LEN:
-        if len(_KNOWN_CLEAN) >= _KNOWN_CLEAN_MAX:
-            _KNOWN_CLEAN.clear()
-        _KNOWN_CLEAN.add(value)
-    return out
-
-
-def denial_message(decision: Decision) -> str:
-    rule = decision.rule_id or "default_action"
-    return f"Denied by policy rule {rule}: {decision.reason}"
-
-
-def denial_data(decision: Decision) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "decision_id": decision.call_id,
-        "rule": decision.rule_id,
-        "pointer": decision.pointer,
-        "reason": decision.reason,
-    }
-    if decision.category:
-        data["category"] = decision.category
-    return data
 
 
 def _apply_redactions(params: Any, pointers: Iterable[str]) -> Any:
@@ -885,9 +847,9 @@ class Proxy:
             call_id=call.call_id,
             # Masked as wrap masks them: a call denied for carrying a secret
             # in its tool name, URI or id must not write it to the log.
-            rpc_id=_scrub(call.rpc_id),
-            method=_scrub(call.method),
-            target=_scrub(call.target) or None,
+            rpc_id=scrubbed(call.rpc_id),
+            method=scrubbed(call.method),
+            target=scrubbed(call.target) or None,
             decision=outcome,
             rule_id=decision.rule_id,
             reason=decision.reason,
@@ -931,8 +893,10 @@ class Proxy:
                 event="error",
                 session=session,
                 transport="http",
-                rpc_id=_scrub(rpc_id) if isinstance(rpc_id, int | str) else None,
-                reason=_scrub(f"refused before judging ({stage}): {message}"[:_REFUSAL_REASON_MAX]),
+                rpc_id=scrubbed(rpc_id) if isinstance(rpc_id, int | str) else None,
+                reason=scrubbed(
+                    f"refused before judging ({stage}): {message}"[:_REFUSAL_REASON_MAX]
+                ),
                 detail=detail,
             )
         )
@@ -957,7 +921,7 @@ class Proxy:
             if tool.invalid is not None and self._param_log_throttle.allow():
                 log.warning(
                     "tool %r: invalid x-mcp-header annotation, not enforced (%s)",
-                    _scrub(name)[:128],
+                    scrubbed(name)[:128],
                     tool.invalid,
                 )
             old = table.pop(name, None)
@@ -1623,8 +1587,8 @@ class Proxy:
                 event="error",
                 session=ctx.session,
                 transport="http",
-                rpc_id=_scrub(rpc_id),
-                reason=_scrub(f"dropped {reason}"),
+                rpc_id=scrubbed(rpc_id),
+                reason=scrubbed(f"dropped {reason}"),
                 detail={"direction": "server", "action": "drop"},
             )
         )
