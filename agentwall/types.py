@@ -65,6 +65,10 @@ class Call(msgspec.Struct, frozen=True):
     params_json: bytes
     identity: Identity | None = None
     received_ns: int = 0
+    # Who the caller is across sessions, the key of the policy's ``client:``
+    # rate limit: "sub:<issuer>|<subject>" when identity is verified, else
+    # "peer:<address>" (HTTP).  None: the session is its own client (wrap).
+    client: str | None = None
 
 
 class Decision(msgspec.Struct, frozen=True):

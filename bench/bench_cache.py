@@ -88,6 +88,23 @@ def test_rate_limiter_check(benchmark: Any, backend: str) -> None:
     assert verdict.allowed
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rate_limiter_check_with_client(benchmark: Any, backend: str) -> None:
+    """As above plus the policy's client bucket (taken first): 64 sessions of 8 clients."""
+    _need(backend)
+    limiter = RateLimiter.create(buckets=4096, backend=backend)  # type: ignore[arg-type]
+    rate = RateSpec(1e6, 1000)
+    pairs = itertools.cycle([(f"session-{n}", f"peer:10.0.0.{n % 8}") for n in range(64)])
+
+    def check() -> Any:
+        session_id, client = next(pairs)
+        return limiter.check(
+            session_id, "search", rate, rate, time.monotonic_ns(), client=client, client_rate=rate
+        )
+
+    assert benchmark(check).allowed
+
+
 def _call(n: int) -> Call:
     params = {"name": "read_file", "arguments": {"path": f"/workspace/src/file{n}.py"}}
     return Call(

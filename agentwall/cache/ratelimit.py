@@ -1,16 +1,22 @@
 """Token-bucket rate limits in shared memory, correct across processes.
 
-Two kinds of bucket, both taken for every ``tools/call`` request that the
-policy gives a rate for:
+Three kinds of bucket, each taken for every ``tools/call`` request that the
+policy gives its rate for:
 
+* the client bucket (``client.max_calls_per_second`` / ``burst``), keyed by
+  the client (principal) across all of its sessions: the verified identity,
+  else the peer address; a call that names no client is its session's own
+  client (``wrap``: one agent per session).  A fresh ``initialize`` gets a new
+  session and a full session bucket, never a new client bucket;
 * the session bucket (``session.max_calls_per_second`` / ``burst``), keyed by
   the session id;
 * the tool bucket (a tool's ``rate_limit``), keyed by the tool name across all
   sessions by default (``tool_scope="global"``: it protects the tool's
   backend), or per session and tool with ``tool_scope="session"``.
 
-The session bucket is taken first; a call refused by the tool bucket has still
-spent its session token (attempts count, which is what stops a runaway loop).
+The client bucket is taken first, then the session bucket, then the tool
+bucket; a call refused by a later bucket has still spent its earlier tokens
+(attempts count, which is what stops a runaway loop).
 A refusal carries a retry-after hint: the time until the refusing bucket holds
 one whole token again.  The capacity (burst) defaults to one second's worth of
 calls, and at least one call.
@@ -45,7 +51,7 @@ DEFAULT_BUCKETS = 16384
 MIN_RECLAIM_NS = 60_000_000_000
 _PERSON = b"aw-ratelimit-v1"
 
-Scope = Literal["session", "tool"]
+Scope = Literal["client", "session", "tool"]
 
 
 class RateSpec(msgspec.Struct, frozen=True):
@@ -148,7 +154,8 @@ def bucket_key(kind: str, *parts: str) -> int:
 
 
 class RateLimiter:
-    """Per-session and per-tool token buckets shared by every forked process."""
+    """Per-client, per-session and per-tool token buckets shared by every
+    forked process."""
 
     def __init__(
         self, shared: SharedBuckets, *, tool_scope: Literal["global", "session"] = "global"
@@ -216,8 +223,19 @@ class RateLimiter:
         session_rate: RateSpec | None,
         tool_rate: RateSpec | None,
         now_ns: int,
+        *,
+        client: str | None = None,
+        client_rate: RateSpec | None = None,
     ) -> RateVerdict:
-        """Takes from the session bucket, then the tool bucket (when each has a rate)."""
+        """Takes from the client bucket, then the session bucket, then the tool
+        bucket (each when it has a rate).  ``client`` None: the session is its
+        own client (a distinct bucket from the session one, same key)."""
+        if client_rate is not None:
+            who = session if client is None else client
+            wait = self.take(self._key("client", who, ""), client_rate, now_ns)
+            if wait:
+                self.refused += 1
+                return RateVerdict(False, "client", client_rate.calls_per_second, wait / 1e9)
         if session_rate is not None:
             wait = self.take(self._key("session", session, ""), session_rate, now_ns)
             if wait:
@@ -236,10 +254,11 @@ class RateLimiter:
         return ALLOWED
 
     def _key(self, kind: str, session: str, tool: str) -> int:
+        # ``session`` is the client's key for kind "client".
         memo = (kind, session, tool)
         key = self._keys.get(memo)
         if key is None:
-            if kind == "session":
+            if kind in ("session", "client"):
                 key = bucket_key(kind, session)
             elif kind == "tool":
                 key = bucket_key(kind, tool)

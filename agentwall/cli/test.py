@@ -170,6 +170,7 @@ def _print_summary(policy: Policy, fmt: str) -> None:
             "max_string_length": m.limits.max_string_length,
         },
         "session_rate": policy.session_rate,
+        "client_rate": policy.client_rate,
         "identity": m.identity.issuer if m.identity is not None else None,
         "warnings": list(policy.warnings),
     }
@@ -193,6 +194,8 @@ def _print_summary(policy: Policy, fmt: str) -> None:
     )
     if policy.session_rate is not None:
         print(f"  session rate    {policy.session_rate:g} calls/s")
+    if policy.client_rate is not None:
+        print(f"  client rate     {policy.client_rate:g} calls/s (across a client's sessions)")
     if m.identity is not None:
         aud = m.identity.audience
         shown = aud if isinstance(aud, str) else ", ".join(aud)

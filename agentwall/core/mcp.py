@@ -36,6 +36,7 @@ def make_call(
     identity: Identity | None,
     now_ns: int,
     response_to: str = "",
+    client: str | None = None,
 ) -> Call:
     """Raises ``FrameError`` with -32602 for params MCP does not allow.
 
@@ -63,6 +64,7 @@ def make_call(
             identity=identity,
             now_ns=now_ns,
             response_to=response_to,
+            client=client,
         )
     params: Any = message.params
     method = message.method
@@ -84,6 +86,7 @@ def make_call(
         params_json=canonical_json(params),
         identity=identity,
         received_ns=now_ns,
+        client=client,
     )
 
 
@@ -97,11 +100,11 @@ def _response_call(
     identity: Identity | None,
     now_ns: int,
     response_to: str,
+    client: str | None,
 ) -> Call:
     if isinstance(message, Response):
         body: Any = message.result
     else:
-        assert isinstance(message, ErrorResponse)
         body = {"error": {"code": message.error.code, "message": message.error.message}}
         if message.error.data is not UNSET:
             body["error"]["data"] = message.error.data
@@ -118,6 +121,7 @@ def _response_call(
         params_json=canonical_json(body),
         identity=identity,
         received_ns=now_ns,
+        client=client,
     )
 
 

@@ -188,9 +188,15 @@ def decode_header_value(value: str) -> str:
         payload = value[len(_SENTINEL_PREFIX) : -len(_SENTINEL_SUFFIX)]
         try:
             raw = base64.b64decode(payload.encode("ascii"), validate=True)
-            return raw.decode("utf-8")
+            text = raw.decode("utf-8")
         except (binascii.Error, UnicodeError, ValueError) as exc:
             raise HeaderValueError(f"invalid Base64 sentinel value {value!r}") from exc
+        # Only the canonical form (what every encoder writes): a payload with
+        # stray bits set after the last byte decodes here but is refused by
+        # stricter readers, and two readers must not disagree.
+        if base64.b64encode(raw).decode("ascii") != payload:
+            raise HeaderValueError(f"non-canonical Base64 sentinel value {value!r}")
+        return text
     return value
 
 
@@ -533,6 +539,323 @@ def check_param_headers(headers: Iterable[tuple[bytes, bytes]]) -> HttpReply | N
             except (UnicodeDecodeError, HeaderValueError):
                 return mismatch(f"{name.decode('latin-1')} header value is not valid")
     return None
+
+
+# --------------------------------------------------------------------------
+# Mcp-Param-* headers against the arguments (2026-07-28, "Custom Headers from
+# Tool Parameters")
+#
+# A tool's inputSchema may mark a property with ``"x-mcp-header": "Region"``;
+# a client then mirrors that argument into ``Mcp-Param-Region``.  Routers and
+# rate limiters may act on the header while the upstream acts on the body, so
+# the two must agree: "Any server that processes the message body MUST
+# validate that encoded header values ... match the corresponding values in
+# the request body" (400, -32020).
+
+X_MCP_HEADER = "x-mcp-header"
+PARAM_HEADER_TYPES: frozenset[str] = frozenset({"string", "integer", "boolean"})
+# Bounds on what one tool's schema may make us remember and walk.
+MAX_BINDINGS_PER_TOOL = 64
+# Deeper annotations are refused as invalid (each path is copied per level).
+MAX_PARAM_PATH = 32
+_MAX_SCHEMA_NODES = 20_000
+
+# JSON Schema keywords whose value is a schema (or a list/map of schemas).
+# Crossing any of them leaves the "statically reachable" chain: an
+# annotation found below one is invalid.  ``$ref`` is never followed, and
+# instance data (default, examples, const, enum) is never entered.
+_SCHEMA_ONE = frozenset(
+    {
+        "items",
+        "contains",
+        "additionalItems",
+        "unevaluatedItems",
+        "additionalProperties",
+        "unevaluatedProperties",
+        "propertyNames",
+        "not",
+        "if",
+        "then",
+        "else",
+        "contentSchema",
+    }
+)
+_SCHEMA_LIST = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
+_SCHEMA_MAP = frozenset(
+    {"patternProperties", "dependentSchemas", "$defs", "definitions", "dependencies"}
+)
+
+
+class ParamBinding(msgspec.Struct, frozen=True):
+    """One argument mirrored into one header."""
+
+    # As the tool declared it, for messages: "Mcp-Param-Region".
+    header: str
+    # Lower-cased, as the request parser gives header names.
+    key: bytes
+    # The chain of ``properties`` keys from the schema root to the argument.
+    path: tuple[str, ...]
+    # The property's declared type: "string", "integer" or "boolean".
+    type: str
+
+
+class ToolParamHeaders(msgspec.Struct, frozen=True):
+    """What a tool's inputSchema says about Mcp-Param-* headers.
+
+    ``invalid`` names the first broken annotation: conforming clients drop
+    such a tool from their list, and its annotations are not enforced (the
+    proxy remembers why, to log it)."""
+
+    bindings: tuple[ParamBinding, ...] = ()
+    invalid: str | None = None
+
+
+NO_PARAM_HEADERS = ToolParamHeaders()
+
+
+def param_header_bindings(input_schema: Any) -> ToolParamHeaders:
+    """The Mcp-Param-* headers a tool's ``inputSchema`` declares, validated
+    against the 2026-07-28 "Schema Extension" constraints: a non-empty
+    RFC 9110 token, unique ignoring case, on a string/integer/boolean
+    property (``number`` is not allowed) reached from the root through
+    ``properties`` keys only."""
+    bindings: list[ParamBinding] = []
+    seen: dict[bytes, str] = {}
+    # (where: the path from the root through ``properties`` keys, or the
+    # reason the node is not statically reachable; the schema node).  An
+    # explicit stack: the walk is total on any JSON value, however deep.
+    stack: list[tuple[tuple[str, ...] | str, Any]] = [((), input_schema)]
+    nodes = 0
+    while stack:
+        where, node = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        nodes += 1
+        if nodes > _MAX_SCHEMA_NODES:
+            return ToolParamHeaders(invalid=f"inputSchema has more than {_MAX_SCHEMA_NODES} nodes")
+        if X_MCP_HEADER in node:
+            problem = _binding_problem(node, where, seen)
+            if problem is not None:
+                return ToolParamHeaders(invalid=problem)
+            assert isinstance(where, tuple)
+            token = node[X_MCP_HEADER]
+            key = ("mcp-param-" + token.lower()).encode("ascii")
+            seen[key] = "/".join(where)
+            bindings.append(ParamBinding(f"Mcp-Param-{token}", key, where, node["type"]))
+            if len(bindings) > MAX_BINDINGS_PER_TOOL:
+                return ToolParamHeaders(
+                    invalid=f"more than {MAX_BINDINGS_PER_TOOL} {X_MCP_HEADER} annotations"
+                )
+        for keyword, value in node.items():
+            if keyword == "properties" and isinstance(value, dict):
+                if isinstance(where, str):
+                    inner: tuple[str, ...] | str = where
+                elif len(where) >= MAX_PARAM_PATH:
+                    inner = f"nested deeper than {MAX_PARAM_PATH} properties"
+                else:
+                    inner = where
+                for name, sub in value.items():
+                    stack.append((inner if isinstance(inner, str) else (*inner, name), sub))
+            elif keyword in _SCHEMA_ONE or keyword in _SCHEMA_LIST or keyword in _SCHEMA_MAP:
+                off = f"under {keyword!r}, outside a chain of properties keys"
+                if keyword in _SCHEMA_ONE:
+                    stack.append((off, value))
+                elif isinstance(value, list) and keyword in _SCHEMA_LIST:
+                    stack.extend((off, sub) for sub in value)
+                elif isinstance(value, dict) and keyword in _SCHEMA_MAP:
+                    stack.extend((off, sub) for sub in value.values())
+    # Sorted by header: the order a tools/list happened to use must not
+    # change which disagreement a refusal names.
+    bindings.sort(key=lambda b: b.key)
+    return ToolParamHeaders(bindings=tuple(bindings))
+
+
+def _binding_problem(
+    node: dict[str, Any], where: tuple[str, ...] | str, seen: dict[bytes, str]
+) -> str | None:
+    token = node[X_MCP_HEADER]
+    if isinstance(where, str):
+        return f"{X_MCP_HEADER} {where} ($ref is not followed either)"
+    if not where:
+        return f"{X_MCP_HEADER} on the schema root, not on a property"
+    at = "/".join(where)
+    if not isinstance(token, str):
+        return f"property {at!r}: {X_MCP_HEADER} must be a string"
+    if not token or not token.isascii() or token.encode("ascii").translate(None, _TOKEN_BYTES):
+        return f"property {at!r}: {X_MCP_HEADER} {token[:64]!r} is not an HTTP token"
+    declared = node.get("type")
+    if not isinstance(declared, str) or declared not in PARAM_HEADER_TYPES:
+        return (
+            f"property {at!r}: {X_MCP_HEADER} is allowed on string, integer and boolean "
+            f"properties only (type is {str(declared)[:32]!r})"
+        )
+    key = ("mcp-param-" + token.lower()).encode("ascii")
+    if key in seen:
+        return f"property {at!r}: {X_MCP_HEADER} {token!r} repeats that of {seen[key]!r}"
+    return None
+
+
+def tools_param_headers(result: Any) -> dict[str, ToolParamHeaders]:
+    """tools/list result -> tool name -> its Mcp-Param-* bindings (tools that
+    declare none are listed too: a later list without annotations must
+    replace an earlier one with them)."""
+    out: dict[str, ToolParamHeaders] = {}
+    tools = result.get("tools") if isinstance(result, dict) else None
+    if not isinstance(tools, list):
+        return out
+    for tool in tools:
+        if isinstance(tool, dict) and isinstance(tool.get("name"), str):
+            out[tool["name"]] = param_header_bindings(tool.get("inputSchema"))
+    return out
+
+
+_MISSING = object()
+
+
+def _argument_at(arguments: Any, path: tuple[str, ...]) -> Any:
+    """The value at ``path``; ``_MISSING`` when a step is absent or not an
+    object (the spec's "no value is present at that path")."""
+    node = arguments
+    for key in path:
+        if not isinstance(node, dict):
+            return _MISSING
+        node = node.get(key, _MISSING)
+        if node is _MISSING:
+            return _MISSING
+    return node
+
+
+def _header_text(value: Any) -> str | None:
+    """An argument as a conforming client writes it into its header (before
+    the sentinel encoding); None when it has no header form."""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if type(value) is int or type(value) is str:
+        return str(value)
+    if type(value) is float:
+        return repr(value)
+    return None
+
+
+def _decimal_parts(text: str) -> tuple[str, str] | None:
+    """("-42", "000") for "-42.000": a plain decimal, no exponent, no "+"."""
+    whole, dot, fraction = text.partition(".")
+    digits = whole[1:] if whole.startswith("-") else whole
+    if not digits.isdigit() or not digits.isascii():
+        return None
+    if dot and (not fraction.isdigit() or not fraction.isascii()):
+        return None
+    return whole, fraction
+
+
+def _agrees(binding: ParamBinding, value: Any, text: str, decoded: str) -> bool:
+    if decoded == text:
+        return True
+    parts = _decimal_parts(decoded)
+    if parts is None or len(decoded) > 400:
+        return False
+    # "When validating integer parameter values, servers SHOULD compare the
+    # header value and the body value numerically" (42.0 equals 42).
+    if binding.type == "integer" and (
+        type(value) is int or (type(value) is float and value.is_integer())
+    ):
+        return not parts[1].strip("0") and int(parts[0]) == int(value)
+    # A float (numbers are not allowed in these headers, but a client in
+    # another language may write 1.0 as "1"): equal only when exact.
+    if type(value) is float:
+        return float(decoded) == value
+    return False
+
+
+def check_param_headers_against(
+    tool: ToolParamHeaders,
+    headers: Iterable[tuple[bytes, bytes]],
+    arguments: Any,
+    *,
+    rpc_id: Any = None,
+) -> HttpReply | None:
+    """A 2026-07-28 tools/call's Mcp-Param-* headers against its arguments.
+
+    For each declared binding: an argument that is present (and not null)
+    needs its header, equal after ``=?base64?…?=`` decoding (integers
+    compared as numbers, booleans as true/false); an absent or null argument
+    must have no header.  A declared header given twice is refused (readers
+    of the first and the last copy would disagree).  Undeclared Mcp-Param-*
+    headers are not ours to judge: "Intermediate servers that do not
+    recognize an Mcp-Param-{Name} header MUST forward it".
+    """
+    if not tool.bindings:
+        return None
+    wanted = {b.key: b for b in tool.bindings}
+    given: dict[bytes, bytes] = {}
+    for name, value in headers:
+        if name in wanted:
+            if name in given:
+                return mismatch(f"{wanted[name].header} header given more than once", rpc_id)
+            given[name] = value
+    for binding in tool.bindings:
+        raw = given.get(binding.key)
+        value = _argument_at(arguments, binding.path)
+        argument = ".".join(binding.path)
+        if value is _MISSING or value is None:
+            if raw is not None:
+                return mismatch(
+                    f"{binding.header} header is present but argument {argument!r} is "
+                    f"{'null' if value is None else 'absent'} in the body",
+                    rpc_id,
+                )
+            continue
+        text = _header_text(value)
+        if text is None:
+            # An object or array has no header form: a conforming client
+            # sends none, so one that is sent cannot describe the body.
+            if raw is not None:
+                return mismatch(
+                    f"{binding.header} header cannot describe argument {argument!r} "
+                    f"(a {type(value).__name__} in the body)",
+                    rpc_id,
+                )
+            continue
+        if raw is None:
+            return mismatch(
+                f"{binding.header} header is missing but argument {argument!r} is present "
+                "in the body",
+                rpc_id,
+            )
+        try:
+            decoded = decode_header_value(raw.decode("ascii"))
+        except (UnicodeDecodeError, HeaderValueError):
+            return mismatch(f"{binding.header} header value is not valid", rpc_id)
+        if not _agrees(binding, value, text, decoded):
+            return mismatch(
+                f"{binding.header} header value {decoded[:128]!r} does not match "
+                f"argument {argument!r} in the body",
+                rpc_id,
+            )
+    return None
+
+
+def rebuild_param_headers(
+    tool: ToolParamHeaders | None, headers: Sequence[tuple[bytes, bytes]], arguments: Any
+) -> Headers:
+    """The headers to forward once the arguments were changed (a redaction):
+    each declared Mcp-Param-* header rebuilt from the new ``arguments``, as a
+    conforming client would write it, so that the upstream never receives a
+    mirror of a value the body no longer holds.  ``tool`` None (the
+    declarations are unknown): every Mcp-Param-* header is dropped, since any
+    of them might mirror a redacted value."""
+    if tool is None:
+        return [(n, v) for n, v in headers if not n.startswith(H_PARAM_PREFIX)]
+    declared = {b.key for b in tool.bindings}
+    out = [(n, v) for n, v in headers if n not in declared]
+    for binding in tool.bindings:
+        value = _argument_at(arguments, binding.path)
+        text = None if value is None else _header_text(value)
+        if text is not None:
+            out.append((binding.key, encode_header_value(text).encode("ascii")))
+    return out
 
 
 # --------------------------------------------------------------------------

@@ -58,8 +58,8 @@ from agentwall.errors import (
     UpstreamError,
 )
 from agentwall.io.contracts import AuditSink, Evaluator
-from agentwall.io.stdio_wrap import scrubbed
 from agentwall.io.upstream import UpstreamPool, UpstreamResponse, UpstreamTimeout
+from agentwall.policy.present import denial_data, denial_message, scrubbed
 from agentwall.types import PASSING_VERDICTS, AuditEvent, AuditOutcome, Call, Decision, Identity
 
 log = logging.getLogger("agentwall.http")
@@ -402,44 +402,6 @@ def _method(message: Message) -> str | None:
     return message.method if isinstance(message, Request | Notification) else None
 
 
-# Strings already seen to hold no secret (tool names, methods, URIs repeat
-# call after call): scrubbing one costs a few microseconds of regexes.  The
-# secret patterns are Safe Mode's, fixed, so a clean string stays clean.
-_KNOWN_CLEAN: set[str] = set()
-_KNOWN_CLEAN_MAX = 4096
-_KNOWN_CLEAN_LEN = 512
-
-
-def _scrub(value: Any) -> Any:
-    """``stdio_wrap.scrubbed`` (one implementation of what the log may
-    show), remembering the strings that needed nothing."""
-    if type(value) is not str or value in _KNOWN_CLEAN:
-        return value
-    out = scrubbed(value)
-    if out == value and len(value) <= _KNOWN_CLEAN_LEN:
-        if len(_KNOWN_CLEAN) >= _KNOWN_CLEAN_MAX:
-            _KNOWN_CLEAN.clear()
-        _KNOWN_CLEAN.add(value)
-    return out
-
-
-def denial_message(decision: Decision) -> str:
-    rule = decision.rule_id or "default_action"
-    return f"Denied by policy rule {rule}: {decision.reason}"
-
-
-def denial_data(decision: Decision) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "decision_id": decision.call_id,
-        "rule": decision.rule_id,
-        "pointer": decision.pointer,
-        "reason": decision.reason,
-    }
-    if decision.category:
-        data["category"] = decision.category
-    return data
-
-
 def _apply_redactions(params: Any, pointers: Iterable[str]) -> Any:
     """Copy of ``params`` with each RFC 6901 pointer's value replaced."""
     out = orjson.loads(orjson.dumps(params))
@@ -469,6 +431,10 @@ _GC_YOUNG_THRESHOLD = 20_000
 _MAX_ISSUED_SESSIONS = 65536
 _MAX_OUTSTANDING_SESSIONS = 4096
 _MAX_OUTSTANDING_IDS = 1024
+# Mcp-Param-* bindings remembered from the upstream's tools/list answers:
+# at most this many tools and bindings in all (the oldest tools go first).
+_MAX_PARAM_TOOLS = 4096
+_MAX_PARAM_BINDINGS = 16384
 
 # Responses dropped in one exchange that get their own audit entry; beyond
 # it they are counted in one summary entry (a hostile upstream must not turn
@@ -532,8 +498,8 @@ class ExchangeContext:
 
     def accept_response(self, rpc_id: Any) -> bool | None:
         """May a response with this id reach the agent?  None: no.  Else
-        whether its result must be filtered (a tools/list); marks it
-        answered."""
+        whether it answers a tools/list (its result is learned, and filtered
+        when configured); marks it answered."""
         if rpc_id in self.pending and rpc_id not in self.answered:
             self.answered.add(rpc_id)
             if self.outstanding is not None:
@@ -646,8 +612,13 @@ class Proxy:
         self._issued_sessions: dict[str, None] = {}
         # Per session: request ids forwarded and not answered yet, so that a
         # GET stream resumed with Last-Event-ID may deliver their answers.
-        # The value says whether the answer is a tools/list result to filter.
+        # The value says whether the answer is a tools/list result.
         self._outstanding: dict[str, dict[Any, bool]] = {}
+        # Per tool name: the Mcp-Param-* headers its inputSchema declares, as
+        # the upstream last listed it (see learn_param_headers).
+        self._param_headers: dict[str, mh.ToolParamHeaders] = {}
+        self._param_bindings = 0
+        self._param_log_throttle = LogThrottle(60.0)
 
     def exchange_done(self) -> None:
         self.inflight -= 1
@@ -672,6 +643,12 @@ class Proxy:
         if identity is not None:
             return f"sub:{identity.issuer}|{identity.subject}"
         return f"peer:{peer}"
+
+    @staticmethod
+    def client_key(identity: Identity | None, peer: str) -> str:
+        """The key of the policy's ``client:`` rate limit, whatever session the
+        call is in: the verified subject, else the peer address."""
+        return f"peer:{peer}" if identity is None else f"sub:{identity.issuer}|{identity.subject}"
 
     def session_issued(self, session_id: str) -> None:
         issued = self._issued_sessions
@@ -720,6 +697,7 @@ class Proxy:
         origin: Literal["client", "server"],
         identity: Identity | None,
         received_ns: int,
+        client: str | None = None,
     ) -> Judgement:
         """Rate limit, evaluate, audit.  Returns once the audit entry is
         durable (or refuses the message when it cannot be)."""
@@ -734,6 +712,7 @@ class Proxy:
                 call_id=call_id,
                 identity=identity,
                 now_ns=received_ns,
+                client=client,
             )
         except FrameError as exc:
             # Params MCP does not allow (array params, a tool name that is
@@ -868,9 +847,9 @@ class Proxy:
             call_id=call.call_id,
             # Masked as wrap masks them: a call denied for carrying a secret
             # in its tool name, URI or id must not write it to the log.
-            rpc_id=_scrub(call.rpc_id),
-            method=_scrub(call.method),
-            target=_scrub(call.target) or None,
+            rpc_id=scrubbed(call.rpc_id),
+            method=scrubbed(call.method),
+            target=scrubbed(call.target) or None,
             decision=outcome,
             rule_id=decision.rule_id,
             reason=decision.reason,
@@ -914,8 +893,10 @@ class Proxy:
                 event="error",
                 session=session,
                 transport="http",
-                rpc_id=_scrub(rpc_id) if isinstance(rpc_id, int | str) else None,
-                reason=_scrub(f"refused before judging ({stage}): {message}"[:_REFUSAL_REASON_MAX]),
+                rpc_id=scrubbed(rpc_id) if isinstance(rpc_id, int | str) else None,
+                reason=scrubbed(
+                    f"refused before judging ({stage}): {message}"[:_REFUSAL_REASON_MAX]
+                ),
                 detail=detail,
             )
         )
@@ -929,6 +910,67 @@ class Proxy:
     ) -> None:
         await self.audit_refusal(conn.peer_host, reply, stage, session)
         conn.send_reply(reply)
+
+    # -- Mcp-Param-* headers (2026-07-28) ---------------------------------------
+    def learn_param_headers(self, result: Any) -> None:
+        """Remember the Mcp-Param-* bindings of the tools in a tools/list
+        result from the upstream.  Each listed tool's latest definition wins
+        (pages of a paginated list add up); bounded in tools and bindings."""
+        table = self._param_headers
+        for name, tool in mh.tools_param_headers(result).items():
+            if tool.invalid is not None and self._param_log_throttle.allow():
+                log.warning(
+                    "tool %r: invalid x-mcp-header annotation, not enforced (%s)",
+                    scrubbed(name)[:128],
+                    tool.invalid,
+                )
+            old = table.pop(name, None)
+            if old is not None:
+                self._param_bindings -= len(old.bindings)
+            table[name] = tool
+            self._param_bindings += len(tool.bindings)
+        while table and (
+            len(table) > _MAX_PARAM_TOOLS or self._param_bindings > _MAX_PARAM_BINDINGS
+        ):
+            oldest = next(iter(table))
+            self._param_bindings -= len(table.pop(oldest).bindings)
+
+    def check_param_headers(
+        self, headers: list[tuple[bytes, bytes]], message: Request
+    ) -> mh.HttpReply | None:
+        """A 2026-07-28 tools/call's Mcp-Param-* headers against its
+        arguments, for a tool whose schema the upstream listed.  A tool not
+        listed yet (or listed with invalid annotations) is not checked here:
+        the upstream, which knows its schema, still checks."""
+        if message.method != "tools/call":
+            return None
+        params = _params(message)
+        if not isinstance(params, dict):
+            return None
+        name = params.get("name")
+        tool = self._param_headers.get(name) if isinstance(name, str) else None
+        if tool is None or not tool.bindings:
+            return None
+        arguments = params.get("arguments")
+        if arguments is None:
+            arguments = {}
+        elif not isinstance(arguments, dict):
+            return None  # refused as invalid params when judged
+        return mh.check_param_headers_against(tool, headers, arguments, rpc_id=message.id)
+
+    def redacted_param_headers(self, meta: mh.RequestMeta, forward: Message) -> mh.RequestMeta:
+        """After a redaction the body changed: its Mcp-Param-* mirrors must
+        not carry the values it no longer holds (see rebuild_param_headers)."""
+        params = _params(forward)
+        name = params.get("name") if isinstance(params, dict) else None
+        tool = None
+        if _method(forward) == "tools/call" and isinstance(name, str):
+            tool = self._param_headers.get(name)
+            if tool is not None and tool.invalid is not None:
+                tool = None
+        arguments = params.get("arguments") if isinstance(params, dict) else None
+        forwarded = mh.rebuild_param_headers(tool, meta.forward, arguments)
+        return msgspec.structs.replace(meta, forward=forwarded)
 
     # -- kill modes ----------------------------------------------------------
     async def enforce_kill(self, conn: HttpConnection, judgement: Judgement) -> bool:
@@ -1162,22 +1204,28 @@ class Proxy:
         if reply is not None:
             await self.refuse_unjudged(conn, reply, "headers_vs_body", session)
             return
+        if isinstance(message, Request) and mh.is_modern(meta):
+            # Before judging: the policy and the audit entry see the body,
+            # routers may act on the headers; they must say the same thing.
+            reply = self.check_param_headers(req.headers, message)
+            if reply is not None:
+                await self.refuse_unjudged(conn, reply, "param_headers", session)
+                return
         judgement = await self.judge(
-            message, session=session, origin="client", identity=identity, received_ns=received_ns
-        )
+            message, session=session, origin="client", identity=identity, received_ns=received_ns,
+            client=self.client_key(identity, conn.peer_host),
+        )  # fmt: skip
         if not judgement.passes:
             await self._refuse(conn, judgement, kind)
             return
         wire = parsed.wire if judgement.forward is None else encode_message(judgement.forward)
+        if judgement.forward is not None and meta.param_headers:
+            meta = self.redacted_param_headers(meta, judgement.forward)
         filter_ids: set[Any] = set()
         pending: list[Any] = []
         if isinstance(message, Request):
             pending.append(message.id)
-            if (
-                message.method == "tools/list"
-                and self.config.filter_tools_list
-                and self.tools_filter
-            ):
+            if message.method == "tools/list":
                 filter_ids.add(message.id)
         if conn.closed and kind == "request" and mh.is_modern(meta):
             # 2026-07-28: closing the stream is the cancellation; the agent
@@ -1230,6 +1278,7 @@ class Proxy:
         filter_ids: set[Any] = set()
         pending: list[Any] = []
         close = False
+        redacted = False
         for item in items:
             if isinstance(item, FrameError):
                 answer = error_response(getattr(item, "rpc_id", None), item.rpc_code, str(item))
@@ -1239,17 +1288,15 @@ class Proxy:
                 local.append(answer)
                 continue
             judgement = await self.judge(
-                item, session=session, origin="client", identity=identity, received_ns=received_ns
-            )
+                item, session=session, origin="client", identity=identity, received_ns=received_ns,
+                client=self.client_key(identity, conn.peer_host),
+            )  # fmt: skip
             if judgement.passes:
                 forward.append(judgement.forward or item)
+                redacted = redacted or judgement.forward is not None
                 if isinstance(item, Request):
                     pending.append(item.id)
-                    if (
-                        item.method == "tools/list"
-                        and self.config.filter_tools_list
-                        and self.tools_filter
-                    ):
+                    if item.method == "tools/list":
                         filter_ids.add(item.id)
                 continue
             if judgement.outcome == "deny":
@@ -1273,6 +1320,11 @@ class Proxy:
             initialize=any(isinstance(m, Request) and m.method == "initialize" for m in forward),
             outstanding=self._outstanding_for(meta, session) if pending else None,
         )
+        if redacted and meta.param_headers:
+            # Which item a header mirrors is unknown in a batch: drop them all.
+            meta = msgspec.structs.replace(
+                meta, forward=mh.rebuild_param_headers(None, meta.forward, None)
+            )
         await self._forward_post(
             conn, meta, encode_message(forward), ctx, local_errors=local, batch=True
         )
@@ -1499,9 +1551,13 @@ class Proxy:
                 "exchange, or already answered"
             )
         if must_filter and isinstance(item, Response):
-            return msgspec.structs.replace(
-                item, result=self._filtered_tools(item.result, ctx)
-            ), None
+            # The unfiltered list: a call's headers are checked against the
+            # schema the upstream itself will check them against.
+            self.learn_param_headers(item.result)
+            if self.config.filter_tools_list and self.tools_filter is not None:
+                return msgspec.structs.replace(
+                    item, result=self._filtered_tools(item.result, ctx)
+                ), None
         return item, None
 
     def _filtered_tools(self, result: Any, ctx: ExchangeContext) -> Any:
@@ -1531,8 +1587,8 @@ class Proxy:
                 event="error",
                 session=ctx.session,
                 transport="http",
-                rpc_id=_scrub(rpc_id),
-                reason=_scrub(f"dropped {reason}"),
+                rpc_id=scrubbed(rpc_id),
+                reason=scrubbed(f"dropped {reason}"),
                 detail={"direction": "server", "action": "drop"},
             )
         )

@@ -125,6 +125,7 @@ class InProcessEvaluator:
         self._evaluate: Callable[[Any, Call, int], Decision] = evaluate
         self._limiter: Any = None
         self._session_rate: Any = None
+        self._client_rate: Any = None
         self._tool_rates: dict[str, Any] = {}
         self.policy = policy
         self.set_policy(policy)
@@ -138,12 +139,18 @@ class InProcessEvaluator:
         self._session_rate = as_spec(
             None if rate is None else RateSpec(float(rate), None if burst is None else float(burst))
         )
+        # client: wrap serves one agent, so a Call's client is its session.
+        rate, burst = getattr(policy, "client_rate", None), getattr(policy, "client_burst", None)
+        self._client_rate = as_spec(
+            None if rate is None else RateSpec(float(rate), None if burst is None else float(burst))
+        )
         self._tool_rates = {
             t.name: as_spec(policy.tool_rate_limit(t.name))
             for t in policy.tools
             if policy.tool_rate_limit(t.name) is not None
         }
-        if (self._session_rate is not None or self._tool_rates) and self._limiter is None:
+        limited = self._session_rate is not None or self._client_rate is not None
+        if (limited or self._tool_rates) and self._limiter is None:
             self._limiter = RateLimiter.create(buckets=256)
 
     def close(self) -> None:
@@ -164,10 +171,11 @@ class InProcessEvaluator:
                 and call.origin == "client"
             ):
                 tool_rate = self._tool_rates.get(call.target)
-                if self._session_rate is not None or tool_rate is not None:
+                session_rate, client_rate = self._session_rate, self._client_rate
+                if session_rate is not None or tool_rate is not None or client_rate is not None:
                     verdict = self._limiter.check(
-                        call.session, call.target, self._session_rate, tool_rate,
-                        time.monotonic_ns(),
+                        call.session, call.target, session_rate, tool_rate,
+                        time.monotonic_ns(), client=call.client, client_rate=client_rate,
                     )  # fmt: skip
                     if not verdict.allowed:
                         retry_ms = max(1, int(verdict.retry_after_s * 1000 + 0.999))

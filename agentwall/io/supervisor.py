@@ -56,7 +56,7 @@ from agentwall.io.upstream import UpstreamPool
 from agentwall.io.worker import PolicyEngine
 from agentwall.policy import Policy, filter_tools_list, load_policy
 from agentwall.policy import evaluate as policy_evaluate
-from agentwall.policy.secrets import mask_secrets
+from agentwall.policy.secrets import params_for_log
 from agentwall.types import AuditEvent, Call, Decision
 
 log = logging.getLogger("agentwall.start")
@@ -126,6 +126,14 @@ class InProcessEvaluator:
                 None if policy.session_burst is None else float(policy.session_burst),
             )
         )
+        self._client_rate = as_spec(
+            None
+            if policy.client_rate is None
+            else RateSpec(
+                float(policy.client_rate),
+                None if policy.client_burst is None else float(policy.client_burst),
+            )
+        )
         self._tool_rates: dict[str, RateSpec | None] = {}
 
     def _tool_rate(self, name: str) -> RateSpec | None:
@@ -148,9 +156,16 @@ class InProcessEvaluator:
             and call.origin == "client"
         ):
             tool_rate = self._tool_rate(call.target)
-            if self._session_rate is not None or tool_rate is not None:
+            client_rate = self._client_rate
+            if self._session_rate is not None or tool_rate is not None or client_rate is not None:
                 verdict = limiter.check(
-                    call.session, call.target, self._session_rate, tool_rate, time.monotonic_ns()
+                    call.session,
+                    call.target,
+                    self._session_rate,
+                    tool_rate,
+                    time.monotonic_ns(),
+                    client=call.client,
+                    client_rate=client_rate,
                 )
                 if not verdict.allowed:
                     retry_ms = max(1, int(verdict.retry_after_s * 1000 + 0.999))
@@ -305,7 +320,7 @@ class Sidecar:
             )
         else:
             self.upstream = UpstreamPool(cfg.mcp_url, connect_timeout=connect_timeout)
-        mask = mask_secrets if cfg.log_params else None
+        mask = params_for_log if cfg.log_params else None
         front = FrontConfig(
             kill_mode=cfg.kill_mode,
             dry_run=cfg.dry_run,

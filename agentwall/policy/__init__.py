@@ -11,6 +11,7 @@ from agentwall.policy.compiled import SAFE_MODE_ONLY_WARNING, Policy
 from agentwall.policy.evaluate import evaluate, filter_tools_list
 from agentwall.policy.loader import load_policy, loads_policy
 from agentwall.policy.model import (
+    ClientConfig,
     IdentityConfig,
     IdentityRule,
     Limits,
@@ -26,6 +27,7 @@ from agentwall.policy.model import (
 
 __all__ = [
     "SAFE_MODE_ONLY_WARNING",
+    "ClientConfig",
     "IdentityConfig",
     "IdentityRule",
     "Limits",

@@ -437,6 +437,17 @@ class Policy:
         return self.model.session.burst
 
     @property
+    def client_rate(self) -> float | None:
+        """``client.max_calls_per_second``: one bucket per client across its sessions."""
+        client = self.model.client
+        return None if client is None else client.max_calls_per_second
+
+    @property
+    def client_burst(self) -> int | None:
+        client = self.model.client
+        return None if client is None else client.burst
+
+    @property
     def tools(self) -> tuple[ToolRule, ...]:
         return self.model.tools
 

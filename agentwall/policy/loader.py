@@ -30,6 +30,7 @@ from agentwall.policy.model import (
     JWT_ALGORITHMS,
     PARAM_TYPES,
     RISKS,
+    ClientConfig,
     IdentityConfig,
     IdentityRule,
     Limits,
@@ -57,6 +58,7 @@ TOP_KEYS = (
     "default_action",
     "identity",
     "session",
+    "client",
     "limits",
     "safe_mode",
     "methods",
@@ -117,6 +119,7 @@ IDENTITY_KEYS = (
 )
 IDENTITY_RULE_KEYS = ("subjects", "claims", "scopes")
 SESSION_KEYS = ("max_calls_per_second", "burst")
+CLIENT_KEYS = ("max_calls_per_second", "burst")
 LIMIT_KEYS = ("max_depth", "max_bytes", "max_string_length")
 SAFE_MODE_KEYS = ("disable", "allow_private")
 TOOL_SAFE_MODE_KEYS = ("disable",)
@@ -417,6 +420,19 @@ def _session(ctx: _Ctx, node: YNode) -> SessionConfig:
     if (n := m.get("burst")) is not None:
         burst = ctx.integer(n, "session.burst", 1, 1_000_000)
     return SessionConfig(max_calls_per_second=rate, burst=burst)
+
+
+def _client(ctx: _Ctx, node: YNode) -> ClientConfig:
+    m = ctx.map(node, "client", CLIENT_KEYS, required=("max_calls_per_second",))
+    rate = float(
+        ctx.number(
+            m.index["max_calls_per_second"].value, "client.max_calls_per_second", positive=True
+        )
+    )
+    burst = None
+    if (n := m.get("burst")) is not None:
+        burst = ctx.integer(n, "client.burst", 1, 1_000_000)
+    return ClientConfig(max_calls_per_second=rate, burst=burst)
 
 
 def _limits(ctx: _Ctx, node: YNode) -> Limits:
@@ -814,6 +830,7 @@ def _build(text: str, source: str | None) -> Policy:
     )
     identity = _identity_config(ctx, n) if (n := top.get("identity")) is not None else None
     session = _session(ctx, n) if (n := top.get("session")) is not None else SessionConfig()
+    client = _client(ctx, n) if (n := top.get("client")) is not None else None
     limits = _limits(ctx, n) if (n := top.get("limits")) is not None else Limits()
     safe = _safe_mode(ctx, n) if (n := top.get("safe_mode")) is not None else SafeModeConfig()
     methods = _methods(ctx, n) if (n := top.get("methods")) is not None else {}
@@ -849,6 +866,7 @@ def _build(text: str, source: str | None) -> Policy:
         default_action=default_action,  # type: ignore[arg-type]
         identity=identity,
         session=session,
+        client=client,
         limits=limits,
         safe_mode=safe,
         methods=methods,  # type: ignore[arg-type]

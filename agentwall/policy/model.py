@@ -156,6 +156,15 @@ class SessionConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     burst: int | None = None
 
 
+class ClientConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Top-level ``client:``: one token bucket per client (the verified
+    identity, else the peer address; for ``wrap``, its one agent) across all
+    of that client's sessions, so a fresh ``initialize`` buys no new tokens."""
+
+    max_calls_per_second: float
+    burst: int | None = None
+
+
 class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_depth: int = DEFAULT_MAX_DEPTH
     max_bytes: int = DEFAULT_MAX_BYTES
@@ -178,6 +187,9 @@ class PolicyModel(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     description: str | None = None
     identity: IdentityConfig | None = None
     session: SessionConfig = SessionConfig()
+    # None (absent): no per-client limit.  Left out of the content hash when
+    # absent, so policies written before it keep their hash and signature.
+    client: ClientConfig | None = None
     limits: Limits = Limits()
     safe_mode: SafeModeConfig = SafeModeConfig()
     # Explicit entries from the file only; the shipped defaults are in

@@ -14,7 +14,9 @@ case-sensitive, as the formats are.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
+
+import msgspec
 
 from agentwall.policy.patterns import compile_re2
 
@@ -126,6 +128,29 @@ def mask_secrets(value: Any) -> tuple[Any, tuple[str, ...]]:
     pointers: list[str] = []
     masked = _mask(value, "", pointers, 0)
     return masked, tuple(pointers)
+
+
+# ``--log-params`` copies parameters into every decision entry; above this
+# size they are left out (the entry's args_sha256 still identifies them), so
+# one 16 MiB call cannot make a 16 MiB entry, nor a flood of them a huge log.
+LOG_PARAMS_MAX_BYTES: Final = 64 * 1024
+
+
+def params_for_log(
+    params: Any, max_bytes: int = LOG_PARAMS_MAX_BYTES
+) -> tuple[Any, tuple[str, ...]]:
+    """What ``--log-params`` writes: the params with secrets masked, or,
+    over ``max_bytes`` of JSON, a marker saying they were left out and why."""
+    try:
+        size = len(msgspec.json.encode(params))
+    except (TypeError, ValueError, OverflowError):
+        size = max_bytes + 1  # not JSON-encodable as is: never copied
+    if size > max_bytes:
+        return {
+            "omitted": f"params are {size} bytes, over the {max_bytes}-byte --log-params "
+            "limit; args_sha256 identifies them"
+        }, ()
+    return mask_secrets(params)
 
 
 _MAX_DEPTH = 128  # recursion stays far below the interpreter limit

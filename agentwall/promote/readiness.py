@@ -74,6 +74,8 @@ class PolicyView(msgspec.Struct, frozen=True):
     default_action: str
     tools: tuple[ToolView, ...] = ()
     session_rate: float | None = None
+    # ``client.max_calls_per_second``: one bucket per client across sessions.
+    client_rate: float | None = None
     identity: IdentityView | None = None
     # False: Safe Mode is off altogether.  Rule ids switched off are listed
     # on each tool they apply to (``ToolView.safe_mode_disabled``).
@@ -143,6 +145,7 @@ CODES: Final[dict[str, Severity]] = {
     "no_max_length": "warning",
     "unbounded_number": "warning",
     "no_tool_rate_limit": "warning",
+    "no_client_rate_limit": "warning",
     "safe_mode_rules_disabled": "warning",
     "safe_mode_private_allowed": "warning",
     "broad_resource_pattern": "warning",
@@ -440,13 +443,24 @@ def _policy_findings(view: PolicyView) -> Iterable[Finding]:
             "allow the tools the agent needs, or this proxy only blocks",
         )
     unlimited = [t.name for t in allowed if t.rate_limit is None]
-    if view.session_rate is None and (unlimited or not allowed):
+    # A client rate limits every call of every session: a rate limit too.
+    if view.session_rate is None and view.client_rate is None and (unlimited or not allowed):
         yield _finding(
             "no_rate_limit",
             None,
             "there is no rate limit: no `session.max_calls_per_second`"
             + (f" and no `rate_limit` on {', '.join(unlimited)}" if unlimited else ""),
             "set `session: {max_calls_per_second: N}` (and per-tool `rate_limit` where needed)",
+        )
+    if view.session_rate is not None and view.client_rate is None:
+        yield _finding(
+            "no_client_rate_limit",
+            None,
+            "the session rate limit can be reset: over HTTP a client that sends a fresh "
+            "`initialize` gets a new session and a full session bucket, so N sessions get "
+            "N times `session.max_calls_per_second`",
+            "set `client: {max_calls_per_second: N}`, one bucket per client (verified "
+            "identity, else address) across all of its sessions",
         )
     if view.identity is not None:
         for label, url in (("issuer", view.identity.issuer), ("jwks_uri", view.identity.jwks_uri)):

@@ -72,6 +72,7 @@ def view_of_model(model: PolicyModel) -> PolicyView | None:
         default_action=model.default_action,
         tools=tuple(_tool(rule, model) for rule in model.tools),
         session_rate=model.session.max_calls_per_second,
+        client_rate=None if model.client is None else model.client.max_calls_per_second,
         identity=None
         if identity is None
         else IdentityView(

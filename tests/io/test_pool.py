@@ -397,6 +397,43 @@ def test_rate_limits_deny_with_retry_hint_and_are_never_cached(
     assert h.pool.metrics().pool_denials["rate_limit"] == 2
 
 
+def test_client_limit_spans_sessions_and_is_never_cached(
+    tmp_path: Path, make_pool: Callable[..., Harness]
+) -> None:
+    path = tmp_path / "client.yaml"
+    path.write_text(RATED + "client: {max_calls_per_second: 0.01, burst: 3}\n")
+    cache = DecisionCache.create(slots=1024)
+    limiter = RateLimiter.create(buckets=256)
+    h = make_pool(path, workers=1, cache=cache, rate_limiter=limiter)
+
+    def as_client(c: Call, client: str | None) -> Call:
+        return msgspec.structs.replace(c, client=client)
+
+    # One client, a fresh session per call: each session bucket is full, the
+    # client bucket (burst 3) is not.
+    got = [
+        h.evaluate(as_client(call("search", session=f"s{i}"), "peer:10.0.0.1")) for i in range(4)
+    ]
+    assert [d.verdict for d in got] == ["allow", "allow", "allow", "deny"]
+    assert got[2].cached  # the policy decision is cached; the client check is not
+    refused = got[3]
+    assert (refused.category, refused.rule_id) == ("rate_limit", "rate_limit.client")
+    assert refused.retry_after_ms is not None
+    assert refused.retry_after_ms > 1000
+    assert not refused.cacheable
+    assert not refused.cached
+    assert "client rate limit of 0.01 calls/s" in refused.reason
+    # Another client is untouched.
+    assert h.evaluate(as_client(call("search", session="s9"), "peer:10.0.0.2")).verdict == "allow"
+    # A call that names no client is its own session's client.
+    assert h.evaluate(call("search", session="lone")).verdict == "allow"
+    # Reloaded without the key: back to per-session buckets only.
+    path.write_text(RATED)
+    assert h.run(h.pool.reload()).ok
+    again = h.evaluate(as_client(call("search", session="s10"), "peer:10.0.0.1"))
+    assert again.verdict == "allow"
+
+
 def test_overload_is_a_fast_deny(policy_file: Path, make_pool: Callable[..., Harness]) -> None:
     h = make_pool(policy_file, workers=1, max_queue_per_worker=2, deadline_s=5.0)
     (pid,) = h.pool.worker_pids()

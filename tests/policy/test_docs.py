@@ -20,6 +20,7 @@ KEYS = sorted(
         + loader.IDENTITY_KEYS
         + loader.IDENTITY_RULE_KEYS
         + loader.SESSION_KEYS
+        + loader.CLIENT_KEYS
         + loader.LIMIT_KEYS
         + loader.SAFE_MODE_KEYS
         + loader.RATE_KEYS

@@ -91,3 +91,24 @@ def test_unreadable_and_deep_values_do_not_raise() -> None:
 def test_benign_text_is_not_a_secret(benign: str) -> None:
     assert find_secret(benign) is None
     assert mask_secrets(benign) == (benign, ())
+
+
+def test_params_for_log_masks_small_params_and_omits_oversize_ones() -> None:
+    from agentwall.policy.secrets import LOG_PARAMS_MAX_BYTES, params_for_log
+
+    key = "sk-ant-api03-" + "A" * 80
+    small = {"name": "fetch", "arguments": {"token": key}}
+    logged, pointers = params_for_log(small)
+    assert logged == mask_secrets(small)[0]
+    assert pointers == ("/arguments/token",)
+    big = {"name": "write", "arguments": {"text": "x" * LOG_PARAMS_MAX_BYTES, "token": key}}
+    logged, pointers = params_for_log(big)
+    assert pointers == ()
+    assert set(logged) == {"omitted"}
+    assert "--log-params limit" in logged["omitted"]
+    assert key not in str(logged)
+    # The limit is on the JSON size, inclusive.
+    edge = {"t": "y" * 100}
+    size = len(b'{"t":""}') + 100
+    assert params_for_log(edge, max_bytes=size)[0] == edge
+    assert "omitted" in params_for_log(edge, max_bytes=size - 1)[0]

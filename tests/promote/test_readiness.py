@@ -25,6 +25,7 @@ CLEAN: dict[str, Any] = {
     "default_action": "deny",
     "identity": {"issuer": "https://auth.example.com", "audience": "agentwall-proxy"},
     "session": {"max_calls_per_second": 10},
+    "client": {"max_calls_per_second": 20},
     "tools": [
         {
             "name": "read_file",
@@ -155,7 +156,19 @@ def test_safe_mode_rule_disabled_for_critical_tool() -> None:
 
 
 def test_no_rate_limit() -> None:
-    assert _blocking(_edited(lambda d: d.pop("session"))) == [("no_rate_limit", None)]
+    def no_rates(document: dict[str, Any]) -> None:
+        document.pop("session")
+        document.pop("client")
+
+    assert _blocking(_edited(no_rates)) == [("no_rate_limit", None)]
+    # A client rate alone is a rate limit.
+    assert _blocking(_edited(lambda d: d.pop("session"))) == []
+
+
+def test_session_rate_without_client_rate_warns() -> None:
+    result = _review(_edited(lambda d: d.pop("client")))
+    assert result.ready
+    assert [(f.code, f.severity) for f in result.findings] == [("no_client_rate_limit", "warning")]
 
 
 @pytest.mark.parametrize("field", ["issuer", "jwks_uri"])

@@ -35,6 +35,7 @@ CLEAN = r.PolicyView(
     default_action="deny",
     tools=(READ, DEPLOY),
     session_rate=10,
+    client_rate=20,
     identity=r.IdentityView(issuer="https://auth.example.com", audience="agentwall"),
 )
 
@@ -173,10 +174,13 @@ def test_safe_mode_off_blocks_for_high_risk_tools() -> None:
 
 
 def test_no_rate_limit_blocks() -> None:
-    assert _codes(msgspec.structs.replace(CLEAN, session_rate=None)) == {"no_rate_limit": [None]}
+    unlimited = msgspec.structs.replace(CLEAN, session_rate=None, client_rate=None)
+    assert _codes(unlimited) == {"no_rate_limit": [None]}
     # Per-tool limits on every allowed tool are a rate limit too.
     limited = msgspec.structs.replace(READ, rate_limit=5)
-    assert _codes(msgspec.structs.replace(CLEAN, session_rate=None, tools=(limited, DEPLOY))) == {}
+    assert _codes(msgspec.structs.replace(unlimited, tools=(limited, DEPLOY))) == {}
+    # So is a client rate (it limits every session of the client).
+    assert _codes(msgspec.structs.replace(CLEAN, session_rate=None)) == {}
 
 
 @pytest.mark.parametrize(
@@ -228,8 +232,27 @@ def test_warnings_do_not_block() -> None:
 
 
 def test_nothing_allowed_warns_and_needs_no_rate_limit_finding_of_tools() -> None:
-    view = r.PolicyView(default_action="deny", session_rate=1)
+    view = r.PolicyView(default_action="deny", session_rate=1, client_rate=1)
     assert _codes(view) == {"nothing_allowed": [None]}
+
+
+def test_session_rate_without_client_rate_warns_about_reinitialize() -> None:
+    view = msgspec.structs.replace(CLEAN, client_rate=None)
+    assert _codes(view) == {"no_client_rate_limit": [None]}
+    result = r.review(view)
+    assert result.ready  # a warning, not blocking
+    (finding,) = result.findings
+    assert finding.severity == "warning"
+    assert "initialize" in finding.reason
+    assert "client: {max_calls_per_second" in finding.fix
+    assert result.score.total == r.review(CLEAN).score.total + r.WARNING_POINTS
+    # No session rate at all: that is no_rate_limit's business (or the tools
+    # all have their own limits), not this warning's.
+    assert "no_client_rate_limit" not in _codes(
+        msgspec.structs.replace(CLEAN, session_rate=None, client_rate=None)
+    )
+    # A client rate alone is fine too.
+    assert _codes(msgspec.structs.replace(CLEAN, session_rate=None)) == {}
 
 
 def test_score_breakdown_is_the_documented_sum() -> None:
@@ -247,7 +270,9 @@ def test_score_breakdown_is_the_documented_sum() -> None:
 
 
 def test_blocking_findings_come_first() -> None:
-    view = msgspec.structs.replace(CLEAN, session_rate=None, extra_methods_allowed=("x/y",))
+    view = msgspec.structs.replace(
+        CLEAN, session_rate=None, client_rate=None, extra_methods_allowed=("x/y",)
+    )
     severities = [f.severity for f in r.review(view).findings]
     assert severities == sorted(severities, key=lambda s: s != "blocking")
     assert severities[0] == "blocking"

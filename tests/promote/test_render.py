@@ -29,7 +29,7 @@ def test_blocked_text_lists_findings_fixes_and_score() -> None:
 
 
 def test_demo_signature_is_marked_in_text_and_json() -> None:
-    view = readiness.PolicyView(default_action="deny", session_rate=1)
+    view = readiness.PolicyView(default_action="deny", session_rate=1, client_rate=1)
     outcome = render.PromoteOutcome(
         policy_path="p.yaml",
         policy_hash=INFO.policy_hash,
