@@ -43,6 +43,7 @@ from agentwall.core.jsonrpc import (
     parse,
 )
 from agentwall.core.mcp import make_call
+from agentwall.core.present import denial_data, denial_message, scrubbed
 from agentwall.errors import (
     AUDIT_UNAVAILABLE,
     FORBIDDEN,
@@ -59,7 +60,6 @@ from agentwall.errors import (
 )
 from agentwall.io.contracts import AuditSink, Evaluator
 from agentwall.io.upstream import UpstreamPool, UpstreamResponse, UpstreamTimeout
-from agentwall.policy.present import denial_data, denial_message, scrubbed
 from agentwall.types import PASSING_VERDICTS, AuditEvent, AuditOutcome, Call, Decision, Identity
 
 log = logging.getLogger("agentwall.http")

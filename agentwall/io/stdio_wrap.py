@@ -55,6 +55,7 @@ from agentwall.core.jsonrpc import (
     sniff_id,
 )
 from agentwall.core.mcp import make_call
+from agentwall.core.present import _scrub_cache, denial_data, denial_message, scrubbed
 from agentwall.errors import (
     AUDIT_UNAVAILABLE,
     INVALID_REQUEST,
@@ -206,35 +207,6 @@ class InProcessEvaluator:
             )
 
 
-def scrubbed(value: Any) -> Any:
-    """A string the audit entry names (target, method, string id) with any
-    secret masked: the call may have been denied *for* carrying it, and the
-    log must not become the leak (docs/policy.md, secret masking).  Other
-    values are returned as they are."""
-    if type(value) is not str:
-        return value
-    cached = _scrub_cache.get(value)
-    if cached is not None:
-        return cached
-    from agentwall.policy.secrets import mask_secrets
-
-    masked: str = mask_secrets(value)[0]
-    if len(value) <= _SCRUB_CACHE_MAX_LEN:
-        if len(_scrub_cache) >= _SCRUB_CACHE_SIZE:
-            _scrub_cache.clear()
-        _scrub_cache[value] = masked
-    return masked
-
-
-# Masking is a pure function of the text, and every entry names a method and
-# usually a tool: the same few short strings, each costing a Safe Mode regex
-# scan (more than sealing the entry).  Bounded, so a host sending endless new
-# names only ever costs the scan.
-_SCRUB_CACHE_SIZE = 1024
-_SCRUB_CACHE_MAX_LEN = 256
-_scrub_cache: dict[str, str] = {}
-
-
 def _id_in_use(rpc_id: int | str) -> FrameError:
     # Refused and audited like any invalid host message.  The id is not
     # repeated in the text: it would be written into the audit entry.
@@ -243,25 +215,6 @@ def _id_in_use(rpc_id: int | str) -> FrameError:
         rpc_code=INVALID_REQUEST,
         rpc_id=rpc_id,
     )
-
-
-def denial_message(decision: Decision) -> str:
-    rule = decision.rule_id or "default_action"
-    return f"Denied by policy rule {rule}: {decision.reason}"
-
-
-def denial_data(decision: Decision) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "decision_id": decision.call_id,
-        "rule": decision.rule_id,
-        "pointer": decision.pointer,
-        "reason": decision.reason,
-    }
-    if decision.category:
-        data["category"] = decision.category
-    if decision.retry_after_ms is not None:
-        data["retry_after_ms"] = decision.retry_after_ms
-    return data
 
 
 def apply_redactions(params: Any, pointers: Iterable[str]) -> Any:
@@ -614,9 +567,9 @@ class StdioWrap:
         self._server_stderr_closed = asyncio.Event()
         self._mask: Callable[[Any], tuple[Any, tuple[str, ...]]] | None = None
         if config.log_params:
-            from agentwall.policy.secrets import mask_secrets
+            from agentwall.policy.secrets import params_for_log
 
-            self._mask = mask_secrets
+            self._mask = params_for_log
         agent_pid = config.agent_pid if config.agent_pid is not None else os.getppid()
         self.killer = AgentKiller(agent_pid) if config.kill_mode in ("process", "both") else None
 

@@ -19,7 +19,7 @@ import uvloop
 
 from agentwall.audit.keys import AuditKey
 from agentwall.audit.log import AuditLog
-from agentwall.io import stdio_wrap
+from agentwall.core import present
 from agentwall.io.stdio_wrap import StdioWrap, WrapConfig, _Out, scrubbed
 from agentwall.policy import load_policy
 from agentwall.policy.secrets import mask_secrets
@@ -32,17 +32,18 @@ F_SETPIPE_SZ = 1031
 
 
 def test_scrubbed_masks_exactly_like_mask_secrets_and_its_cache_stays_bounded() -> None:
-    names = ["tools/call", "echo", f"file:///{GITHUB_TOKEN}", GITHUB_TOKEN, "x" * 300]
+    too_long = "x" * (present._SCRUB_CACHE_MAX_LEN + 1)
+    names = ["tools/call", "echo", f"file:///{GITHUB_TOKEN}", GITHUB_TOKEN, too_long]
     for _ in range(2):  # the second round is served from the cache
         for name in names:
             assert scrubbed(name) == mask_secrets(name)[0]
     assert scrubbed(GITHUB_TOKEN) == "[MASKED:github]"
-    assert "x" * 300 not in stdio_wrap._scrub_cache  # long strings are not kept
+    assert too_long not in present._scrub_cache  # long strings are not kept
     assert scrubbed(17) == 17
     assert scrubbed(None) is None
-    for i in range(stdio_wrap._SCRUB_CACHE_SIZE + 10):
+    for i in range(present._SCRUB_CACHE_SIZE + 10):
         scrubbed(f"tool-{i}")
-    assert len(stdio_wrap._scrub_cache) <= stdio_wrap._SCRUB_CACHE_SIZE
+    assert len(present._scrub_cache) <= present._SCRUB_CACHE_SIZE
     assert scrubbed(f"{GITHUB_TOKEN}") == "[MASKED:github]"
 
 

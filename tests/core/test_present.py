@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agentwall.policy import present
+from agentwall.core import present
 from agentwall.types import Decision
 
 KEY = "sk-ant-api03-" + "B" * 80

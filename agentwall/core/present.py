@@ -2,14 +2,15 @@
 
 Both shells (the HTTP front-end and ``wrap``) answer a denial the same way
 and name methods, tools and ids in audit entries the same way, so the two
-live here, once, in the pure core.
+live here, once, in the pure core.  Importing this module stays cheap (the
+``wrap`` command line imports it): Safe Mode's secret patterns load on the
+first string that is not in the cache.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
 
-from agentwall.policy.secrets import mask_secrets
 from agentwall.types import Decision
 
 
@@ -54,6 +55,8 @@ def scrubbed(value: Any) -> Any:
     cached = _scrub_cache.get(value)
     if cached is not None:
         return cached
+    from agentwall.policy.secrets import mask_secrets
+
     masked: str = mask_secrets(value)[0]
     if len(value) <= _SCRUB_CACHE_MAX_LEN:
         if len(_scrub_cache) >= _SCRUB_CACHE_SIZE:
