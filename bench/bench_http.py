@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -178,6 +179,8 @@ def processes(workers: int, *extra: str, log_dir: str | None = None) -> Iterator
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        # /dev/shm is memory: a run must not leave its logs behind there.
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class KeepAliveClient:
