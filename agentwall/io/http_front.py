@@ -935,6 +935,10 @@ class Proxy:
             oldest = next(iter(table))
             self._param_bindings -= len(table.pop(oldest).bindings)
 
+    def forget_param_headers(self) -> None:
+        self._param_headers.clear()
+        self._param_bindings = 0
+
     def check_param_headers(
         self, headers: list[tuple[bytes, bytes]], message: Request
     ) -> mh.HttpReply | None:
@@ -1520,6 +1524,11 @@ class Proxy:
             if refused is not None:
                 await self._dropped(ctx, refused, item.id)
             return kept
+        if type(item) is Notification and item.method == "notifications/tools/list_changed":
+            # The upstream's tools changed: its x-mcp-header declarations may
+            # have too.  Forget them until the next list rather than refuse a
+            # valid call, or pass a lying one, on a stale schema.
+            self.forget_param_headers()
         # A request or notification from the server: judged like any other.
         judgement = await self.judge(
             item,

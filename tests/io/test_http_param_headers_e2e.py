@@ -215,3 +215,52 @@ def test_param_headers_are_checked_against_the_arguments(tmp_path: Path) -> None
     assert not decided & set(refused)
     outcome = verify_files([log_path], [AuditKey(bytes.fromhex(key_hex), source="test")])
     assert outcome.valid, outcome.report
+
+
+def upstream_with_list_changed(
+    req: h11.Request, body: bytes
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Like ``upstream_answer``, but a call to the tool ``change`` is answered
+    over SSE with ``notifications/tools/list_changed`` before its result."""
+    message = json.loads(body)
+    params = message.get("params") if isinstance(message, dict) else None
+    if isinstance(params, dict) and params.get("name") == "change":
+        note = {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}
+        answer = {"jsonrpc": "2.0", "id": message["id"], "result": {"content": []}}
+        stream = f"event: message\ndata: {json.dumps(note)}\n\n"
+        stream += f"event: message\ndata: {json.dumps(answer)}\n\n"
+        return 200, [("content-type", "text/event-stream")], stream.encode()
+    return upstream_answer(req, body)
+
+
+@pytest.mark.timeout(120)
+def test_tools_list_changed_forgets_the_declarations(tmp_path: Path) -> None:
+    policy = POLICY + "  - name: change\n    action: allow\n"
+    with (
+        scripted(upstream_with_list_changed) as upstream,
+        agentwall_start(tmp_path, upstream.url, "--workers", "1", policy=policy) as (
+            url,
+            _proc,
+            _log,
+        ),
+    ):
+        port = int(url.split(":")[2].split("/")[0])
+
+        def send(data: bytes) -> int:
+            (reply,), _ = raw(port, data)
+            return int(reply[0])
+
+        assert send(modern("tools/list", 1, {})) == 200
+        assert send(sql_call(2, {"region": "us-west1"}, Region="eu-west1")) == 400
+        assert not reached(upstream, 2)
+        # The upstream says its tools changed: the old declarations are stale.
+        (reply,), _ = raw(port, modern("tools/call", 3, {"name": "change", "arguments": {}}))
+        assert reply[0] == 200
+        assert b"notifications/tools/list_changed" in reply[2]
+        # Unknown again until the next list: forwarded for the upstream to check.
+        assert send(sql_call(4, {"region": "us-west1"}, Region="eu-west1")) == 200
+        assert reached(upstream, 4)
+        # Listed again: checked again.
+        assert send(modern("tools/list", 5, {})) == 200
+        assert send(sql_call(6, {"region": "us-west1"}, Region="eu-west1")) == 400
+        assert not reached(upstream, 6)
