@@ -46,6 +46,7 @@ import msgspec
 from agentwall.cache import layout, tokens
 from agentwall.cache.backend import BackendName, BucketsLike, get_backend
 from agentwall.cache.layout import Region
+from agentwall.types import Call, Decision
 
 DEFAULT_BUCKETS = 16384
 MIN_RECLAIM_NS = 60_000_000_000
@@ -276,3 +277,103 @@ class RateLimiter:
     def close(self) -> None:
         del self._buckets
         self._shared.close()
+
+
+# -- the one rate-limit rule every evaluator applies ---------------------------------------
+
+
+class RateRefusal(msgspec.Struct, frozen=True):
+    """A call a token bucket refused: its rule, reason and retry hint."""
+
+    rule_id: str
+    reason: str
+    retry_after_ms: int
+
+    def decision(self, call_id: str, policy_hash: str) -> Decision:
+        return Decision(
+            call_id=call_id,
+            verdict="deny",
+            rule_id=self.rule_id,
+            reason=self.reason,
+            pointer=None,
+            policy_hash=policy_hash,
+            category="rate_limit",
+            cacheable=False,
+            retry_after_ms=self.retry_after_ms,
+        )
+
+
+def _spec(rate: float | None, burst: float | None) -> RateSpec | None:
+    if rate is None:
+        return None
+    return as_spec(RateSpec(float(rate), None if burst is None else float(burst)))
+
+
+class PolicyRates:
+    """The rates a policy sets (``session:``, ``client:``, each tool's
+    ``rate_limit``) and the check the pool, ``start --workers 0`` and
+    ``wrap`` all make before judging a client's ``tools/call`` request.
+
+    Takes any object with the ``Policy`` attributes it reads (duck-typed, so
+    this pure module does not import the policy package).  Per-tool specs are
+    looked up on first use and remembered, bounded."""
+
+    __slots__ = ("_tool_getter", "_tools", "client", "policy", "session")
+
+    _MAX_TOOLS = 4096
+
+    def __init__(self, policy: object) -> None:
+        self.policy = policy
+        self.session = _spec(
+            getattr(policy, "session_rate", None), getattr(policy, "session_burst", None)
+        )
+        self.client = _spec(
+            getattr(policy, "client_rate", None), getattr(policy, "client_burst", None)
+        )
+        self._tool_getter = getattr(policy, "tool_rate_limit", None) or getattr(
+            policy, "tool_rate", None
+        )
+        self._tools: dict[str, RateSpec | None] = {}
+
+    def tool(self, name: str) -> RateSpec | None:
+        try:
+            return self._tools[name]
+        except KeyError:
+            pass
+        spec = as_spec(self._tool_getter(name)) if self._tool_getter is not None else None
+        if len(self._tools) < self._MAX_TOOLS:
+            self._tools[name] = spec
+        return spec
+
+    def any_limit(self) -> bool:
+        """Whether the policy sets any rate (a limiter is needed at all)."""
+        if self.session is not None or self.client is not None:
+            return True
+        return any(self.tool(t.name) is not None for t in getattr(self.policy, "tools", ()))
+
+    def refusal(self, limiter: RateLimiter, call: Call, now_ns: int) -> RateRefusal | None:
+        """Take the call's tokens; the refusal when a bucket is empty.  Only a
+        client's ``tools/call`` request is limited."""
+        if call.method != "tools/call" or call.kind != "request" or call.origin != "client":
+            return None
+        tool_rate = self.tool(call.target)
+        if self.session is None and tool_rate is None and self.client is None:
+            return None
+        verdict = limiter.check(
+            call.session,
+            call.target,
+            self.session,
+            tool_rate,
+            now_ns,
+            client=call.client,
+            client_rate=self.client,
+        )
+        if verdict.allowed:
+            return None
+        retry_ms = max(1, int(verdict.retry_after_s * 1000 + 0.999))
+        scope = verdict.scope or "session"
+        return RateRefusal(
+            f"rate_limit.{scope}",
+            f"{scope} rate limit of {verdict.limit:g} calls/s exceeded; retry after {retry_ms} ms",
+            retry_ms,
+        )

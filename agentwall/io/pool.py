@@ -69,14 +69,13 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import msgspec
 
-from agentwall.cache.ratelimit import RateLimiter, RateSpec, as_spec
+from agentwall.cache.ratelimit import PolicyRates, RateLimiter
 from agentwall.cache.shm import DecisionCache
 from agentwall.errors import FrameError
 from agentwall.io import worker as wire
@@ -329,10 +328,7 @@ class EvaluatorPool:
         self._closing = False
         self._closed = False
 
-        self._session_rate: RateSpec | None = None
-        self._client_rate: RateSpec | None = None
-        self._tool_rates: dict[str, RateSpec | None] = {}
-        self._load_rates()
+        self._rates = PolicyRates(self._policy)
 
         self.calls = 0
         self._decisions: dict[str, int] = {}
@@ -476,37 +472,14 @@ class EvaluatorPool:
     async def _evaluate(self, call: Call) -> Decision:
         policy_hash = self._hash
         limiter = self.rate_limiter
-        if (
-            limiter is not None
-            and call.method == "tools/call"
-            and call.kind == "request"
-            and call.origin == "client"
-        ):
-            tool_rate = self._tool_rate(call.target)
-            client_rate = self._client_rate
-            if self._session_rate is not None or tool_rate is not None or client_rate is not None:
-                verdict = limiter.check(
-                    call.session,
-                    call.target,
-                    self._session_rate,
-                    tool_rate,
-                    time.monotonic_ns(),
-                    client=call.client,
-                    client_rate=client_rate,
+        if limiter is not None:
+            refused = self._rates.refusal(limiter, call, time.monotonic_ns())
+            if refused is not None:
+                return self._deny(
+                    call,
+                    _Failure("rate_limit", refused.rule_id, refused.reason),
+                    retry_after_ms=refused.retry_after_ms,
                 )
-                if not verdict.allowed:
-                    retry_ms = max(1, int(verdict.retry_after_s * 1000 + 0.999))
-                    scope = verdict.scope or "session"
-                    return self._deny(
-                        call,
-                        _Failure(
-                            "rate_limit",
-                            f"rate_limit.{scope}",
-                            f"{scope} rate limit of {verdict.limit:g} calls/s exceeded; "
-                            f"retry after {retry_ms} ms",
-                        ),
-                        retry_after_ms=retry_ms,
-                    )
         cache = self.cache
         key: bytes | None = None
         if cache is not None and cache.enabled:
@@ -616,35 +589,6 @@ class EvaluatorPool:
     def policy_hash(self) -> str:
         return self._hash
 
-    def _load_rates(self) -> None:
-        # agentwall.policy.Policy: session_rate/session_burst, and per tool
-        # tool_rate_limit(name) (a RateLimit) or, more simply, tool_rate(name).
-        rate = getattr(self._policy, "session_rate", None)
-        burst = getattr(self._policy, "session_burst", None)
-        self._session_rate = as_spec(
-            None if rate is None else RateSpec(float(rate), None if burst is None else float(burst))
-        )
-        # client_rate/client_burst: one bucket per client across its sessions.
-        rate = getattr(self._policy, "client_rate", None)
-        burst = getattr(self._policy, "client_burst", None)
-        self._client_rate = as_spec(
-            None if rate is None else RateSpec(float(rate), None if burst is None else float(burst))
-        )
-        self._tool_rates = {}
-
-    def _tool_rate(self, name: str) -> RateSpec | None:
-        try:
-            return self._tool_rates[name]
-        except KeyError:
-            pass
-        getter: Callable[[str], Any] | None = getattr(
-            self._policy, "tool_rate_limit", None
-        ) or getattr(self._policy, "tool_rate", None)
-        spec = as_spec(getter(name)) if getter is not None else None
-        if len(self._tool_rates) < 4096:
-            self._tool_rates[name] = spec
-        return spec
-
     async def reload(self, path: str | Path | None = None) -> ReloadResult:
         """Loads ``path`` (default: the path given at start) and swaps it in
         everywhere, atomically: every call dispatched after this returns ok is
@@ -689,7 +633,7 @@ class EvaluatorPool:
             # every live process already holds (staged).
             self._policy, self._hash = policy, new
             self.policy_path = target
-            self._load_rates()
+            self._rates = PolicyRates(self._policy)
             if with_zygote:
                 with contextlib.suppress(OSError, RuntimeError):
                     await self._ask_zygote(wire.Commit(0, new))

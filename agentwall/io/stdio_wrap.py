@@ -37,7 +37,7 @@ import stat
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import msgspec
 
@@ -76,6 +76,9 @@ from agentwall.types import (
     Identity,
     Origin,
 )
+
+if TYPE_CHECKING:
+    from agentwall.cache.ratelimit import PolicyRates, RateLimiter
 
 log = logging.getLogger("agentwall.wrap")
 
@@ -124,34 +127,19 @@ class InProcessEvaluator:
         from agentwall.policy import evaluate
 
         self._evaluate: Callable[[Any, Call, int], Decision] = evaluate
-        self._limiter: Any = None
-        self._session_rate: Any = None
-        self._client_rate: Any = None
-        self._tool_rates: dict[str, Any] = {}
+        self._limiter: RateLimiter | None = None
+        self._rates: PolicyRates
         self.policy = policy
         self.set_policy(policy)
 
     def set_policy(self, policy: Any) -> None:
-        from agentwall.cache.ratelimit import RateLimiter, RateSpec, as_spec
+        # Lazily imported, as above; client: wrap serves one agent, so a
+        # Call's client is its session.
+        from agentwall.cache.ratelimit import PolicyRates, RateLimiter
 
         self.policy = policy
-        rate = policy.session_rate
-        burst = policy.session_burst
-        self._session_rate = as_spec(
-            None if rate is None else RateSpec(float(rate), None if burst is None else float(burst))
-        )
-        # client: wrap serves one agent, so a Call's client is its session.
-        rate, burst = getattr(policy, "client_rate", None), getattr(policy, "client_burst", None)
-        self._client_rate = as_spec(
-            None if rate is None else RateSpec(float(rate), None if burst is None else float(burst))
-        )
-        self._tool_rates = {
-            t.name: as_spec(policy.tool_rate_limit(t.name))
-            for t in policy.tools
-            if policy.tool_rate_limit(t.name) is not None
-        }
-        limited = self._session_rate is not None or self._client_rate is not None
-        if (limited or self._tool_rates) and self._limiter is None:
+        self._rates = PolicyRates(policy)
+        if self._rates.any_limit() and self._limiter is None:
             self._limiter = RateLimiter.create(buckets=256)
 
     def close(self) -> None:
@@ -165,34 +153,10 @@ class InProcessEvaluator:
     def decide(self, call: Call, now_ns: int) -> Decision:
         policy = self.policy
         try:
-            if (
-                self._limiter is not None
-                and call.method == "tools/call"
-                and call.kind == "request"
-                and call.origin == "client"
-            ):
-                tool_rate = self._tool_rates.get(call.target)
-                session_rate, client_rate = self._session_rate, self._client_rate
-                if session_rate is not None or tool_rate is not None or client_rate is not None:
-                    verdict = self._limiter.check(
-                        call.session, call.target, session_rate, tool_rate,
-                        time.monotonic_ns(), client=call.client, client_rate=client_rate,
-                    )  # fmt: skip
-                    if not verdict.allowed:
-                        retry_ms = max(1, int(verdict.retry_after_s * 1000 + 0.999))
-                        scope = verdict.scope or "session"
-                        return Decision(
-                            call_id=call.call_id,
-                            verdict="deny",
-                            rule_id=f"rate_limit.{scope}",
-                            reason=f"{scope} rate limit of {verdict.limit:g} calls/s exceeded; "
-                            f"retry after {retry_ms} ms",
-                            pointer=None,
-                            policy_hash=policy.hash,
-                            category="rate_limit",
-                            cacheable=False,
-                            retry_after_ms=retry_ms,
-                        )
+            if self._limiter is not None:
+                refused = self._rates.refusal(self._limiter, call, time.monotonic_ns())
+                if refused is not None:
+                    return refused.decision(call.call_id, policy.hash)
             return self._evaluate(policy, call, now_ns)
         except Exception as exc:  # noqa: BLE001 -- fail closed: any failure is a deny
             return Decision(

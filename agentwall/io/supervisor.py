@@ -33,7 +33,7 @@ import msgspec
 from agentwall import __version__
 from agentwall.audit.keys import load_verify_keys
 from agentwall.audit.report import render_json, report_for_log
-from agentwall.cache.ratelimit import RateLimiter, RateSpec, as_spec
+from agentwall.cache.ratelimit import PolicyRates, RateLimiter
 from agentwall.cache.shm import DecisionCache
 from agentwall.core import mcp_http as mh
 from agentwall.errors import AuditError, ConfigError, PolicyError, SignatureError
@@ -118,70 +118,15 @@ class InProcessEvaluator:
 
     def reload(self, policy: Policy) -> None:
         self.policy = policy
-        self._session_rate = as_spec(
-            None
-            if policy.session_rate is None
-            else RateSpec(
-                float(policy.session_rate),
-                None if policy.session_burst is None else float(policy.session_burst),
-            )
-        )
-        self._client_rate = as_spec(
-            None
-            if policy.client_rate is None
-            else RateSpec(
-                float(policy.client_rate),
-                None if policy.client_burst is None else float(policy.client_burst),
-            )
-        )
-        self._tool_rates: dict[str, RateSpec | None] = {}
-
-    def _tool_rate(self, name: str) -> RateSpec | None:
-        try:
-            return self._tool_rates[name]
-        except KeyError:
-            spec = as_spec(self.policy.tool_rate_limit(name))
-            if len(self._tool_rates) < 4096:
-                self._tool_rates[name] = spec
-            return spec
+        self._rates = PolicyRates(policy)
 
     async def evaluate(self, call: Call) -> Decision:
         policy = self.policy
         self.evaluated += 1
-        limiter = self.limiter
-        if (
-            limiter is not None
-            and call.method == "tools/call"
-            and call.kind == "request"
-            and call.origin == "client"
-        ):
-            tool_rate = self._tool_rate(call.target)
-            client_rate = self._client_rate
-            if self._session_rate is not None or tool_rate is not None or client_rate is not None:
-                verdict = limiter.check(
-                    call.session,
-                    call.target,
-                    self._session_rate,
-                    tool_rate,
-                    time.monotonic_ns(),
-                    client=call.client,
-                    client_rate=client_rate,
-                )
-                if not verdict.allowed:
-                    retry_ms = max(1, int(verdict.retry_after_s * 1000 + 0.999))
-                    scope = verdict.scope or "session"
-                    return Decision(
-                        call_id=call.call_id,
-                        verdict="deny",
-                        rule_id=f"rate_limit.{scope}",
-                        reason=f"{scope} rate limit of {verdict.limit:g} calls/s exceeded; "
-                        f"retry after {retry_ms} ms",
-                        pointer=None,
-                        policy_hash=policy.hash,
-                        category="rate_limit",
-                        cacheable=False,
-                        retry_after_ms=retry_ms,
-                    )
+        if self.limiter is not None:
+            refused = self._rates.refusal(self.limiter, call, time.monotonic_ns())
+            if refused is not None:
+                return refused.decision(call.call_id, policy.hash)
         try:
             return policy_evaluate(policy, call, time.time_ns())
         except Exception as exc:
