@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import socket
-import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -103,7 +102,6 @@ def test_a_dead_writer_fails_calls_promptly_and_readiness_says_so(
         async with AuditWriterClient(writer.socket_path, deadline_s=30.0) as client:
             await client.record(make_event(0))
             writer.kill()
-            started = time.monotonic()
             # in flight when the connection drops, or refused at once after
             for i in range(1000):
                 try:
@@ -111,7 +109,11 @@ def test_a_dead_writer_fails_calls_promptly_and_readiness_says_so(
                 except AuditError as exc:
                     failures.append(str(exc))
                     break
-            assert time.monotonic() - started < 10  # far below the 30 s deadline
+            # Promptly: failed by the lost connection, not by waiting out the
+            # 30 s acknowledgement deadline (whose error says so).
+            assert failures
+            assert "connection was lost" in failures[0]
+            assert "did not acknowledge" not in failures[0]
             assert not client.ready
             assert "lost" in client.status
 
