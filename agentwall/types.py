@@ -22,6 +22,10 @@ Origin = Literal["client", "server"]
 
 MessageKind = Literal["request", "notification", "response"]
 
+# What happens after a denial, in both shells (``start`` and ``wrap``).
+KillMode = Literal["none", "connection", "process", "both"]
+KILL_MODES: tuple[KillMode, ...] = ("none", "connection", "process", "both")
+
 # allow/deny today.  log = allow and flag; redact = pass with ``redactions``
 # masked; approve = hold for a person.  Consumers that do not understand a
 # verdict must treat it as deny (fail closed).

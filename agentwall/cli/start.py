@@ -6,6 +6,7 @@ import argparse
 import os
 
 from agentwall.errors import ConfigError
+from agentwall.types import KILL_MODES
 
 HELP = "Run the MCP HTTP sidecar: judge, audit and forward every message to --mcp-url."
 
@@ -38,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a(
         "--kill-mode",
         default="none",
-        choices=("none", "connection", "process", "both"),
+        choices=KILL_MODES,
         help="on a denial (default none)",
     )
     a(

@@ -18,8 +18,9 @@ HELP = "wrap a stdio MCP server: every message judged by the policy and audited"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from agentwall.core.framing import DEFAULT_MAX_LINE
-    from agentwall.io.stdio_wrap import DEFAULT_GRACE_S, KILL_MODES
+    from agentwall.io.stdio_wrap import DEFAULT_GRACE_S
     from agentwall.promote.enforce import add_signing_arguments
+    from agentwall.types import KILL_MODES
 
     parser.add_argument("--policy", metavar="P", help="policy file (default: Safe Mode only)")
     parser.add_argument(

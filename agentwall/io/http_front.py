@@ -60,11 +60,18 @@ from agentwall.errors import (
 )
 from agentwall.io.contracts import AuditSink, Evaluator
 from agentwall.io.upstream import UpstreamPool, UpstreamResponse, UpstreamTimeout
-from agentwall.types import PASSING_VERDICTS, AuditEvent, AuditOutcome, Call, Decision, Identity
+from agentwall.types import (
+    PASSING_VERDICTS,
+    AuditEvent,
+    AuditOutcome,
+    Call,
+    Decision,
+    Identity,
+    KillMode,
+)
 
 log = logging.getLogger("agentwall.http")
 
-KillMode = Literal["none", "connection", "process", "both"]
 
 _JSON = b"application/json"
 _SSE = b"text/event-stream"

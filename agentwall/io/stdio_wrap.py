@@ -37,7 +37,7 @@ import stat
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -68,12 +68,14 @@ from agentwall.errors import (
     IdentityError,
 )
 from agentwall.types import (
+    KILL_MODES,
     PASSING_VERDICTS,
     AuditEvent,
     AuditOutcome,
     Call,
     Decision,
     Identity,
+    KillMode,
     Origin,
 )
 
@@ -81,9 +83,6 @@ if TYPE_CHECKING:
     from agentwall.cache.ratelimit import PolicyRates, RateLimiter
 
 log = logging.getLogger("agentwall.wrap")
-
-KillMode = Literal["none", "connection", "process", "both"]
-KILL_MODES: tuple[KillMode, ...] = ("none", "connection", "process", "both")
 
 DEFAULT_GRACE_S = 5.0
 # Exit status when kill mode ends the session after a denial.

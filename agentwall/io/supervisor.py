@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
@@ -57,11 +57,9 @@ from agentwall.io.worker import PolicyEngine
 from agentwall.policy import Policy, filter_tools_list, load_policy
 from agentwall.policy import evaluate as policy_evaluate
 from agentwall.policy.secrets import params_for_log
-from agentwall.types import AuditEvent, Call, Decision
+from agentwall.types import AuditEvent, Call, Decision, KillMode
 
 log = logging.getLogger("agentwall.start")
-
-KillMode = Literal["none", "connection", "process", "both"]
 
 
 class StartConfig(msgspec.Struct, frozen=True):
