@@ -1,4 +1,5 @@
-"""How a decision is shown: to the agent, and to the audit log.
+"""How a decision is shown: to the agent, to the upstream (redactions) and
+to the audit log.
 
 Both shells (the HTTP front-end and ``wrap``) answer a denial the same way
 and name methods, tools and ids in audit entries the same way, so the two
@@ -9,7 +10,10 @@ first string that is not in the cache.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Final
+
+import msgspec
 
 from agentwall.types import Decision
 
@@ -34,6 +38,30 @@ def denial_data(decision: Decision) -> dict[str, Any]:
     if decision.retry_after_ms is not None:
         data["retry_after_ms"] = decision.retry_after_ms
     return data
+
+
+def apply_redactions(params: Any, pointers: Iterable[str]) -> Any:
+    """Copy of ``params`` with the value at each RFC 6901 pointer replaced."""
+    out = msgspec.json.decode(msgspec.json.encode(params))
+    for ptr in pointers:
+        if not ptr.startswith("/"):
+            continue
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in ptr[1:].split("/")]
+        node = out
+        for part in parts[:-1]:
+            if isinstance(node, dict):
+                node = node.get(part)
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                node = None
+                break
+        last = parts[-1]
+        if isinstance(node, dict) and last in node:
+            node[last] = "[REDACTED]"
+        elif isinstance(node, list) and last.isdigit() and int(last) < len(node):
+            node[int(last)] = "[REDACTED]"
+    return out
 
 
 # Masking is a pure function of the text, and every entry names a method and
@@ -65,4 +93,4 @@ def scrubbed(value: Any) -> Any:
     return masked
 
 
-__all__ = ["denial_data", "denial_message", "scrubbed"]
+__all__ = ["apply_redactions", "denial_data", "denial_message", "scrubbed"]

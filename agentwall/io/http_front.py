@@ -43,7 +43,7 @@ from agentwall.core.jsonrpc import (
     parse,
 )
 from agentwall.core.mcp import make_call
-from agentwall.core.present import denial_data, denial_message, scrubbed
+from agentwall.core.present import apply_redactions, denial_data, denial_message, scrubbed
 from agentwall.errors import (
     AUDIT_UNAVAILABLE,
     FORBIDDEN,
@@ -409,31 +409,6 @@ def _method(message: Message) -> str | None:
     return message.method if isinstance(message, Request | Notification) else None
 
 
-def _apply_redactions(params: Any, pointers: Iterable[str]) -> Any:
-    """Copy of ``params`` with each RFC 6901 pointer's value replaced."""
-    out = orjson.loads(orjson.dumps(params))
-    for pointer in pointers:
-        if not pointer.startswith("/"):
-            continue
-        parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer[1:].split("/")]
-        node = out
-        for part in parts[:-1]:
-            if isinstance(node, dict):
-                node = node.get(part)
-            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
-            else:
-                node = None
-            if node is None:
-                break
-        last = parts[-1]
-        if isinstance(node, dict) and last in node:
-            node[last] = "[REDACTED]"
-        elif isinstance(node, list) and last.isdigit() and int(last) < len(node):
-            node[int(last)] = "[REDACTED]"
-    return out
-
-
 _GC_YOUNG_THRESHOLD = 20_000
 _MAX_ISSUED_SESSIONS = 65536
 _MAX_OUTSTANDING_SESSIONS = 4096
@@ -790,7 +765,7 @@ class Proxy:
                 and decision.redactions
                 and isinstance(message, Request | Notification)
             ):
-                params = _apply_redactions(_params(message), decision.redactions)
+                params = apply_redactions(_params(message), decision.redactions)
                 forward = msgspec.structs.replace(message, params=params)
             return Judgement(
                 call=call, decision=decision, outcome=outcome, passes=True, forward=forward

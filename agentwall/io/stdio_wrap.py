@@ -36,7 +36,7 @@ import signal
 import stat
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
@@ -55,7 +55,13 @@ from agentwall.core.jsonrpc import (
     sniff_id,
 )
 from agentwall.core.mcp import make_call
-from agentwall.core.present import _scrub_cache, denial_data, denial_message, scrubbed
+from agentwall.core.present import (
+    _scrub_cache,
+    apply_redactions,
+    denial_data,
+    denial_message,
+    scrubbed,
+)
 from agentwall.errors import (
     AUDIT_UNAVAILABLE,
     INVALID_REQUEST,
@@ -178,30 +184,6 @@ def _id_in_use(rpc_id: int | str) -> FrameError:
         rpc_code=INVALID_REQUEST,
         rpc_id=rpc_id,
     )
-
-
-def apply_redactions(params: Any, pointers: Iterable[str]) -> Any:
-    """Copy of ``params`` with the value at each RFC 6901 pointer replaced."""
-    out = msgspec.json.decode(msgspec.json.encode(params))
-    for ptr in pointers:
-        if not ptr.startswith("/"):
-            continue
-        parts = [p.replace("~1", "/").replace("~0", "~") for p in ptr[1:].split("/")]
-        node = out
-        for part in parts[:-1]:
-            if isinstance(node, dict):
-                node = node.get(part)
-            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
-            else:
-                node = None
-                break
-        last = parts[-1]
-        if isinstance(node, dict) and last in node:
-            node[last] = "[REDACTED]"
-        elif isinstance(node, list) and last.isdigit() and int(last) < len(node):
-            node[int(last)] = "[REDACTED]"
-    return out
 
 
 # --- process helpers --------------------------------------------------------------------

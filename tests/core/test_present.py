@@ -58,3 +58,12 @@ def test_scrub_cache_stays_bounded() -> None:
     long_name = "x" * (present._SCRUB_CACHE_MAX_LEN + 1)
     present.scrubbed(long_name)
     assert long_name not in present._scrub_cache
+
+
+def test_apply_redactions_masks_each_pointer_in_a_copy() -> None:
+    params = {"arguments": {"a/b": "secret", "list": ["x", "y"], "keep": 1}}
+    out = present.apply_redactions(
+        params, ["/arguments/a~1b", "/arguments/list/1", "/arguments/missing/deep", "nope"]
+    )
+    assert out == {"arguments": {"a/b": "[REDACTED]", "list": ["x", "[REDACTED]"], "keep": 1}}
+    assert params["arguments"]["a/b"] == "secret"  # the input is not changed
