@@ -1147,21 +1147,32 @@ class Proxy:
             or (mh.check_param_headers(req.headers) if meta.param_headers else None)
         )
 
-    async def mcp_post(
-        self, conn: HttpConnection, req: mh.RequestHead, body: bytes, received_ns: int, path: bytes
-    ) -> None:
+    async def _admit(
+        self, conn: HttpConnection, req: mh.RequestHead, path: bytes, body: bytes | None = None
+    ) -> tuple[mh.RequestMeta, Identity | None] | None:
+        """The request head's checks and the caller's identity, shared by
+        POST, GET and DELETE; None when the request was refused and answered
+        (a refused head is audited; the identity gate audits its own)."""
         meta = mh.read_request_meta(req.headers)
         reply = self._precheck(conn, req, meta)
         if reply is not None:
-            if reply.status == 400:
+            if body is not None and reply.status == 400:
                 reply = _with_request_id(reply, body, self.config.max_body_bytes)
             await self.refuse_unjudged(conn, reply, "request_head")
-            return
+            return None
         who = None if self.authenticator is None else await self._identify(conn, meta, path)
         if isinstance(who, mh.HttpReply):
             conn.send_reply(who)
+            return None
+        return meta, who
+
+    async def mcp_post(
+        self, conn: HttpConnection, req: mh.RequestHead, body: bytes, received_ns: int, path: bytes
+    ) -> None:
+        admitted = await self._admit(conn, req, path, body)
+        if admitted is None:
             return
-        identity = who
+        meta, identity = admitted
         try:
             parsed = parse(body, max_size=self.config.max_body_bytes)
         except FrameError as exc:
@@ -1725,15 +1736,10 @@ class Proxy:
 
     # -- MCP GET / DELETE -----------------------------------------------------------
     async def mcp_get(self, conn: HttpConnection, req: mh.RequestHead, path: bytes) -> None:
-        meta = mh.read_request_meta(req.headers)
-        reply = self._precheck(conn, req, meta)
-        if reply is not None:
-            conn.send_reply(reply)
+        admitted = await self._admit(conn, req, path)
+        if admitted is None:
             return
-        who = await self._identify(conn, meta, path)
-        if isinstance(who, mh.HttpReply):
-            conn.send_reply(who)
-            return
+        meta, who = admitted
         session = self.session_key(meta, who, conn.peer_host)
         try:
             resp = await self.upstream.request(
@@ -1750,15 +1756,10 @@ class Proxy:
         await self._relay(conn, resp, ExchangeContext(session, who, meta, set(), [], resume=resume))
 
     async def mcp_delete(self, conn: HttpConnection, req: mh.RequestHead, path: bytes) -> None:
-        meta = mh.read_request_meta(req.headers)
-        reply = self._precheck(conn, req, meta)
-        if reply is not None:
-            conn.send_reply(reply)
+        admitted = await self._admit(conn, req, path)
+        if admitted is None:
             return
-        who = await self._identify(conn, meta, path)
-        if isinstance(who, mh.HttpReply):
-            conn.send_reply(who)
-            return
+        meta, who = admitted
         try:
             resp = await self.upstream.request(
                 b"DELETE",

@@ -55,6 +55,14 @@ def test_every_refusal_before_judging_is_audited(tmp_path: Path) -> None:
             ),
         )
         assert reply[0] == 400
+        # GET and DELETE go through the same head checks, audited the same way.
+        for verb in ("GET", "DELETE"):
+            (reply,), _ = raw(
+                port,
+                f"{verb} /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                "Accept: text/event-stream\r\nOrigin: http://evil.example\r\n\r\n".encode(),
+            )
+            assert reply[0] == 403
         assert len(upstream.seen) == before  # nothing refused was forwarded
         assert stop(proc) == 0
     log = _entries(log_path)
@@ -64,6 +72,7 @@ def test_every_refusal_before_judging_is_audited(tmp_path: Path) -> None:
     assert "oversize" in stages
     assert stages.count("body") == 2  # -32700 and -32600
     assert "headers_vs_body" in stages or "request_head" in stages
+    assert stages.count("request_head") == 2  # the GET and the DELETE
     by_code = {e["detail"].get("code") for e in refusals}
     assert {-32700, -32600} <= by_code
     assert all(e["detail"]["peer"] == "127.0.0.1" for e in refusals)
