@@ -20,58 +20,20 @@ import tempfile
 import time
 from pathlib import Path
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
+from agentwall.benchtool.procstat import cmdline, tree
 
-
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                out += [int(c) for c in f.read().split()]
-    except OSError:
-        pass
-    return out
-
-
-def _tree(root: int) -> list[int]:
-    pids = [root]
-    i = 0
-    while i < len(pids):
-        pids += [c for c in _children(pids[i]) if c not in pids]
-        i += 1
-    return pids
-
-
-def _rss_mib(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/statm") as f:
-            return int(f.read().split()[1]) * PAGE / (1 << 20)
-    except (OSError, IndexError, ValueError):
-        return None
+PAGE_MIB = os.sysconf("SC_PAGE_SIZE") / (1 << 20)
 
 
 def _role(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = f.read().split(b"\0")
-    except OSError:
-        return "?"
-    text = b" ".join(argv).decode(errors="replace")
-    if "audit_writer" in text:
-        return "audit writer"
-    return "agentwall start"
+    return "audit writer" if any("audit_writer" in a for a in cmdline(pid)) else "agentwall start"
 
 
 def _find_proxy(bench_pid: int, deadline: float) -> int | None:
     while time.monotonic() < deadline:
-        for pid in _tree(bench_pid)[1:]:
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    argv = f.read().split(b"\0")
-            except OSError:
-                continue
-            if b"agentwall" in argv and b"start" in argv:
+        for pid in tree([bench_pid]):
+            argv = cmdline(pid)
+            if pid != bench_pid and "agentwall" in argv and "start" in argv:
                 return pid
         time.sleep(0.2)
     return None
@@ -124,11 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         roles: dict[int, str] = {}
         while bench.poll() is None:
             elapsed = time.monotonic() - start
-            sample = {pid: _rss_mib(pid) for pid in _tree(proxy)}
+            sample = {pid: s.rss_pages * PAGE_MIB for pid, s in tree([proxy]).items()}
             parts = []
             for pid, rss in sorted(sample.items()):
-                if rss is None:
-                    continue
                 roles.setdefault(pid, _role(pid))
                 last[pid] = rss
                 peak[pid] = max(peak.get(pid, 0.0), rss)
