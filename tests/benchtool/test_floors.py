@@ -1,0 +1,60 @@
+"""The floor benchmarks (bench/floor_http.py, bench/floor_stdio.py) still run
+end to end on real processes and report every path they measured.  Their
+figures are not checked (speed lives in bench/, never in assertions); what is
+checked is that each path answered calls and that the report names it, so a
+floor quoted in docs/bench.md can be measured again."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _run(*argv: str) -> str:
+    done = subprocess.run(
+        [sys.executable, *argv], capture_output=True, text=True, timeout=200, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_floor_http_measures_direct_skeleton_and_agentwall(tmp_path: Path) -> None:
+    out = _run(
+        str(BENCH / "floor_http.py"), "--agentwall", "--rounds", "1", "--calls", "30",
+        "--seconds", "0.5", "--log-dir", str(tmp_path),
+    )  # fmt: skip
+    assert "skeleton: worker, writer: process" in out
+    for path in ("direct", "skeleton", "agentwall"):
+        assert re.search(rf"^  {path}\s+p50\s+\d+ us\s+p99\s+\d+ us", out, re.M), out
+        rates = re.search(rf"^  {path}\s+([\d,]+), ([\d,]+)$", out, re.M)
+        assert rates is not None, out
+        assert all(int(r.replace(",", "")) > 0 for r in rates.groups()), out
+    assert re.search(r"^  agentwall .* added p50 [+-]\d+ us", out, re.M), out
+    assert list(tmp_path.iterdir()) == []  # its logs are removed
+
+
+@pytest.mark.parametrize("variant", [("--no-worker", "--writer", "inline"), ("--writer", "none")])
+def test_floor_http_variants(variant: tuple[str, ...]) -> None:
+    out = _run(
+        str(BENCH / "floor_http.py"), *variant, "--rounds", "1", "--calls", "30",
+        "--seconds", "0.3",
+    )  # fmt: skip
+    assert re.search(r"^  skeleton\s+p50 .* added p50 [+-]\d+ us", out, re.M), out
+
+
+def test_floor_stdio_measures_direct_skeleton_and_wrap(tmp_path: Path) -> None:
+    out = _run(
+        str(BENCH / "floor_stdio.py"), "--blocks", "2", "--calls", "10",
+        "--log-dir", str(tmp_path),
+    )  # fmt: skip
+    for path in ("direct", "skeleton", "wrap"):
+        assert re.search(rf"^  {path}\s+p50\s+\d+ us\s+p99\s+\d+ us", out, re.M), out
+    assert list(tmp_path.iterdir()) == []
