@@ -182,13 +182,24 @@ class _Hub:
 
     def _worker_readable(self) -> None:
         assert self.worker is not None
-        for _ in self.worker.recv(65536):
-            self.worker_waiting.pop(0)()
+        self._answer(self.worker, self.worker_waiting)
 
     def _writer_readable(self) -> None:
         assert self.writer is not None
-        for _ in self.writer.recv(65536):
-            self.writer_waiting.pop(0)()
+        self._answer(self.writer, self.writer_waiting)
+
+    @staticmethod
+    def _answer(sock: socket.socket, waiting: list[Any]) -> None:
+        """One reply byte per waiting call, in order."""
+        try:
+            data = sock.recv(65536)
+        except BlockingIOError:
+            return
+        if not data:
+            # A skeleton whose helper died cannot measure anything: stop loudly.
+            raise SystemExit("floor_http: a worker or writer process exited")
+        for _ in data:
+            waiting.pop(0)()
 
 
 class _Client(asyncio.Protocol):
