@@ -11,6 +11,7 @@ the kernel's clock tick.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -151,3 +152,53 @@ def fdatasync_probe(directory: str, count: int = 200) -> tuple[float, float]:
     return times[len(times) // 2] / 1000, times[
         min(len(times) - 1, (len(times) * 99) // 100)
     ] / 1000
+
+
+@dataclass(frozen=True, slots=True)
+class MachineCores:
+    """The whole machine over a window, in cores (ticks per second of wall time).
+
+    ``steal`` is time the hypervisor ran something else while a vCPU of ours
+    wanted to run: on a shared host it is the noise that moves every figure, so
+    a report shows it beside them."""
+
+    busy: float
+    idle: float  # idle + iowait
+    steal: float
+
+
+def _cpu_ticks() -> tuple[int, int, int] | None:
+    """(busy, idle, steal) ticks since boot, from /proc/stat's "cpu" line."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            fields = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    if len(fields) < 8:
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    return user + nice + system + irq + softirq, idle + iowait, steal
+
+
+class MachineProbe:
+    """/proc/stat now and later: how the machine's cores were spent in between."""
+
+    def __init__(self) -> None:
+        self._before: tuple[int, int, int] | None = None
+        self._t0 = 0.0
+        self.cores: MachineCores | None = None
+
+    def start(self) -> None:
+        self._before = _cpu_ticks()
+        self._t0 = time.monotonic()
+
+    def stop(self) -> None:
+        after = _cpu_ticks()
+        wall = time.monotonic() - self._t0
+        if self._before is None or after is None or wall <= 0:
+            self.cores = None
+            return
+        busy, idle, steal = (
+            (b - a) / CLK_TCK / wall for a, b in zip(self._before, after, strict=True)
+        )
+        self.cores = MachineCores(busy=busy, idle=idle, steal=steal)

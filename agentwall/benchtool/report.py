@@ -77,6 +77,7 @@ def render(report: BenchReport) -> str:
         "CPU/call: the upstream's on direct rows, the proxy's whole process tree on "
         f"{proxied_label} rows (from /proc, over the measured window)."
     )
+    lines += _machine_lines(report, proxied_label)
     for row in report.rows:
         if row.proxied is not None and row.proxied.stages_us:
             parts = ", ".join(f"{k} {v:,.0f}" for k, v in row.proxied.stages_us.items())
@@ -96,6 +97,26 @@ def render(report: BenchReport) -> str:
             mark = {True: "MET    ", False: "NOT MET", None: "n/a    "}[g.met]
             lines.append(f"  [{mark}] {g.name}: {g.measured} (target {g.target})")
     return "\n".join(lines)
+
+
+def _machine_lines(report: BenchReport, proxied_label: str) -> list[str]:
+    """How the machine's cores were spent during each run: a figure taken
+    while the host stole a third of them is not comparable with one taken
+    while it stole none."""
+    parts = []
+    for row in report.rows:
+        for label, figs in (("direct", row.direct), (proxied_label, row.proxied)):
+            if figs is None or figs.machine_cores is None:
+                continue
+            m = figs.machine_cores
+            parts.append(
+                f"{row.concurrency} {label} busy {m['busy']:.2f} idle {m['idle']:.2f} "
+                f"steal {m['steal']:.2f}"
+            )
+    if not parts:
+        return []
+    cpus = report.environment.get("cpus", "?")
+    return [f"machine during each run (cores of {cpus}, /proc/stat): " + "; ".join(parts)]
 
 
 def _percent(value: float | None) -> str:

@@ -15,6 +15,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,6 +88,9 @@ class RunFigures(msgspec.Struct):
     cache_hit_rate: float | None = None
     # Mean µs per stage from the proxy's *_seconds histograms (where the time goes).
     stages_us: dict[str, float] = msgspec.field(default_factory=dict)
+    # The whole machine during the measured windows, in cores: busy, idle
+    # (with iowait) and stolen by the hypervisor (a shared host's noise).
+    machine_cores: dict[str, float] | None = None
     metrics_note: str | None = None
     rounds_calls_per_s: list[float] = msgspec.field(default_factory=list)
     rounds_p50_us: list[float] = msgspec.field(default_factory=list)
@@ -153,6 +157,9 @@ class _Side:
         self.proxy_processes: int | None = None
         self.proxy_rss: float | None = None
         self.scrapes: list[tuple[metrics.Scrape, metrics.Scrape]] = []
+        # Core-seconds (busy, idle, steal) and wall seconds over the windows.
+        self.machine_core_s: list[float] | None = None
+        self.machine_wall_s = 0.0
 
     def figures(self, *, enforcing: bool) -> RunFigures:
         calls = sum(r.calls for r in self.results)
@@ -196,6 +203,9 @@ class _Side:
             figs.proxy_rss_mb = self.proxy_rss
         if self.scrapes:
             _fill_metrics(figs, self.scrapes)
+        if self.machine_core_s is not None and self.machine_wall_s > 0:
+            busy, idle, steal = (x / self.machine_wall_s for x in self.machine_core_s)
+            figs.machine_cores = {"busy": busy, "idle": idle, "steal": steal}
         return figs
 
 
@@ -264,17 +274,31 @@ def _probing(
 ) -> Iterator[None]:
     up = procstat.TreeProbe(upstream_roots)
     px = procstat.TreeProbe(proxy_roots, exclude=proxy_exclude) if proxy_roots else None
+    machine = procstat.MachineProbe()
     before = scrape() if scrape is not None else None
     up.start()
     if px is not None:
         px.start()
+    machine.start()
+    t0 = time.monotonic()
     yield
+    machine.stop()
+    wall = time.monotonic() - t0
     up.stop()
     if px is not None:
         px.stop()
         side.proxy_cpu = (side.proxy_cpu or 0.0) + px.cpu_s
         side.proxy_processes = px.processes
         side.proxy_rss = px.rss_bytes / 2**20
+    if machine.cores is not None:
+        c = machine.cores
+        sums = side.machine_core_s or [0.0, 0.0, 0.0]
+        side.machine_core_s = [
+            sums[0] + c.busy * wall,
+            sums[1] + c.idle * wall,
+            sums[2] + c.steal * wall,
+        ]
+        side.machine_wall_s += wall
     side.upstream_cpu += up.cpu_s
     side.upstream_measured = side.upstream_measured or up.processes > 0
     if scrape is not None and before is not None:

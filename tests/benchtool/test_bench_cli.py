@@ -39,7 +39,16 @@ def test_direct_only_http_json(tmp_path: Path) -> None:
         assert direct["unexpected"] == {}
         assert direct["upstream_cpu_per_call_us"] > 0
         assert row["proxied"] is None
+        # How the machine's cores went during the run (the host's steal is
+        # the noise behind every figure): the three add up to the machine.
+        cores = direct["machine_cores"]
+        assert set(cores) == {"busy", "idle", "steal"}
+        assert min(cores.values()) >= 0
+        assert cores["busy"] > 0
+        assert abs(sum(cores.values()) - report["environment"]["cpus"]) < 0.5
     assert report["environment"]["cpus"] >= 1
+    assert "machine during each run (cores of" in done.stdout
+    assert "1 direct busy" in done.stdout
 
 
 def test_direct_only_stdio() -> None:

@@ -150,3 +150,24 @@ def test_stage_means_from_seconds_histograms() -> None:
     mean_us, n = stages["audit"]
     assert n == 1000
     assert mean_us == pytest.approx(300.0)
+
+
+def test_machine_probe_accounts_for_every_core() -> None:
+    probe = procstat.MachineProbe()
+    probe.start()
+    end = time.monotonic() + 0.3
+    while time.monotonic() < end:  # keep one core busy during the window
+        pass
+    probe.stop()
+    cores = probe.cores
+    assert cores is not None
+    assert min(cores.busy, cores.idle, cores.steal) >= 0
+    assert cores.busy > 0
+    # busy + idle + steal is the whole machine (to the clock tick).
+    assert abs(cores.busy + cores.idle + cores.steal - (os.cpu_count() or 1)) < 0.5
+
+
+def test_machine_probe_without_a_window_reports_nothing() -> None:
+    probe = procstat.MachineProbe()
+    probe.stop()  # never started
+    assert probe.cores is None
