@@ -44,6 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_http  # a sibling module, not a package
 
+from agentwall.benchtool import procstat
+
 RECORD = b"r" * 255 + b"\n"
 _LEN = struct.Struct("!I")
 
@@ -343,11 +345,13 @@ def main() -> None:
     samples: dict[str, list[float]] = {name: [] for name in paths}
     added_p50: dict[str, list[float]] = {name: [] for name in paths[1:]}
     rates: dict[str, list[float]] = {name: [] for name in paths}
+    machine = procstat.MachineProbe()
     with contextlib.ExitStack() as stack:
         up_port, skeleton_port = stack.enter_context(_processes(args))
         ports = {"direct": up_port, "skeleton": skeleton_port}
         if args.agentwall:
             ports["agentwall"] = stack.enter_context(_agentwall(up_port, args.log_dir))
+        machine.start()
         for _ in range(args.rounds):
             this_round = {name: _latencies(ports[name], args.calls) for name in paths}
             for name, values in this_round.items():
@@ -358,6 +362,7 @@ def main() -> None:
             for name in paths:
                 done, elapsed = uvloop.run(bench_http.throughput(ports[name], 64, args.seconds))
                 rates[name].append(done / elapsed)
+        machine.stop()
     hops = ("worker, " if args.worker else "no worker, ") + f"writer: {args.writer}"
     print(f"skeleton: {hops}; logs in {args.log_dir or 'a temp dir under $TMPDIR'}")
     direct = samples["direct"]
@@ -372,6 +377,7 @@ def main() -> None:
                 f", added p99 +{_pct(values, 0.99) - _pct(direct, 0.99):.0f} us"
             )
         print(line)
+    print(_machine_line(machine))
     print("64 clients, calls/s:")
     for name in paths:
         print(f"  {name:9} " + ", ".join(f"{r:,.0f}" for r in rates[name]))
@@ -403,6 +409,17 @@ def _agentwall(up_port: int, log_dir: str | None) -> Any:
             proxy.kill()
             proxy.wait()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _machine_line(machine: procstat.MachineProbe) -> str:
+    """The host's steal moves every figure: say how much there was."""
+    m = machine.cores
+    if m is None:
+        return "machine: /proc/stat not readable"
+    return (
+        f"machine during the measured runs (cores of {os.cpu_count()}): busy {m.busy:.2f}, "
+        f"idle {m.idle:.2f}, stolen by the host {m.steal:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_wrap  # a sibling module, not a package
 
+from agentwall.benchtool import procstat
 from agentwall.benchtool.sync_client import SyncStdioSession
 
 RECORD = b"r" * 255 + b"\n"
@@ -108,6 +109,7 @@ def main() -> None:
     here = str(Path(__file__).resolve())
     server = list(bench_wrap.SERVER)
     sessions: dict[str, Any] = {}
+    machine = procstat.MachineProbe()
     try:
         sessions["direct"] = SyncStdioSession(server)
         sessions["skeleton"] = SyncStdioSession(
@@ -118,6 +120,7 @@ def main() -> None:
             _blocks(session, bench_wrap.WARMUP)
         samples: dict[str, list[float]] = {name: [] for name in sessions}
         deltas: dict[str, list[float]] = {"skeleton": [], "wrap": []}
+        machine.start()
         for _ in range(args.blocks):
             block = {name: _blocks(s, args.calls) for name, s in sessions.items()}
             for name, values in block.items():
@@ -126,6 +129,7 @@ def main() -> None:
                     deltas[name].append(
                         statistics.median(values) - statistics.median(block["direct"])
                     )
+        machine.stop()
     finally:
         for session in sessions.values():
             session.close()
@@ -143,6 +147,18 @@ def main() -> None:
                 f", added p99 +{pct(values, 0.99) - pct(direct, 0.99):.0f} us"
             )
         print(line)
+    print(_machine_line(machine))
+
+
+def _machine_line(machine: procstat.MachineProbe) -> str:
+    """The host's steal moves every figure: say how much there was."""
+    m = machine.cores
+    if m is None:
+        return "machine: /proc/stat not readable"
+    return (
+        f"machine during the measured runs (cores of {os.cpu_count()}): busy {m.busy:.2f}, "
+        f"idle {m.idle:.2f}, stolen by the host {m.steal:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ def test_floor_http_measures_direct_skeleton_and_agentwall(tmp_path: Path) -> No
         assert rates is not None, out
         assert all(int(r.replace(",", "")) > 0 for r in rates.groups()), out
     assert re.search(r"^  agentwall .* added p50 [+-]\d+ us", out, re.M), out
+    assert re.search(r"^machine during the measured runs .* stolen by the host \d", out, re.M), out
     assert list(tmp_path.iterdir()) == []  # its logs are removed
 
 
@@ -57,4 +58,5 @@ def test_floor_stdio_measures_direct_skeleton_and_wrap(tmp_path: Path) -> None:
     )  # fmt: skip
     for path in ("direct", "skeleton", "wrap"):
         assert re.search(rf"^  {path}\s+p50\s+\d+ us\s+p99\s+\d+ us", out, re.M), out
+    assert re.search(r"^machine during the measured runs .* stolen by the host \d", out, re.M), out
     assert list(tmp_path.iterdir()) == []
