@@ -40,12 +40,12 @@ def test_direct_only_http_json(tmp_path: Path) -> None:
         assert direct["upstream_cpu_per_call_us"] > 0
         assert row["proxied"] is None
         # How the machine's cores went during the run (the host's steal is
-        # the noise behind every figure): the three add up to the machine.
+        # the noise behind every figure).  A 300-call run lasts a few clock
+        # ticks, so only the shape is checked here; the accounting is checked
+        # over a longer window in test_stats_metrics_procstat.py.
         cores = direct["machine_cores"]
         assert set(cores) == {"busy", "idle", "steal"}
         assert min(cores.values()) >= 0
-        assert cores["busy"] > 0
-        assert abs(sum(cores.values()) - report["environment"]["cpus"]) < 0.5
     assert report["environment"]["cpus"] >= 1
     assert "machine during each run (cores of" in done.stdout
     assert "1 direct busy" in done.stdout
