@@ -85,22 +85,26 @@ class _UpstreamProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
-        while True:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = self.buf[:end].lower()
-            i = head.find(b"content-length:")
-            length = (
-                int(head[i + 15 : head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None])
-                if i >= 0
-                else 0
-            )
-            total = end + 4 + length
-            if len(self.buf) < total:
-                return
+        while total := message_length(self.buf):
             self.buf = self.buf[total:]
             self.transport.write(_RESPONSE)
+
+
+def message_length(buf: bytes) -> int:
+    """Length of the first whole HTTP/1.1 message in ``buf`` (head and a
+    Content-Length body; none means an empty body), or 0 while incomplete."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return 0
+    head = buf[:end].lower()
+    i = head.find(b"content-length:")
+    length = (
+        int(head[i + 15 : head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None])
+        if i >= 0
+        else 0
+    )
+    total = end + 4 + length
+    return total if len(buf) >= total else 0
 
 
 def run_upstream(port: int) -> None:

@@ -108,22 +108,10 @@ class _Upstream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
-        total = _complete(self.buf)
+        total = bench_http.message_length(self.buf)
         if total:
             message, self.buf = self.buf[:total], self.buf[total:]
             self.client.transport.write(message)
-
-
-def _complete(buf: bytes) -> int:
-    """Length of the first whole HTTP message in ``buf``, or 0."""
-    end = buf.find(b"\r\n\r\n")
-    if end < 0:
-        return 0
-    head = buf[:end].lower()
-    i = head.find(b"content-length:")
-    j = head.find(b"\r\n", i)
-    total = end + 4 + int(head[i + 15 : j if j > 0 else None])
-    return total if len(buf) >= total else 0
 
 
 class _Hub:
@@ -229,7 +217,7 @@ class _Client(asyncio.Protocol):
         self.buf += data
         if self.upstream is None:
             return
-        total = _complete(self.buf)
+        total = bench_http.message_length(self.buf)
         if total:
             request, self.buf = self.buf[:total], self.buf[total:]
             upstream = self.upstream
@@ -377,7 +365,7 @@ def main() -> None:
                 f", added p99 +{_pct(values, 0.99) - _pct(direct, 0.99):.0f} us"
             )
         print(line)
-    print(_machine_line(machine))
+    print(machine.describe())
     print("64 clients, calls/s:")
     for name in paths:
         print(f"  {name:9} " + ", ".join(f"{r:,.0f}" for r in rates[name]))
@@ -409,17 +397,6 @@ def _agentwall(up_port: int, log_dir: str | None) -> Any:
             proxy.kill()
             proxy.wait()
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _machine_line(machine: procstat.MachineProbe) -> str:
-    """The host's steal moves every figure: say how much there was."""
-    m = machine.cores
-    if m is None:
-        return "machine: /proc/stat not readable"
-    return (
-        f"machine during the measured runs (cores of {os.cpu_count()}): busy {m.busy:.2f}, "
-        f"idle {m.idle:.2f}, stolen by the host {m.steal:.2f}"
-    )
 
 
 if __name__ == "__main__":

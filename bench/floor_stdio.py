@@ -93,10 +93,6 @@ def run_relay(log_path: str, argv: list[str]) -> int:
     return server.wait()
 
 
-def _blocks(session: SyncStdioSession, n: int) -> list[float]:
-    return bench_wrap._times_us(session, n)
-
-
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "relay":
         sys.exit(run_relay(sys.argv[2], sys.argv[4:]))
@@ -117,12 +113,12 @@ def main() -> None:
         )
         sessions["wrap"] = bench_wrap._wrapped(tmp)
         for session in sessions.values():
-            _blocks(session, bench_wrap.WARMUP)
+            bench_wrap._times_us(session, bench_wrap.WARMUP)
         samples: dict[str, list[float]] = {name: [] for name in sessions}
         deltas: dict[str, list[float]] = {"skeleton": [], "wrap": []}
         machine.start()
         for _ in range(args.blocks):
-            block = {name: _blocks(s, args.calls) for name, s in sessions.items()}
+            block = {name: bench_wrap._times_us(s, args.calls) for name, s in sessions.items()}
             for name, values in block.items():
                 samples[name] += values
                 if name != "direct":
@@ -147,18 +143,7 @@ def main() -> None:
                 f", added p99 +{pct(values, 0.99) - pct(direct, 0.99):.0f} us"
             )
         print(line)
-    print(_machine_line(machine))
-
-
-def _machine_line(machine: procstat.MachineProbe) -> str:
-    """The host's steal moves every figure: say how much there was."""
-    m = machine.cores
-    if m is None:
-        return "machine: /proc/stat not readable"
-    return (
-        f"machine during the measured runs (cores of {os.cpu_count()}): busy {m.busy:.2f}, "
-        f"idle {m.idle:.2f}, stolen by the host {m.steal:.2f}"
-    )
+    print(machine.describe())
 
 
 if __name__ == "__main__":

@@ -202,3 +202,13 @@ class MachineProbe:
             (b - a) / CLK_TCK / wall for a, b in zip(self._before, after, strict=True)
         )
         self.cores = MachineCores(busy=busy, idle=idle, steal=steal)
+
+    def describe(self) -> str:
+        """One line for a report: the host's steal moves every figure beside it."""
+        m = self.cores
+        if m is None:
+            return "machine: /proc/stat not readable"
+        return (
+            f"machine during the measured runs (cores of {os.cpu_count()}): busy {m.busy:.2f}, "
+            f"idle {m.idle:.2f}, stolen by the host {m.steal:.2f}"
+        )

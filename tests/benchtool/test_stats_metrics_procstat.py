@@ -155,10 +155,11 @@ def test_stage_means_from_seconds_histograms() -> None:
 def test_machine_probe_accounts_for_every_core() -> None:
     probe = procstat.MachineProbe()
     probe.start()
-    # /proc/stat counts in clock ticks (10 ms): over a 1 s window one tick of
-    # rounding per category is ~0.01 core, so the sum below is well inside 0.5.
-    end = time.monotonic() + 1.0
-    while time.monotonic() < end:  # keep one core busy during the window
+    # Busy work of 0.5 CPU-seconds in this process, so the window holds some
+    # whatever the host steals.  /proc/stat counts in 10 ms clock ticks: over
+    # a window that long, tick rounding is a few hundredths of a core.
+    end = time.process_time() + 0.5
+    while time.process_time() < end:
         pass
     probe.stop()
     cores = probe.cores
