@@ -11,7 +11,8 @@ import queue
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,10 +86,30 @@ class Host:
             }
         )
 
-    def recv(self, timeout: float = 20.0) -> Any:
+    def recv(self, timeout: float = 60.0) -> Any:
         line = self.lines.get(timeout=timeout)
         assert line, f"wrap closed its stdout; stderr: {bytes(self.stderr)!r}"
         return json.loads(line)
+
+    def recv_until(
+        self, done: Callable[[list[Any]], bool], timeout: float = 60.0, settle: float = 0.5
+    ) -> list[Any]:
+        """Everything that arrives until ``done(messages so far)`` holds, then
+        whatever follows within ``settle`` seconds of silence.  Waiting for
+        what a test expects, rather than for a fixed quiet spell, keeps a
+        loaded host from cutting a reply off."""
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while not done(out):
+            left = deadline - time.monotonic()
+            assert left > 0, f"timed out; got {out!r}; stderr: {bytes(self.stderr)!r}"
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            assert line, f"wrap closed its stdout; got {out!r}; stderr: {bytes(self.stderr)!r}"
+            out.append(json.loads(line))
+        return out + self.recv_all(timeout=settle)
 
     def recv_all(self, timeout: float) -> list[Any]:
         """Everything that arrives until ``timeout`` seconds pass in silence."""
@@ -125,7 +146,7 @@ class Host:
             with contextlib.suppress(BrokenPipeError):
                 self.proc.stdin.close()
 
-    def wait(self, timeout: float = 30.0) -> int:
+    def wait(self, timeout: float = 60.0) -> int:
         return self.proc.wait(timeout=timeout)
 
     def kill(self) -> None:
@@ -183,7 +204,9 @@ def wrap_argv(tmp: Path, server: list[str], *extra: str, policy: str | None = PO
         *args,
         "--log-path", str(tmp / "audit.log"),
         "--audit-key-file", str(key),
-        "--grace-period", "1",
+        # Long enough for a Python server to exit after EOF on a loaded host
+        # (a 1 s grace escalated to SIGTERM there: exit 143).
+        "--grace-period", "10",
         *extra,
         "--",
         *server,

@@ -68,7 +68,7 @@ def wrap_argv(setup: dict[str, Path], *extra: str) -> list[str]:
         "--policy", str(setup["policy"]),
         "--log-path", str(setup["log"]),
         "--audit-key-file", str(setup["key"]),
-        "--grace-period", "2",
+        "--grace-period", "10",
         *extra,
         "--", sys.executable, SERVERS, "sdk",
     ]  # fmt: skip

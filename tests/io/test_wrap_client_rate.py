@@ -14,7 +14,7 @@ from test_wrap_servers import HERE, RAW_POLICY, Host, wait_file, wrap_argv
 
 from agentwall.errors import RATE_LIMITED
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 
 @pytest.mark.parametrize(

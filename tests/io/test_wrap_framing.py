@@ -19,7 +19,7 @@ from agentwall.audit.keys import read_key_file
 from agentwall.audit.verify import verify_files
 from agentwall.errors import INVALID_REQUEST, PARSE_ERROR, UPSTREAM_UNAVAILABLE
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 MAX_LINE = 64 * 1024
 
@@ -31,7 +31,11 @@ def start(tmp: Path, mode: str = "plain", *extra: str) -> tuple[Host, dict[str, 
                   server=[sys.executable, HERE, "raw", mode]),
         env={**os.environ, "WRAP_TEST_INFO": str(info)},
     )  # fmt: skip
-    return host, wait_file(info)
+    try:
+        return host, wait_file(info)
+    except BaseException:
+        host.kill()  # a start that failed must not leave wrap running into later tests
+        raise
 
 
 def assert_log_verifies(tmp: Path) -> None:
@@ -225,7 +229,7 @@ def test_batch_items_judged_one_by_one(tmp_path: Path) -> None:
         host.send_raw(json.dumps(batch).encode() + b"\n")
         got: dict[Any, Any] = {}
         while len(got) < 3:
-            line = host.lines.get(timeout=20)
+            line = host.lines.get(timeout=60)
             reply = json.loads(line)
             # Refusals come one by one; what was forwarded comes back as the
             # server's batch answer.

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from agentwall.audit.keys import read_key_file
 from agentwall.audit.verify import verify_files
 from agentwall.errors import POLICY_DENIED, UPSTREAM_UNAVAILABLE
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 
 def start(tmp: Path, *extra: str, mode: str = "plain", **env: str) -> tuple[Host, dict[str, Any]]:
@@ -29,7 +30,11 @@ def start(tmp: Path, *extra: str, mode: str = "plain", **env: str) -> tuple[Host
     host = Host(
         wrap_argv(tmp, *extra, server=[sys.executable, HERE, "raw", mode]), env=environ, cwd=tmp
     )
-    server = wait_file(info)
+    try:
+        server = wait_file(info)
+    except BaseException:
+        host.kill()  # a start that failed must not leave wrap running into later tests
+        raise
     return host, server
 
 
@@ -42,8 +47,16 @@ def assert_log_verifies(tmp: Path) -> None:
     assert outcome.valid, outcome.report
 
 
-def sleeper() -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+@pytest.fixture
+def agent() -> Iterator[subprocess.Popen[bytes]]:
+    """A stand-in agent process for ``--agent-pid``; always reaped, even when
+    the test fails before its own cleanup (a leaked Popen fails a later,
+    unrelated test with a ResourceWarning)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
 
 
 def test_plumbing_env_cwd_and_exit_code_on_stdin_close(tmp_path: Path) -> None:
@@ -84,8 +97,9 @@ def test_kill_mode_none_keeps_the_session(tmp_path: Path) -> None:
         host.kill()
 
 
-def test_kill_mode_connection_ends_the_session(tmp_path: Path) -> None:
-    agent = sleeper()
+def test_kill_mode_connection_ends_the_session(
+    tmp_path: Path, agent: subprocess.Popen[bytes]
+) -> None:
     host, server = start(tmp_path, "--kill-mode", "connection", "--agent-pid", str(agent.pid))
     try:
         host.initialize()
@@ -97,20 +111,19 @@ def test_kill_mode_connection_ends_the_session(tmp_path: Path) -> None:
         assert alive(agent.pid)
     finally:
         host.kill()
-        agent.kill()
-        agent.wait()
     assert "kill-mode connection" in entries(tmp_path)[-1]["reason"]
     assert_log_verifies(tmp_path)
 
 
-def test_kill_mode_process_kills_the_agent_pid_and_the_session_goes_on(tmp_path: Path) -> None:
-    agent = sleeper()
+def test_kill_mode_process_kills_the_agent_pid_and_the_session_goes_on(
+    tmp_path: Path, agent: subprocess.Popen[bytes]
+) -> None:
     host, server = start(tmp_path, "--kill-mode", "process", "--agent-pid", str(agent.pid))
     try:
         host.initialize()
         host.call(1, "run_command", {"command": "ls"})
         assert host.recv()["error"]["code"] == POLICY_DENIED
-        assert agent.wait(timeout=10) == -signal.SIGKILL
+        assert agent.wait(timeout=60) == -signal.SIGKILL
         # Only the agent was killed: wrap and the server still serve.
         host.call(2, "echo", {})
         assert host.recv()["id"] == 2
@@ -120,27 +133,24 @@ def test_kill_mode_process_kills_the_agent_pid_and_the_session_goes_on(tmp_path:
         assert wait_dead(server["pid"])
     finally:
         host.kill()
-        if agent.poll() is None:
-            agent.kill()
     kills = [e for e in entries(tmp_path) if (e.get("detail") or {}).get("action") == "kill"]
     assert kills[0]["detail"]["ok"] is True
     assert kills[0]["detail"]["pid"] == agent.pid
 
 
-def test_kill_mode_both_kills_the_agent_and_ends_the_session(tmp_path: Path) -> None:
-    agent = sleeper()
+def test_kill_mode_both_kills_the_agent_and_ends_the_session(
+    tmp_path: Path, agent: subprocess.Popen[bytes]
+) -> None:
     host, server = start(tmp_path, "--kill-mode", "both", "--agent-pid", str(agent.pid))
     try:
         host.initialize()
         host.call(1, "run_command", {"command": "ls"})
         assert host.recv()["error"]["code"] == POLICY_DENIED
-        assert agent.wait(timeout=10) == -signal.SIGKILL
+        assert agent.wait(timeout=60) == -signal.SIGKILL
         assert host.wait() == 1
         assert wait_dead(server["pid"])
     finally:
         host.kill()
-        if agent.poll() is None:
-            agent.kill()
 
 
 # The agent host launches wrap itself; kill mode process (no --agent-pid)
@@ -150,14 +160,16 @@ import json, subprocess, sys, time
 argv = json.loads(sys.argv[1])
 wrap = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 open(sys.argv[2], "w").write(str(wrap.pid))
-msgs = [
-    {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion":
-     "2025-06-18", "capabilities": {}, "clientInfo": {"name": "a", "version": "1"}}},
-    {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-     "params": {"name": "run_command", "arguments": {"command": "ls"}}},
-]
-wrap.stdin.write(b"".join(json.dumps(m).encode() + b"\\n" for m in msgs))
-wrap.stdin.flush()
+def send(message):
+    wrap.stdin.write(json.dumps(message).encode() + b"\\n")
+    wrap.stdin.flush()
+send({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion":
+      "2025-06-18", "capabilities": {}, "clientInfo": {"name": "a", "version": "1"}}})
+# As a real host does, wait for the answer: the server is then up (and has
+# written its pid file) before the denial that gets us killed.
+wrap.stdout.readline()
+send({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+      "params": {"name": "run_command", "arguments": {"command": "ls"}}})
 time.sleep(120)
 """
 
@@ -172,7 +184,7 @@ def test_kill_mode_process_defaults_to_the_parent(tmp_path: Path) -> None:
     )
     try:
         server = wait_file(info)
-        assert agent.wait(timeout=20) == -signal.SIGKILL
+        assert agent.wait(timeout=60) == -signal.SIGKILL
         wrap_pid = int(wrap_pid_file.read_text())
         # With its host gone, wrap shuts the server down and exits: no orphans.
         assert wait_dead(server["pid"])
@@ -180,6 +192,7 @@ def test_kill_mode_process_defaults_to_the_parent(tmp_path: Path) -> None:
     finally:
         if agent.poll() is None:
             agent.kill()
+        agent.wait()
     log = entries(tmp_path)
     assert log[-1]["event"] == "proxy_stop"
     assert_log_verifies(tmp_path)
@@ -210,7 +223,7 @@ def test_sigint_is_forwarded(tmp_path: Path) -> None:
 
 
 def test_a_server_ignoring_eof_and_sigterm_gets_sigkill(tmp_path: Path) -> None:
-    host, server = start(tmp_path, mode="ignore-term")
+    host, server = start(tmp_path, "--grace-period", "1", mode="ignore-term")
     try:
         host.initialize()
         host.close_stdin()

@@ -63,7 +63,7 @@ def wrap_command(setup: dict[str, Path], *extra: str, server: str = "sdk") -> li
         "--audit-key-file",
         str(setup["key"]),
         "--grace-period",
-        "2",
+        "10",
         *extra,
         "--",
         sys.executable,

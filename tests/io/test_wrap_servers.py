@@ -199,7 +199,11 @@ def wrap_argv(tmp: Path, *extra: str, server: list[str] | None = None) -> list[s
         "--policy", str(policy),
         "--log-path", str(tmp / "audit.log"),
         "--audit-key-file", str(key),
-        "--grace-period", "1",
+        # How long wrap waits for the server to exit before escalating.  On a
+        # loaded 2-core CI host a Python server can take over a second just
+        # to start or to exit after EOF, and a 1 s grace killed it there
+        # (exit 143).  Tests of the escalation itself pass their own.
+        "--grace-period", "10",
         *extra,
         "--",
         *(server if server is not None else [sys.executable, HERE, "raw", "plain"]),
@@ -263,7 +267,7 @@ class Host:
     def call(self, rpc_id: Any, name: str, arguments: dict[str, Any]) -> None:
         self.request(rpc_id, "tools/call", {"name": name, "arguments": arguments})
 
-    def recv(self, timeout: float = 20.0) -> dict[str, Any]:
+    def recv(self, timeout: float = 60.0) -> dict[str, Any]:
         line = self.lines.get(timeout=timeout)
         assert line, f"wrap closed its stdout; stderr: {bytes(self.stderr)!r}"
         value: dict[str, Any] = json.loads(line)
@@ -284,7 +288,7 @@ class Host:
         if not self.proc.stdin.closed:
             self.proc.stdin.close()
 
-    def wait(self, timeout: float = 30.0) -> int:
+    def wait(self, timeout: float = 60.0) -> int:
         return self.proc.wait(timeout=timeout)
 
     def kill(self) -> None:
@@ -311,7 +315,7 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def wait_dead(pid: int, timeout: float = 15.0) -> bool:
+def wait_dead(pid: int, timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not alive(pid):
@@ -320,7 +324,7 @@ def wait_dead(pid: int, timeout: float = 15.0) -> bool:
     return not alive(pid)
 
 
-def wait_file(path: Path, timeout: float = 20.0) -> dict[str, Any]:
+def wait_file(path: Path, timeout: float = 60.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.exists():
