@@ -116,7 +116,39 @@ def _machine_lines(report: BenchReport, proxied_label: str) -> list[str]:
     if not parts:
         return []
     cpus = report.environment.get("cpus", "?")
-    return [f"machine during each run (cores of {cpus}, /proc/stat): " + "; ".join(parts)]
+    lines = [f"machine during each run (cores of {cpus}, /proc/stat): " + "; ".join(parts)]
+    steals = [
+        figs.machine_cores["steal"]
+        for row in report.rows
+        for figs in (row.direct, row.proxied)
+        if figs is not None and figs.machine_cores is not None
+    ]
+    warning = steal_warning(steals, cpus if isinstance(cpus, int) else None)
+    if warning is not None:
+        lines.append(warning)
+    return lines
+
+
+# Above this share of the machine stolen in any run, absolute figures say more
+# about the host than about us.
+STEAL_WARNING_SHARE = 0.10
+
+
+def steal_warning(steals: list[float], cpus: int | None) -> str | None:
+    """A warning line when the hypervisor took a noticeable share of the
+    machine during any run: the calls/s, latencies and goal verdicts of such a
+    run are not comparable with a quiet run's, while direct against proxied
+    within the run still is."""
+    if not steals or not cpus or cpus <= 0:
+        return None
+    worst = max(steals)
+    if worst < STEAL_WARNING_SHARE * cpus:
+        return None
+    return (
+        f"warning: the host stole up to {worst:.2f} of {cpus} cores during these runs "
+        f"({100 * worst / cpus:.0f}%): absolute figures and the goal verdicts below reflect "
+        "the host; compare direct with proxied within this run"
+    )
 
 
 def _percent(value: float | None) -> str:
