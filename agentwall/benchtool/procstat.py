@@ -187,6 +187,7 @@ class MachineProbe:
         self._before: tuple[int, int, int] | None = None
         self._t0 = 0.0
         self.cores: MachineCores | None = None
+        self.wall_s = 0.0  # the window ``cores`` covers
 
     def start(self) -> None:
         self._before = _cpu_ticks()
@@ -198,6 +199,7 @@ class MachineProbe:
         if self._before is None or after is None or wall <= 0:
             self.cores = None
             return
+        self.wall_s = wall
         busy, idle, steal = (
             (b - a) / CLK_TCK / wall for a, b in zip(self._before, after, strict=True)
         )

@@ -104,6 +104,7 @@ def _machine_lines(report: BenchReport, proxied_label: str) -> list[str]:
     while the host stole a third of them is not comparable with one taken
     while it stole none."""
     parts = []
+    steals = []
     for row in report.rows:
         for label, figs in (("direct", row.direct), (proxied_label, row.proxied)):
             if figs is None or figs.machine_cores is None:
@@ -113,16 +114,11 @@ def _machine_lines(report: BenchReport, proxied_label: str) -> list[str]:
                 f"{row.concurrency} {label} busy {m['busy']:.2f} idle {m['idle']:.2f} "
                 f"steal {m['steal']:.2f}"
             )
+            steals.append(m["steal"])
     if not parts:
         return []
     cpus = report.environment.get("cpus", "?")
     lines = [f"machine during each run (cores of {cpus}, /proc/stat): " + "; ".join(parts)]
-    steals = [
-        figs.machine_cores["steal"]
-        for row in report.rows
-        for figs in (row.direct, row.proxied)
-        if figs is not None and figs.machine_cores is not None
-    ]
     warning = steal_warning(steals, cpus if isinstance(cpus, int) else None)
     if warning is not None:
         lines.append(warning)

@@ -15,7 +15,6 @@ import re
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -280,10 +279,8 @@ def _probing(
     if px is not None:
         px.start()
     machine.start()
-    t0 = time.monotonic()
     yield
     machine.stop()
-    wall = time.monotonic() - t0
     up.stop()
     if px is not None:
         px.stop()
@@ -291,7 +288,7 @@ def _probing(
         side.proxy_processes = px.processes
         side.proxy_rss = px.rss_bytes / 2**20
     if machine.cores is not None:
-        c = machine.cores
+        c, wall = machine.cores, machine.wall_s
         sums = side.machine_core_s or [0.0, 0.0, 0.0]
         side.machine_core_s = [
             sums[0] + c.busy * wall,
