@@ -302,10 +302,13 @@ def test_a_reused_pending_id_is_refused_and_audited(wrapped: Any) -> None:
         (json.dumps(call) + "\n" + json.dumps(call) + "\n"
          + json.dumps([batch_item, batch_item]) + "\n").encode()
     )  # fmt: skip
-    replies = h.recv_until(
-        lambda got: len([m for r in got for m in (r if isinstance(r, list) else [r])]) >= 4
-    )
-    flat = [m for r in replies for m in (r if isinstance(r, list) else [r])]
+
+    def items(got: list[Any]) -> list[Any]:
+        """Single answers and batch answers, flattened."""
+        return [m for r in got for m in (r if isinstance(r, list) else [r])]
+
+    replies = h.recv_until(lambda got: len(items(got)) >= 4)
+    flat = items(replies)
     refused = [m for m in flat if m.get("error", {}).get("code") == INVALID_REQUEST]
     assert sorted(m["id"] for m in refused) == [7, 8]
     assert all("already in use" in m["error"]["message"] for m in refused)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_wrap_servers import HERE, Host, wait_dead, wait_file, wrap_argv
+from test_wrap_servers import HERE, Host, wait_dead, wait_server, wrap_argv
 
 from agentwall.audit.keys import read_key_file
 from agentwall.audit.verify import verify_files
@@ -31,11 +31,7 @@ def start(tmp: Path, mode: str = "plain", *extra: str) -> tuple[Host, dict[str, 
                   server=[sys.executable, HERE, "raw", mode]),
         env={**os.environ, "WRAP_TEST_INFO": str(info)},
     )  # fmt: skip
-    try:
-        return host, wait_file(info)
-    except BaseException:
-        host.kill()  # a start that failed must not leave wrap running into later tests
-        raise
+    return host, wait_server(host, info)
 
 
 def assert_log_verifies(tmp: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_wrap_servers import HERE, Host, alive, wait_dead, wait_file, wrap_argv
+from test_wrap_servers import HERE, Host, alive, wait_dead, wait_file, wait_server, wrap_argv
 
 from agentwall.audit.keys import read_key_file
 from agentwall.audit.verify import verify_files
@@ -30,12 +30,7 @@ def start(tmp: Path, *extra: str, mode: str = "plain", **env: str) -> tuple[Host
     host = Host(
         wrap_argv(tmp, *extra, server=[sys.executable, HERE, "raw", mode]), env=environ, cwd=tmp
     )
-    try:
-        server = wait_file(info)
-    except BaseException:
-        host.kill()  # a start that failed must not leave wrap running into later tests
-        raise
-    return host, server
+    return host, wait_server(host, info)
 
 
 def entries(tmp: Path) -> list[dict[str, Any]]:

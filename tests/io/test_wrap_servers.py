@@ -324,6 +324,16 @@ def wait_dead(pid: int, timeout: float = 30.0) -> bool:
     return not alive(pid)
 
 
+def wait_server(host: Host, info: Path) -> dict[str, Any]:
+    """The test server's pid file, written once it runs under ``host``'s wrap.
+    A start that fails kills wrap, so it cannot run on into later tests."""
+    try:
+        return wait_file(info)
+    except BaseException:
+        host.kill()
+        raise
+
+
 def wait_file(path: Path, timeout: float = 60.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
