@@ -85,46 +85,100 @@ def tree(
     return out
 
 
-def cpu_delta_s(before: dict[int, ProcStat], after: dict[int, ProcStat]) -> float:
-    """CPU seconds the tree used between two snapshots."""
-    ticks = 0
+def cpu_ticks_by_pid(before: dict[int, ProcStat], after: dict[int, ProcStat]) -> dict[int, int]:
+    """Clock ticks each process of the tree used between two snapshots.
+
+    A process that died during the window counts negatively (its share from
+    before the window), since its whole total moved into its reaper's
+    ``cutime``; summed over a role that holds both, that nets out exactly."""
+    ticks: dict[int, int] = {}
     for pid, a in after.items():
         b = before.get(pid)
         if b is not None and b.start_ticks == a.start_ticks:
-            ticks += (a.self_ticks - b.self_ticks) + (a.child_ticks - b.child_ticks)
+            ticks[pid] = (a.self_ticks - b.self_ticks) + (a.child_ticks - b.child_ticks)
         else:
-            ticks += a.self_ticks  # born during the window
+            ticks[pid] = a.self_ticks  # born during the window
     for pid, b in before.items():
         now = after.get(pid)
         if now is None or now.start_ticks != b.start_ticks:
             # Died during the window: its total moved into a reaper's child_ticks
             # (counted above if the reaper is in the tree); its share before the
-            # window does not belong to us.
-            ticks -= b.self_ticks + b.child_ticks
-    return max(ticks, 0) / CLK_TCK
+            # window does not belong to us.  (A reused PID keeps the newcomer's
+            # ticks from above.)
+            ticks[pid] = ticks.get(pid, 0) - (b.self_ticks + b.child_ticks)
+    return ticks
+
+
+def cpu_delta_s(before: dict[int, ProcStat], after: dict[int, ProcStat]) -> float:
+    """CPU seconds the tree used between two snapshots."""
+    return max(sum(cpu_ticks_by_pid(before, after).values()), 0) / CLK_TCK
 
 
 class TreeProbe:
-    """Snapshot a process tree now and later; report CPU used in between."""
+    """Snapshot a process tree now and later; report CPU used in between.
+
+    With ``role`` (a pid's part in the tree, asked while it lives), the CPU is
+    also split by role: where a proxy's time goes, process by process."""
 
     def __init__(
-        self, roots: Callable[[], Iterable[int]], exclude: Callable[[int], bool] | None = None
+        self,
+        roots: Callable[[], Iterable[int]],
+        exclude: Callable[[int], bool] | None = None,
+        role: Callable[[int], str] | None = None,
     ) -> None:
         self._roots = roots
         self._exclude = exclude
+        self._role = role
         self._before: dict[int, ProcStat] = {}
+        self._roles: dict[int, str] = {}
         self.cpu_s = 0.0
+        self.cpu_by_role_s: dict[str, float] = {}
         self.rss_bytes = 0
         self.processes = 0
 
+    def _learn_roles(self, snapshot: dict[int, ProcStat]) -> None:
+        if self._role is not None:
+            for pid in snapshot:
+                if pid not in self._roles:
+                    self._roles[pid] = self._role(pid)
+
     def start(self) -> None:
+        self._roles = {}
         self._before = tree(self._roots(), exclude=self._exclude)
+        self._learn_roles(self._before)
 
     def stop(self) -> None:
         after = tree(self._roots(), exclude=self._exclude)
-        self.cpu_s = cpu_delta_s(self._before, after)
+        ticks = cpu_ticks_by_pid(self._before, after)
+        self.cpu_s = max(sum(ticks.values()), 0) / CLK_TCK
+        if self._role is not None:
+            # A pid dead and reused within the window keeps its first role:
+            # rare enough not to matter for a breakdown.
+            self._learn_roles(after)
+            by_role: dict[str, int] = {}
+            for pid, n in ticks.items():
+                role = self._roles.get(pid, "other")
+                by_role[role] = by_role.get(role, 0) + n
+            self.cpu_by_role_s = {r: max(n, 0) / CLK_TCK for r, n in by_role.items()}
         self.rss_bytes = sum(s.rss_pages for s in after.values()) * os.sysconf("SC_PAGE_SIZE")
         self.processes = len(after)
+
+
+def proxy_role(root: int, root_name: str = "front-end") -> Callable[[int], str]:
+    """The parts of an AgentWall process tree: the root (``agentwall start``'s
+    supervisor and front-end, or ``agentwall wrap``), the audit writer
+    process, and the rest (the evaluator zygote and its workers, which are
+    forks of the root and so share its command line)."""
+
+    def role(pid: int) -> str:
+        if pid == root:
+            return root_name
+        argv = cmdline(pid)
+        if argv[1:3] == ["-m", "agentwall.io.audit_writer"]:
+            return "audit writer"
+        return "evaluators" if argv else "other"
+
+    return role
 
 
 def fdatasync_probe(directory: str, count: int = 200) -> tuple[float, float]:

@@ -79,6 +79,9 @@ def render(report: BenchReport) -> str:
     )
     lines += _machine_lines(report, proxied_label)
     for row in report.rows:
+        if row.proxied is not None and row.proxied.proxy_cpu_by_role_us:
+            lines.append(cpu_by_process_line(row.concurrency, row.proxied.proxy_cpu_by_role_us))
+    for row in report.rows:
         if row.proxied is not None and row.proxied.stages_us:
             parts = ", ".join(f"{k} {v:,.0f}" for k, v in row.proxied.stages_us.items())
             lines.append(f"proxy stage means at {row.concurrency} clients (us, /metrics): {parts}")
@@ -97,6 +100,19 @@ def render(report: BenchReport) -> str:
             mark = {True: "MET    ", False: "NOT MET", None: "n/a    "}[g.met]
             lines.append(f"  [{mark}] {g.name}: {g.measured} (target {g.target})")
     return "\n".join(lines)
+
+
+_ROLE_ORDER = ("front-end", "wrap", "evaluators", "audit writer")
+
+
+def cpu_by_process_line(concurrency: int, by_role_us: dict[str, float]) -> str:
+    """The proxy's CPU per call by process, in the order a call meets them."""
+
+    def order(role: str) -> tuple[int, str]:
+        return (_ROLE_ORDER.index(role) if role in _ROLE_ORDER else len(_ROLE_ORDER), role)
+
+    parts = ", ".join(f"{role} {by_role_us[role]:,.0f}" for role in sorted(by_role_us, key=order))
+    return f"proxy CPU per call at {concurrency} clients by process (us, /proc): {parts}"
 
 
 def _machine_lines(report: BenchReport, proxied_label: str) -> list[str]:

@@ -80,6 +80,9 @@ class RunFigures(msgspec.Struct):
     loadgen_cpu_per_call_us: float
     upstream_cpu_per_call_us: float | None
     proxy_cpu_per_call_us: float | None = None
+    # The same split by process role (front-end, evaluators, audit writer):
+    # which process a throughput limit is in.
+    proxy_cpu_by_role_us: dict[str, float] = msgspec.field(default_factory=dict)
     proxy_processes: int | None = None
     proxy_rss_mb: float | None = None
     fsync_batches: float | None = None
@@ -153,6 +156,7 @@ class _Side:
         self.upstream_cpu = 0.0
         self.upstream_measured = False
         self.proxy_cpu: float | None = None
+        self.proxy_cpu_by_role: dict[str, float] = {}
         self.proxy_processes: int | None = None
         self.proxy_rss: float | None = None
         self.scrapes: list[tuple[metrics.Scrape, metrics.Scrape]] = []
@@ -198,6 +202,9 @@ class _Side:
         )
         if self.proxy_cpu is not None and calls:
             figs.proxy_cpu_per_call_us = self.proxy_cpu / calls * 1e6
+            figs.proxy_cpu_by_role_us = {
+                role: cpu / calls * 1e6 for role, cpu in self.proxy_cpu_by_role.items()
+            }
             figs.proxy_processes = self.proxy_processes
             figs.proxy_rss_mb = self.proxy_rss
         if self.scrapes:
@@ -270,9 +277,14 @@ def _probing(
     proxy_roots: Callable[[], list[int]] | None,
     proxy_exclude: Callable[[int], bool] | None,
     scrape: Callable[[], metrics.Scrape] | None,
+    proxy_role: Callable[[int], str] | None = None,
 ) -> Iterator[None]:
     up = procstat.TreeProbe(upstream_roots)
-    px = procstat.TreeProbe(proxy_roots, exclude=proxy_exclude) if proxy_roots else None
+    px = (
+        procstat.TreeProbe(proxy_roots, exclude=proxy_exclude, role=proxy_role)
+        if proxy_roots
+        else None
+    )
     machine = procstat.MachineProbe()
     before = scrape() if scrape is not None else None
     up.start()
@@ -285,6 +297,8 @@ def _probing(
     if px is not None:
         px.stop()
         side.proxy_cpu = (side.proxy_cpu or 0.0) + px.cpu_s
+        for role, cpu in px.cpu_by_role_s.items():
+            side.proxy_cpu_by_role[role] = side.proxy_cpu_by_role.get(role, 0.0) + cpu
         side.proxy_processes = px.processes
         side.proxy_rss = px.rss_bytes / 2**20
     if machine.cores is not None:
@@ -482,6 +496,7 @@ def _run_http(
                             lambda: [px.pid],
                             None,
                             lambda: metrics.scrape(px.host, px.port),
+                            procstat.proxy_role(px.pid),
                         )
 
                     target = HttpTarget.from_url(proxy.url)

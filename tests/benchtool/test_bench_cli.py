@@ -90,10 +90,17 @@ def test_proxied_http_run_reports_every_column(tmp_path: Path) -> None:
         assert proxied["unexpected"] == {}
         assert set(proxied["outcomes"]["deny_tool"]) == {"rpc-32001"}
         assert proxied["proxy_cpu_per_call_us"] > 0
+        # The split by process: the supervisor/front-end, the forked
+        # evaluators and the writer process each found in the real tree.
+        roles = proxied["proxy_cpu_by_role_us"]
+        assert {"front-end", "evaluators", "audit writer"} <= set(roles), roles
+        assert roles["front-end"] > 0
+        assert sum(roles.values()) == pytest.approx(proxied["proxy_cpu_per_call_us"])
         assert proxied["fsync_batch_mean"] >= 1
         assert 0 < proxied["cache_hit_rate"] < 1
         assert row["overhead_p50_us"] is not None
     assert "UNEXPECTED" not in done.stdout
+    assert "proxy CPU per call at 4 clients by process (us, /proc): front-end" in done.stdout
 
 
 @pytest.mark.skipif(not has_module("agentwall.cli.start"), reason="needs `agentwall start`")

@@ -1,8 +1,8 @@
-"""The bench report's warning about the host's steal."""
+"""The bench report's warning about the host's steal, and its CPU split by process."""
 
 from __future__ import annotations
 
-from agentwall.benchtool.report import STEAL_WARNING_SHARE, steal_warning
+from agentwall.benchtool.report import STEAL_WARNING_SHARE, cpu_by_process_line, steal_warning
 
 
 def test_a_quiet_host_gets_no_warning() -> None:
@@ -30,3 +30,13 @@ def test_nothing_known_says_nothing() -> None:
     assert steal_warning([], 2) is None
     assert steal_warning([1.0], None) is None
     assert steal_warning([1.0], 0) is None
+
+
+def test_cpu_by_process_follows_the_call() -> None:
+    line = cpu_by_process_line(
+        64, {"audit writer": 38.2, "other": 1.0, "evaluators": 54.4, "front-end": 1267.0}
+    )
+    assert line == (
+        "proxy CPU per call at 64 clients by process (us, /proc): "
+        "front-end 1,267, evaluators 54, audit writer 38, other 1"
+    )

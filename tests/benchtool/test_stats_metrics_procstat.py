@@ -95,6 +95,56 @@ def test_tree_cpu_counts_children_including_exited_ones() -> None:
         proc.wait()
 
 
+@pytest.mark.timeout(60)
+def test_tree_cpu_is_split_by_role() -> None:
+    # A parent that only waits, and a live child that burns 0.3 s of CPU:
+    # the breakdown must put the CPU in the child's role, not the root's.
+    burn = "import time\nt=time.process_time()\nwhile time.process_time()-t<0.3: pass\n"
+    code = (
+        "import subprocess, sys, time\n"
+        f"child = subprocess.Popen([sys.executable, '-c', {burn!r} + 'time.sleep(30)'])\n"
+        "time.sleep(30)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 30
+        child = None
+        while child is None and time.monotonic() < deadline:
+            kids = [p for p in procstat.tree([proc.pid]) if p != proc.pid]
+            child = kids[0] if kids else None
+            time.sleep(0.02)
+        assert child is not None, "the child never started"
+        probe = procstat.TreeProbe(
+            lambda: [proc.pid], role=lambda pid: "root" if pid == proc.pid else "child"
+        )
+        probe.start()
+        while time.monotonic() < deadline:
+            stat = procstat.read_stat(child)
+            assert stat is not None
+            if stat.self_ticks / procstat.CLK_TCK >= 0.28:
+                break
+            time.sleep(0.05)
+        probe.stop()
+        assert probe.processes == 2
+        assert probe.cpu_by_role_s["child"] > 0
+        assert probe.cpu_by_role_s["child"] > probe.cpu_by_role_s.get("root", 0.0)
+        assert sum(probe.cpu_by_role_s.values()) == pytest.approx(probe.cpu_s)
+    finally:
+        for pid in procstat.tree([proc.pid]):
+            if pid != proc.pid:
+                os.kill(pid, 9)
+        proc.kill()
+        proc.wait()
+
+
+def test_proxy_role_knows_the_root_and_gives_up_on_the_unknown() -> None:
+    # The writer and evaluator roles are checked on a real `agentwall start`
+    # tree in tests/benchtool/test_bench_cli.py.
+    role = procstat.proxy_role(os.getpid(), "front-end")
+    assert role(os.getpid()) == "front-end"
+    assert role(2**22 + 12345) == "other"  # no such process: no command line
+
+
 def test_own_process_is_readable() -> None:
     stat = procstat.read_stat(os.getpid())
     assert stat is not None
