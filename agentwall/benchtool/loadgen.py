@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -215,6 +216,10 @@ def worker_main(
     spec: LoadSpec, first_channel: int, n_channels: int, share: int | None, conn: Connection
 ) -> None:
     """Entry point of one load process (spawned)."""
+    # The parent owns the run: a terminal's Ctrl-C reaches the whole process
+    # group, and the parent stops us itself (a KeyboardInterrupt here only
+    # printed a traceback from inside the event loop).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         import uvloop
 
@@ -352,6 +357,7 @@ def run_load(
         conns.append(conn)
         first += per[i]
     deadline = time.monotonic() + spec.timeout_s
+    finished = False
     try:
         pids: list[int] = []
         for msg in _collect(conns, "ready", deadline):
@@ -365,11 +371,16 @@ def run_load(
         for c in conns:
             with contextlib.suppress(OSError):
                 c.send("close")
+        finished = True
     finally:
         # Closing our ends first unblocks a worker still waiting for "go".
         for c in conns:
             c.close()
         for proc in procs:
+            if not finished:
+                # Failed or interrupted: the measurement is void, and a load
+                # process mid-run would otherwise go on to its end.
+                proc.kill()
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:

@@ -71,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AgentwallError as exc:
         print(f"agentwall {args.command}: error: {exc.diagnostics()}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as exc:
+        from agentwall.cli.stopping import Stopped, exit_code
+
+        what = "stopped by " + str(exc) if isinstance(exc, Stopped) else "interrupted"
+        print(f"agentwall {args.command}: {what}", file=sys.stderr)
+        return exit_code(exc)
     return code

@@ -114,8 +114,11 @@ def run(args: argparse.Namespace) -> int:
         only=args.only,
         keep_dir=args.keep,
     )
+    from agentwall.cli.stopping import unwind_on_stop_signals
+
     try:
-        report = run_bench(opts)
+        with unwind_on_stop_signals():
+            report = run_bench(opts)
     except (BenchError, LoadError, ProcessError) as exc:
         print(f"agentwall bench: {exc}", file=sys.stderr)
         return 1

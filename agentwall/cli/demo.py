@@ -31,10 +31,12 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     from agentwall.benchtool.procs import ProcessError
+    from agentwall.cli.stopping import unwind_on_stop_signals
     from agentwall.demo.run import run_demo
 
     try:
-        return run_demo(keep=args.keep)
+        with unwind_on_stop_signals():
+            return run_demo(keep=args.keep)
     except ProcessError as exc:
         print(f"agentwall demo: {exc}", file=sys.stderr)
         return 1

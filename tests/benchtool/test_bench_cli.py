@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from agentwall.benchtool import procstat
 from agentwall.benchtool.procs import has_module
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -119,3 +124,68 @@ def _bench_start_help() -> str:
         timeout=60,
         check=False,
     ).stdout
+
+
+def _descendants(pid: int) -> dict[int, int]:
+    """pid -> start time of each live descendant (a PID can be reused)."""
+    return {p: st.start_ticks for p, st in procstat.tree([pid]).items() if p != pid}
+
+
+def _gone(pid: int, start_ticks: int) -> bool:
+    stat = procstat.read_stat(pid)
+    # Exited (or reused), or an orphan init is about to reap.
+    return stat is None or stat.start_ticks != start_ticks or stat.ppid == 1
+
+
+@pytest.mark.skipif(not has_module("agentwall.cli.start"), reason="needs `agentwall start`")
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_stopped_bench_stops_everything_it_started(tmp_path: Path, stop: signal.Signals) -> None:
+    # `timeout 60 agentwall bench`, a CI job cancelled, a closed terminal, or
+    # Ctrl-C: the upstream, the whole `agentwall start` tree and the load
+    # processes stop, and the bench's temporary directory goes.
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "agentwall", "bench", "--concurrency", "1", "--duration", "60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        # pytest may run with SIGINT ignored (a background job): Ctrl-C must
+        # reach the bench as it would from a terminal.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    seen: dict[int, int] = {}
+    try:
+        deadline = time.monotonic() + 120
+        # Measuring: the proxy, its workers and writer, and a load process.
+        while time.monotonic() < deadline and bench.poll() is None:
+            seen.update(_descendants(bench.pid))
+            names = {" ".join(procstat.cmdline(p)) for p in seen}
+            if any("agentwall.benchtool.worker" in n for n in names) and any(
+                "agentwall start" in n for n in names
+            ):
+                break
+            time.sleep(0.1)
+        assert bench.poll() is None, bench.communicate()
+        seen.update(_descendants(bench.pid))
+        assert len(seen) >= 5, seen  # upstream, supervisor, writer, zygote/workers, load
+        bench.send_signal(stop)
+        _out, err = bench.communicate(timeout=120)
+        assert bench.returncode == 128 + stop, err
+        assert ("interrupted" if stop == signal.SIGINT else f"stopped by {stop.name}") in err
+        assert "Traceback" not in err
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(_gone(p, t) for p, t in seen.items()):
+            time.sleep(0.1)
+        left = {p: procstat.cmdline(p) for p, t in seen.items() if not _gone(p, t)}
+        assert not left, left
+        assert not list(tmp_path.glob("agentwall-bench-*"))
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+        for pid, start in seen.items():  # whatever a failure left behind
+            stat = procstat.read_stat(pid)
+            if stat is not None and stat.start_ticks == start:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)

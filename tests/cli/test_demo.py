@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -96,3 +99,54 @@ def test_demo_keep_leaves_a_verifiable_log(tmp_path: Path) -> None:
         check=False,
     )
     assert tampered.returncode != 0
+
+
+def test_demo_stopped_by_sigterm_stops_its_processes(tmp_path: Path) -> None:
+    env = dict(os.environ, TMPDIR=str(tmp_path), HOME=str(tmp_path / "home"))
+    before = set(os.listdir(tmp_path))
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "agentwall", "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    seen: dict[int, int] = {}
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and demo.poll() is None:
+            seen.update(
+                {p: s.start_ticks for p, s in procstat.tree([demo.pid]).items() if p != demo.pid}
+            )
+            if any("agentwall start" in " ".join(procstat.cmdline(p)) for p in seen):
+                break
+            time.sleep(0.05)
+        assert demo.poll() is None, demo.communicate()
+        demo.send_signal(signal.SIGTERM)
+        _out, err = demo.communicate(timeout=120)
+        assert demo.returncode == 128 + signal.SIGTERM, err
+        assert "stopped by SIGTERM" in err
+
+        def alive() -> list[int]:
+            return [
+                p
+                for p, start in seen.items()
+                if (s := procstat.read_stat(p)) is not None
+                and s.start_ticks == start
+                and s.ppid != 1
+            ]
+
+        deadline = time.monotonic() + 60
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(), {p: procstat.cmdline(p) for p in alive()}
+        assert set(os.listdir(tmp_path)) - before <= {"home"}
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        for pid, start in seen.items():  # whatever a failure left behind
+            stat = procstat.read_stat(pid)
+            if stat is not None and stat.start_ticks == start:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
