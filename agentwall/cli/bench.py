@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         only=args.only,
         keep_dir=args.keep,
     )
-    from agentwall.cli.stopping import unwind_on_stop_signals
+    from agentwall.benchtool.stopping import unwind_on_stop_signals
 
     try:
         with unwind_on_stop_signals():

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     from agentwall.benchtool.procs import ProcessError
-    from agentwall.cli.stopping import unwind_on_stop_signals
+    from agentwall.benchtool.stopping import unwind_on_stop_signals
     from agentwall.demo.run import run_demo
 
     try:

@@ -1,11 +1,12 @@
 """SIGTERM and SIGHUP for the commands that start processes of their own.
 
-``agentwall bench`` and ``agentwall demo`` start an upstream, a proxy tree and
-load processes inside ``with`` blocks that stop them by PID.  Python's default
-for SIGTERM is to die at once, which skipped those blocks and left the
-upstream and the whole ``agentwall start`` tree running, and the temporary
-directory behind (``timeout 60 agentwall bench`` did exactly that).  Here the
-signal unwinds like Ctrl-C instead, so every block stops what it started.
+``agentwall bench``, ``agentwall demo`` and ``scripts/compare-peers`` start an
+upstream, a proxy tree and load processes inside ``with`` blocks that stop
+them by PID.  Python's default for SIGTERM is to die at once, which skipped
+those blocks and left the upstream and the whole ``agentwall start`` tree
+running, and the temporary directory behind (``timeout 60 agentwall bench``
+did exactly that).  Here the signal unwinds like Ctrl-C instead, so every
+block stops what it started.
 """
 
 from __future__ import annotations
