@@ -54,17 +54,22 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def http_status(host: str, port: int, path: str, timeout: float = 2.0) -> int | None:
+def http_get(host: str, port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes] | None:
+    """Status and body of a GET, or None when nothing answered."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", path)
         response = conn.getresponse()
-        response.read()
-        return response.status
-    except OSError:
+        return response.status, response.read(64 * 1024)
+    except (OSError, http.client.HTTPException):
         return None
     finally:
         conn.close()
+
+
+def http_status(host: str, port: int, path: str, timeout: float = 2.0) -> int | None:
+    answer = http_get(host, port, path, timeout)
+    return None if answer is None else answer[0]
 
 
 def tail(path: Path, lines: int = 30) -> str:
@@ -204,13 +209,17 @@ class Proxy(Managed):
     def start(self, timeout: float = 60.0) -> Proxy:
         self.spawn()
         deadline = time.monotonic() + timeout
+        last: tuple[int, bytes] | None = None
         while time.monotonic() < deadline:
-            if http_status(self.host, self.port, "/readyz", timeout=1.0) == 200:
+            last = http_get(self.host, self.port, "/readyz", timeout=1.0)
+            if last is not None and last[0] == 200:
                 return self
             if not self.alive():
                 raise self.failure("exited before /readyz answered 200")
             time.sleep(0.05)
-        raise self.failure("did not answer 200 on /readyz in time")
+        # /readyz names the part that is not ready (workers, writer, upstream).
+        said = "" if last is None else f"; it last answered {last[0]} {last[1][:300]!r}"
+        raise self.failure(f"did not answer 200 on /readyz in {timeout:g} s{said}")
 
 
 def agentwall_command(

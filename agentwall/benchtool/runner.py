@@ -13,12 +13,14 @@ import os
 import platform
 import re
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -452,6 +454,19 @@ def run_bench(opts: BenchOptions) -> BenchReport:
     )
 
 
+def _check_reachable(url: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, naming the URL, when nothing listens there (rather
+    than after the proxy's minute of not being ready)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"--upstream {url}: cannot connect ({exc})") from None
+
+
 def _run_http(
     opts: BenchOptions, policy: str | None, proxy_args: list[str], workdir: Path
 ) -> tuple[list[Row], str]:
@@ -465,6 +480,7 @@ def _run_http(
         else:
             upstream_url = opts.upstream
             upstream_pids = []  # not ours: its CPU is not measured
+            _check_reachable(upstream_url)
 
         def upstream_roots() -> list[int]:
             return upstream_pids

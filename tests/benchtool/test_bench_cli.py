@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agentwall.benchtool import procstat
-from agentwall.benchtool.procs import has_module
+from agentwall.benchtool.procs import free_port, has_module
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -189,3 +189,12 @@ def test_a_stopped_bench_stops_everything_it_started(tmp_path: Path, stop: signa
             if stat is not None and stat.start_ticks == start:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
+
+
+def test_an_unreachable_upstream_is_named_at_once() -> None:
+    port = free_port()  # bound and closed again: nothing listens there
+    url = f"http://127.0.0.1:{port}/mcp"
+    done = _bench("--upstream", url, "--concurrency", "1", "--calls", "10")
+    assert done.returncode == 1
+    assert f"--upstream {url}: cannot connect" in done.stderr
+    assert "Traceback" not in done.stderr
