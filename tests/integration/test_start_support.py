@@ -161,6 +161,14 @@ def run_upstream(port: int, control: Path, json_response: bool) -> None:
         return f"contents of {path}"
 
     @server.tool()
+    def record(text: str) -> str:
+        """Append the text to the control directory's calls.txt: what the
+        upstream really ran, for tests that must prove a call never arrived."""
+        with (control / "calls.txt").open("a", encoding="utf-8") as f:
+            f.write(text + "\n")
+        return f"recorded {text}"
+
+    @server.tool()
     def delete_everything() -> str:
         """A tool no sane policy allows."""
         (control / "deleted").write_text("the upstream ran delete_everything", encoding="utf-8")
