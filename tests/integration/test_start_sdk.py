@@ -50,7 +50,7 @@ prompts:
 """
 
 ALLOWED_TOOLS = {"echo", "add", "wait_for_go", "read_file"}
-ALL_TOOLS = ALLOWED_TOOLS | {"delete_everything", "ask_model"}
+ALL_TOOLS = ALLOWED_TOOLS | {"delete_everything", "ask_model", "record"}
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
