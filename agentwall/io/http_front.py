@@ -58,6 +58,7 @@ from agentwall.errors import (
     FrameError,
     UpstreamError,
 )
+from agentwall.io.busy_poll import BusyPoll
 from agentwall.io.contracts import AuditSink, Evaluator
 from agentwall.io.upstream import UpstreamPool, UpstreamResponse, UpstreamTimeout
 from agentwall.types import (
@@ -103,6 +104,9 @@ class FrontConfig(msgspec.Struct, frozen=True):
     upstream_stream_idle: float | None = None
     agent_pid: int | None = None
     agent_pid_file: str | None = None
+    # While calls are in flight, poll instead of sleeping for up to this long
+    # after a request arrives (agentwall.io.busy_poll; 0: off).
+    busy_poll_us: int = 1000
 
 
 class Authenticator(Protocol):
@@ -578,6 +582,7 @@ class Proxy:
         self.metrics = Metrics()
         self.killer = Killer(config.agent_pid, config.agent_pid_file)
         self.inflight = 0
+        self.busy_poll = BusyPoll(config.busy_poll_us / 1e6, lambda: self.inflight > 0)
         self.connections: set[HttpConnection] = set()
         self.draining = False
         self._call_prefix = os.urandom(4).hex()
@@ -2095,6 +2100,7 @@ class HttpConnection(asyncio.Protocol):
                 )
             else:
                 proxy.inflight += 1
+                proxy.busy_poll.begin()
                 try:
                     await proxy.handle(self, req, body)
                 except Exception as exc:  # the last line of defence: answer, log, keep serving

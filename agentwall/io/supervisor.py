@@ -91,6 +91,7 @@ class StartConfig(msgspec.Struct, frozen=True):
     request_timeout: float = 30.0
     idle_timeout: float = 75.0
     drain_timeout: float = 10.0
+    busy_poll_us: int = 1000
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -282,6 +283,7 @@ class Sidecar:
             upstream_timeout=cfg.upstream_timeout,
             agent_pid=cfg.agent_pid,
             agent_pid_file=cfg.agent_pid_file,
+            busy_poll_us=cfg.busy_poll_us,
         )
         self.proxy = Proxy(
             front,

@@ -134,16 +134,24 @@ async def session_walkthrough(
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize(
-    ("mode", "json_response"), [("legacy", False), ("auto", False), ("legacy", True)]
+    ("mode", "json_response", "busy_poll_us"),
+    # The default polls through the waits (agentwall.io.busy_poll); "0" is
+    # the sleeping loop, which must behave the same.
+    [
+        ("legacy", False, "1000"),
+        ("auto", False, "1000"),
+        ("legacy", True, "1000"),
+        ("auto", False, "0"),
+    ],
 )
-def test_sdk_client_through_agentwall(tmp_path: Path, mode: str, json_response: bool) -> None:
+def test_sdk_client_through_agentwall(
+    tmp_path: Path, mode: str, json_response: bool, busy_poll_us: str
+) -> None:
     with (
         upstream_server(tmp_path, json_response=json_response) as (upstream_url, control),
-        agentwall_start(tmp_path, upstream_url, "--workers", "2", policy=POLICY) as (
-            url,
-            proc,
-            log_path,
-        ),
+        agentwall_start(
+            tmp_path, upstream_url, "--workers", "2", "--busy-poll-us", busy_poll_us, policy=POLICY
+        ) as (url, proc, log_path),
     ):
         walk = session_walkthrough(url, control, mode, streaming=not json_response)
         seen = asyncio.run(asyncio.wait_for(walk, 120))
@@ -272,6 +280,31 @@ def test_policy_that_does_not_load_exits_2_with_its_position(tmp_path: Path) -> 
     assert proc.returncode == 2
     assert f"{bad}:5" in proc.stderr
     assert "acton" in proc.stderr
+
+
+@pytest.mark.parametrize("value", ["-1", "1000001", "soon"])
+def test_a_bad_busy_poll_budget_exits_2(tmp_path: Path, value: str) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agentwall",
+            "start",
+            "--busy-poll-us",
+            value,
+            "--listen",
+            "127.0.0.1:0",
+            "--log-path",
+            str(tmp_path / "a.log"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "--busy-poll-us" in proc.stderr
+    assert not (tmp_path / "a.log").exists()  # refused before anything started
 
 
 @pytest.mark.timeout(120)
