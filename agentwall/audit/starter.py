@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from agentwall.policy.methods import TARGETED, builtin_allows
+from agentwall.policy.paths import is_within, normalise_path
 
 ENUM_MAX: Final = 5
 URL_RE: Final = re.compile(r"^(https?)://([^/?#\s]+)(?:[/?#].*)?$", re.DOTALL)
@@ -93,12 +94,19 @@ def _is_path(value: str) -> bool:
     return value.startswith("/") and "\x00" not in value
 
 
-def path_roots(values: Iterable[str]) -> list[str]:
+def path_roots(values: Iterable[str]) -> list[str] | None:
     """The narrowest directories that hold every observed path, one per
     top-level directory.  A last segment without a dot is taken to be a
-    directory itself (``/workspace``), one with a dot a file in its parent."""
+    directory itself (``/workspace``), one with a dot a file in its parent.
+
+    Each root must admit its paths by the evaluator's own rule
+    (``is_within``): a spelling that NFKC folds to something else (``/¯``
+    folds to ``/ ̄``) must fold inside a root too, so its root widens to the
+    parent until it does.  None when no root can admit a path (a
+    percent-encoded separator is refused whatever the root)."""
+    paths = list(values)
     groups: dict[str, list[str]] = {}
-    for raw in values:
+    for raw in paths:
         path = posixpath.normpath(raw.replace("\\", "/"))
         if path.startswith("//"):
             path = "/" + path.lstrip("/")
@@ -106,7 +114,24 @@ def path_roots(values: Iterable[str]) -> list[str]:
         directory = posixpath.dirname(path) if "." in leaf else path
         first = directory.split("/")[1] if directory != "/" else ""
         groups.setdefault(first, []).append(directory or "/")
-    return sorted({posixpath.commonpath(group) for group in groups.values()})
+    roots = {posixpath.commonpath(group) for group in groups.values()}
+    for raw in paths:
+        while not is_within(raw, tuple(sorted(roots))):
+            holder = _holding_root(raw, roots)
+            if holder is None or holder == "/":
+                return None
+            roots.discard(holder)
+            roots.add(posixpath.dirname(holder))
+    return sorted(roots)
+
+
+def _holding_root(path: str, roots: set[str]) -> str | None:
+    """The deepest root that lexically holds ``path``."""
+    norm = normalise_path(path)
+    if norm is None:
+        return None
+    holding = [r for r in roots if r == "/" or norm == r or norm.startswith(r + "/")]
+    return max(holding, key=len) if holding else None
 
 
 def url_pattern(values: Iterable[str]) -> tuple[str, list[str]]:
@@ -164,8 +189,7 @@ def _param_lines(name: str, param: _Param, total: int, indent: str) -> list[str]
         distinct = sorted(set(strings))
         if param.masked:
             lines.append(f"{inner}max_length: {_bound(longest)}")
-        elif all(_is_path(s) for s in strings):
-            roots = path_roots(strings)
+        elif all(_is_path(s) for s in strings) and (roots := path_roots(strings)) is not None:
             lines.append(f"{inner}within: [{', '.join(yaml_str(r) for r in roots)}]")
             lines.append(f"{inner}max_length: {_bound(longest)}")
             if "/" in roots:
@@ -205,9 +229,14 @@ def _param_lines(name: str, param: _Param, total: int, indent: str) -> list[str]
         lines.append(f"{inner}type: array")
         lines.append(f"{inner}max_items: {_bound(max(len(v) for v in values))}")
         items = [item for v in values for item in v]
-        if items and all(isinstance(i, str) and _is_path(i) for i in items):
-            item_roots = ", ".join(yaml_str(r) for r in path_roots(items))
-            lines.append(f"{inner}items: {{type: string, within: [{item_roots}]}}")
+        item_roots = (
+            path_roots(items)
+            if items and all(isinstance(i, str) and _is_path(i) for i in items)
+            else None
+        )
+        if item_roots is not None:
+            listed = ", ".join(yaml_str(r) for r in item_roots)
+            lines.append(f"{inner}items: {{type: string, within: [{listed}]}}")
         else:
             lines.append(f"{inner}# DECIDE: describe the items (items: or schema:)")
     elif types == {"object"}:
@@ -367,7 +396,10 @@ def starter_policy(entries: Iterable[dict[str, Any]], *, source: str = "the log"
             out.append("    action: allow")
         if file_uris:
             paths = [re.sub(r"^file://(localhost)?", "", u) or "/" for u in file_uris]
-            roots = ", ".join(yaml_str(r) for r in path_roots(paths))
+            # None: a path no root admits (an encoded separator); "/" keeps
+            # the rule loadable, and the note says to decide.
+            file_roots = path_roots(paths)
+            roots = ", ".join(yaml_str(r) for r in (file_roots or ["/"]))
             alternatives = "|".join(re.escape(u) for u in file_uris)
             if len(file_uris) <= 20:
                 out.append(f"  - uri: {yaml_str(alternatives)}")
@@ -376,6 +408,8 @@ def starter_policy(entries: Iterable[dict[str, Any]], *, source: str = "the log"
                 out.append(f"    # DECIDE: {len(file_uris)} file URIs seen; narrowed by within")
             out.append("    action: allow")
             out.append(f"    within: [{roots}]")
+            if file_roots is None:
+                out.append("    # DECIDE: some file URIs are refused by any within root")
         for uri, n in sorted(resources_denied.items()):
             out.append(f"  # Safe Mode denied {n} read(s) of {yaml_str(uri)}; they stay denied")
         if not resources:

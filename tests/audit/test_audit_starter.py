@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from agentwall.audit.starter import path_roots, starter_policy, url_pattern, yaml_str
@@ -60,6 +60,9 @@ def entry(i: int, tool: str, args: dict[str, Any]) -> dict[str, Any]:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(observed=calls)
+# Found by this test in the fifth session: NFKC folds "¯" to " \u0304", so a
+# root of "/¯" did not admit the path "/¯" itself.
+@example(observed=[("read", {"0": "/\u00af"})])
 def test_every_observed_call_is_allowed(
     tmp_path_factory: Any, observed: list[tuple[str, dict[str, Any]]]
 ) -> None:
@@ -95,6 +98,17 @@ def test_path_roots() -> None:
     assert path_roots(["/workspace"]) == ["/workspace"]
     assert path_roots(["/workspace/a.txt", "/tmp/x/y.log"]) == ["/tmp/x", "/workspace"]
     assert path_roots(["/a.txt"]) == ["/"]
+
+
+def test_path_roots_admit_what_they_were_made_from() -> None:
+    # A spelling NFKC folds elsewhere widens its root until the folded form
+    # is inside too (the evaluator's rule for within:).
+    assert path_roots(["/\u00af"]) == ["/"]
+    assert path_roots(["/data/\u00af/x.txt", "/data/a.txt"]) == ["/data"]
+    # Fullwidth "a" folds to "a": "/data/a/x.txt" is not under "/data/\uff41".
+    assert path_roots(["/data/\uff41/x.txt"]) == ["/data"]
+    # An encoded separator is refused whatever the root: no within at all.
+    assert path_roots(["/workspace/%2e%2e/x.txt"]) is None
 
 
 def test_url_pattern_and_yaml_strings() -> None:
