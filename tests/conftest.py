@@ -1,5 +1,10 @@
 """Suite-wide settings."""
 
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
 from hypothesis import HealthCheck, settings
 
 # Hypothesis's default 200 ms deadline per example is a timed assertion: on a
@@ -7,3 +12,28 @@ from hypothesis import HealthCheck, settings
 # run as "flaky".  Speed is measured in bench/, never asserted here.
 settings.register_profile("agentwall", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("agentwall")
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """``tmpfs("256k")`` mounts a real tmpfs of that size under tmp_path (a
+    disk that really fills up); the test is skipped where mounting is not
+    allowed.  Unmounted afterwards."""
+    mounts: list[Path] = []
+
+    def mount(size: str) -> Path:
+        where = tmp_path / f"tmpfs-{len(mounts)}"
+        where.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+            capture_output=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        mounts.append(where)
+        return where
+
+    yield mount
+    for where in mounts:
+        subprocess.run(["umount", "-l", str(where)], check=False)

@@ -23,6 +23,7 @@ class ProcStat:
     pid: int
     ppid: int
     start_ticks: int  # disambiguates a reused PID
+    state: str  # R, S, D, Z (exited, not reaped yet), ...
     self_ticks: int  # utime + stime
     child_ticks: int  # cutime + cstime (reaped children)
     rss_pages: int
@@ -39,6 +40,7 @@ def read_stat(pid: int) -> ProcStat | None:
     return ProcStat(
         pid=pid,
         ppid=int(fields[1]),
+        state=fields[0].decode("ascii", "replace"),
         start_ticks=int(fields[19]),
         self_ticks=int(fields[11]) + int(fields[12]),
         child_ticks=int(fields[13]) + int(fields[14]),
@@ -52,6 +54,18 @@ def cmdline(pid: int) -> list[str]:
             return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
     except OSError:
         return []
+
+
+def survivors(seen: dict[int, int]) -> list[int]:
+    """Of the processes seen (pid -> start time), those still running: not
+    exited (a zombie waiting to be reaped has exited), not a reused PID.  An
+    orphan that init adopted still counts: that is what a leak looks like."""
+    alive = []
+    for pid, start in seen.items():
+        stat = read_stat(pid)
+        if stat is not None and stat.start_ticks == start and stat.state != "Z":
+            alive.append(pid)
+    return alive
 
 
 def all_stats() -> dict[int, ProcStat]:

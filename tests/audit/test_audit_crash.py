@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import resource
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -188,20 +187,8 @@ def _drive_until_failure(
 
 
 @pytest.fixture
-def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
+def small_tmpfs(tmpfs: Callable[[str], Path]) -> Path:
+    return tmpfs("256k")
 
 
 def test_disk_full_on_a_real_tmpfs(small_tmpfs: Path, key_file: Path, key: AuditKey) -> None:

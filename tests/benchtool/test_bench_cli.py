@@ -131,12 +131,6 @@ def _descendants(pid: int) -> dict[int, int]:
     return {p: st.start_ticks for p, st in procstat.tree([pid]).items() if p != pid}
 
 
-def _gone(pid: int, start_ticks: int) -> bool:
-    stat = procstat.read_stat(pid)
-    # Exited (or reused), or an orphan init is about to reap.
-    return stat is None or stat.start_ticks != start_ticks or stat.ppid == 1
-
-
 @pytest.mark.skipif(not has_module("agentwall.cli.start"), reason="needs `agentwall start`")
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_stopped_bench_stops_everything_it_started(tmp_path: Path, stop: signal.Signals) -> None:
@@ -175,20 +169,18 @@ def test_a_stopped_bench_stops_everything_it_started(tmp_path: Path, stop: signa
         assert ("interrupted" if stop == signal.SIGINT else f"stopped by {stop.name}") in err
         assert "Traceback" not in err
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not all(_gone(p, t) for p, t in seen.items()):
+        while time.monotonic() < deadline and procstat.survivors(seen):
             time.sleep(0.1)
-        left = {p: procstat.cmdline(p) for p, t in seen.items() if not _gone(p, t)}
+        left = {p: procstat.cmdline(p) for p in procstat.survivors(seen)}
         assert not left, left
         assert not list(tmp_path.glob("agentwall-bench-*"))
     finally:
         if bench.poll() is None:
             bench.kill()
             bench.wait()
-        for pid, start in seen.items():  # whatever a failure left behind
-            stat = procstat.read_stat(pid)
-            if stat is not None and stat.start_ticks == start:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
+        for pid in procstat.survivors(seen):  # whatever a failure left behind
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_an_unreachable_upstream_is_named_at_once() -> None:

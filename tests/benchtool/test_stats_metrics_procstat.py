@@ -225,3 +225,26 @@ def test_machine_probe_without_a_window_reports_nothing() -> None:
     probe = procstat.MachineProbe()
     probe.stop()  # never started
     assert probe.cores is None
+
+
+@pytest.mark.timeout(60)
+def test_survivors_are_running_processes_of_the_same_start() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        stat = procstat.read_stat(child.pid)
+        assert stat is not None
+        seen = {child.pid: stat.start_ticks}
+        assert procstat.survivors(seen) == [child.pid]
+        # Same PID, another start time: someone else's process now.
+        assert procstat.survivors({child.pid: stat.start_ticks + 1}) == []
+        child.kill()
+        deadline = time.monotonic() + 30
+        while (s := procstat.read_stat(child.pid)) is not None and s.state != "Z":
+            assert time.monotonic() < deadline, "the child never died"
+            time.sleep(0.02)
+        # Dead but not reaped yet (a zombie) is not a survivor.
+        assert procstat.survivors(seen) == []
+    finally:
+        child.kill()
+        child.wait()
+    assert procstat.survivors(seen) == []

@@ -126,27 +126,16 @@ def test_demo_stopped_by_sigterm_stops_its_processes(tmp_path: Path) -> None:
         _out, err = demo.communicate(timeout=120)
         assert demo.returncode == 128 + signal.SIGTERM, err
         assert "stopped by SIGTERM" in err
-
-        def alive() -> list[int]:
-            return [
-                p
-                for p, start in seen.items()
-                if (s := procstat.read_stat(p)) is not None
-                and s.start_ticks == start
-                and s.ppid != 1
-            ]
-
         deadline = time.monotonic() + 60
-        while alive() and time.monotonic() < deadline:
+        while procstat.survivors(seen) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not alive(), {p: procstat.cmdline(p) for p in alive()}
+        left = {p: procstat.cmdline(p) for p in procstat.survivors(seen)}
+        assert not left, left
         assert set(os.listdir(tmp_path)) - before <= {"home"}
     finally:
         if demo.poll() is None:
             demo.kill()
             demo.wait()
-        for pid, start in seen.items():  # whatever a failure left behind
-            stat = procstat.read_stat(pid)
-            if stat is not None and stat.start_ticks == start:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
+        for pid in procstat.survivors(seen):  # whatever a failure left behind
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)

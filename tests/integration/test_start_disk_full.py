@@ -15,16 +15,14 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
-from test_start_support import agentwall_start, stop, upstream_server
+from test_start_support import agentwall_start, stop, upstream_server, verify_log
 
 from agentwall.benchtool.procs import http_status, key_env
 
@@ -44,20 +42,8 @@ tools:
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+def small_disk(tmpfs: Callable[[str], Path]) -> Path:
+    return tmpfs("1m")
 
 
 def fill(directory: Path) -> Path:
@@ -132,12 +118,5 @@ def test_a_full_disk_refuses_with_a_precise_error_then_recovers(
     entries = [json.loads(line) for line in log_path.read_text().splitlines() if line]
     allowed = [e for e in entries if e.get("event") == "decision" and e.get("decision") == "allow"]
     assert [e.get("target") for e in allowed].count("record") == 2
-    verified = subprocess.run(
-        [sys.executable, "-m", "agentwall", "verify-log", str(log_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, **key_env(tmp_path)},
-    )
+    verified = verify_log(log_path, key_env(tmp_path))
     assert verified.returncode == 0, verified.stdout + verified.stderr

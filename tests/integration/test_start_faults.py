@@ -17,7 +17,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_start_support import agentwall_start, stop
+from test_start_support import agentwall_start, stop, verify_log
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
 from test_http_front import POLICY, call, json_answer, port_of, post, read_replies, scripted
@@ -206,11 +205,5 @@ def test_kill_worker_then_writer_under_load(tmp_path: Path) -> None:
         assert e["decision"] == "deny"
 
     # 4. The chain verifies (the writer's recovery is itself recorded).
-    verified = subprocess.run(
-        [sys.executable, "-m", "agentwall", "verify-log", str(log_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    verified = verify_log(log_path)
     assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
-from test_start_support import agentwall_start, stop, upstream_server
+from test_start_support import agentwall_start, stop, upstream_server, verify_log
 
 pytestmark = [pytest.mark.integration]
 
@@ -60,16 +60,6 @@ def read_log(path: Path) -> list[dict[str, Any]]:
         if line.startswith("{"):
             entries.append(json.loads(line))
     return entries
-
-
-def verify_log(log_path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agentwall", "verify-log", str(log_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 async def session_walkthrough(
@@ -256,17 +246,15 @@ def test_dry_run_logs_and_forwards(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_policy_that_does_not_load_exits_2_with_its_position(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.yaml"
-    bad.write_text('version: "2"\ndefault_action: deny\ntools:\n  - name: x\n    acton: allow\n')
-    proc = subprocess.run(
+def start_refused(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``agentwall start ARGS`` that must refuse to start (and so returns)."""
+    return subprocess.run(
         [
             sys.executable,
             "-m",
             "agentwall",
             "start",
-            "--policy",
-            str(bad),
+            *args,
             "--listen",
             "127.0.0.1:0",
             "--log-path",
@@ -277,6 +265,12 @@ def test_policy_that_does_not_load_exits_2_with_its_position(tmp_path: Path) -> 
         timeout=60,
         check=False,
     )
+
+
+def test_policy_that_does_not_load_exits_2_with_its_position(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('version: "2"\ndefault_action: deny\ntools:\n  - name: x\n    acton: allow\n')
+    proc = start_refused(tmp_path, "--policy", str(bad))
     assert proc.returncode == 2
     assert f"{bad}:5" in proc.stderr
     assert "acton" in proc.stderr
@@ -284,24 +278,7 @@ def test_policy_that_does_not_load_exits_2_with_its_position(tmp_path: Path) -> 
 
 @pytest.mark.parametrize("value", ["-1", "1000001", "soon"])
 def test_a_bad_busy_poll_budget_exits_2(tmp_path: Path, value: str) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "agentwall",
-            "start",
-            "--busy-poll-us",
-            value,
-            "--listen",
-            "127.0.0.1:0",
-            "--log-path",
-            str(tmp_path / "a.log"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = start_refused(tmp_path, "--busy-poll-us", value)
     assert proc.returncode == 2
     assert "--busy-poll-us" in proc.stderr
     assert not (tmp_path / "a.log").exists()  # refused before anything started

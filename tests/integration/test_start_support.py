@@ -86,6 +86,20 @@ def spawn(cmd: list[str], output: Path, **kwargs: Any) -> subprocess.Popen[bytes
         return subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, **kwargs)
 
 
+def verify_log(
+    log_path: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``agentwall verify-log`` as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "agentwall", "verify-log", str(log_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
 @contextlib.contextmanager
 def upstream_server(tmp: Path, *, json_response: bool = False) -> Iterator[tuple[str, Path]]:
     """A real SDK MCP server subprocess; yields (url, control dir)."""
