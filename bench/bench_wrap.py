@@ -36,6 +36,7 @@ from pytest_benchmark.fixture import BenchmarkFixture
 
 from agentwall.audit.keys import AuditKey
 from agentwall.audit.log import AuditLog
+from agentwall.benchtool.stats import percentile
 from agentwall.benchtool.sync_client import SyncStdioSession
 from agentwall.benchtool.workload import default_mix
 from agentwall.io.stdio_wrap import StdioWrap, WrapConfig
@@ -101,8 +102,7 @@ def _times_us(session: SyncStdioSession, n: int) -> list[float]:
 
 
 def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    return percentile(sorted(values), q * 100)
 
 
 def test_added_latency_per_call(

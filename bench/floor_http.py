@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_http  # a sibling module, not a package
 
 from agentwall.benchtool import procstat
+from agentwall.benchtool.stats import percentile
 
 RECORD = b"r" * 255 + b"\n"
 _LEN = struct.Struct("!I")
@@ -301,9 +302,9 @@ def _latencies(port: int, calls: int) -> list[float]:
         client.close()
 
 
-def _pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(len(xs) * q))] * 1e6
+def _pct(seconds: list[float], q: float) -> float:
+    """In µs."""
+    return percentile(sorted(seconds), q * 100) * 1e6
 
 
 def main() -> None:

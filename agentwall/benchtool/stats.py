@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from statistics import median
+from typing import TypeVar
 
 import msgspec
 
@@ -26,12 +27,15 @@ class LatencySummary(msgspec.Struct, frozen=True):
     mean: float
 
 
-def percentile(sorted_ns: Sequence[int], q: float) -> int:
+Sample = TypeVar("Sample", int, float)
+
+
+def percentile(sorted_samples: Sequence[Sample], q: float) -> Sample:
     """Nearest-rank percentile (``q`` in [0, 100]) of already sorted samples."""
-    if not sorted_ns:
+    if not sorted_samples:
         raise ValueError("no samples")
-    rank = max(1, math.ceil(q / 100 * len(sorted_ns)))
-    return sorted_ns[min(rank, len(sorted_ns)) - 1]
+    rank = max(1, math.ceil(q / 100 * len(sorted_samples)))
+    return sorted_samples[min(rank, len(sorted_samples)) - 1]
 
 
 def summarize(sorted_ns: Sequence[int]) -> LatencySummary | None:
