@@ -55,7 +55,7 @@ from agentwall.benchtool.procs import (
     key_env,
 )
 from agentwall.benchtool.runner import bundled_policy, environment
-from agentwall.benchtool.stopping import Stopped, exit_code, unwind_on_stop_signals
+from agentwall.benchtool.stopping import describe, exit_code, unwind_on_stop_signals
 from agentwall.benchtool.sync_client import SyncHttpSession
 
 STDIO_SERVER = [sys.executable, "-m", "agentwall.demo.stdio_server"]
@@ -515,8 +515,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compare-peers: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
-        what = f"stopped by {exc}" if isinstance(exc, Stopped) else "interrupted"
-        print(f"compare-peers: {what}", file=sys.stderr)
+        print(f"compare-peers: {describe(exc)}", file=sys.stderr)
         return exit_code(exc)
     print(render(data))
     if opts.json:

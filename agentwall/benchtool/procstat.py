@@ -10,7 +10,9 @@ the kernel's clock tick.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -68,6 +70,28 @@ def survivors(seen: dict[int, int]) -> list[int]:
     return alive
 
 
+def survivors_after(seen: dict[int, int], timeout: float) -> list[int]:
+    """``survivors(seen)`` once they are gone or ``timeout`` has passed: a
+    bound on how long a failure takes to show, not a measurement."""
+    deadline = time.monotonic() + timeout
+    while (alive := survivors(seen)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return alive
+
+
+def kill_survivors(seen: dict[int, int]) -> None:
+    """SIGKILL what is left of the processes seen, by PID (and start time)."""
+    for pid in survivors(seen):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def descendants(pid: int) -> dict[int, int]:
+    """pid -> start time of each live descendant of ``pid`` (the start time
+    tells the same process from a later one that reuses its PID)."""
+    return {p: s.start_ticks for p, s in tree([pid]).items() if p != pid}
+
+
 def all_stats() -> dict[int, ProcStat]:
     out: dict[int, ProcStat] = {}
     for name in os.listdir("/proc"):
@@ -123,11 +147,6 @@ def cpu_ticks_by_pid(before: dict[int, ProcStat], after: dict[int, ProcStat]) ->
     return ticks
 
 
-def cpu_delta_s(before: dict[int, ProcStat], after: dict[int, ProcStat]) -> float:
-    """CPU seconds the tree used between two snapshots."""
-    return max(sum(cpu_ticks_by_pid(before, after).values()), 0) / CLK_TCK
-
-
 class TreeProbe:
     """Snapshot a process tree now and later; report CPU used in between.
 
@@ -178,15 +197,15 @@ class TreeProbe:
         self.processes = len(after)
 
 
-def proxy_role(root: int, root_name: str = "front-end") -> Callable[[int], str]:
-    """The parts of an AgentWall process tree: the root (``agentwall start``'s
-    supervisor and front-end, or ``agentwall wrap``), the audit writer
-    process, and the rest (the evaluator zygote and its workers, which are
-    forks of the root and so share its command line)."""
+def proxy_role(root: int) -> Callable[[int], str]:
+    """The parts of an ``agentwall start`` process tree: the root (supervisor
+    and front-end), the audit writer process, and the rest (the evaluator
+    zygote and its workers, which are forks of the root and so share its
+    command line)."""
 
     def role(pid: int) -> str:
         if pid == root:
-            return root_name
+            return "front-end"
         argv = cmdline(pid)
         if argv[1:3] == ["-m", "agentwall.io.audit_writer"]:
             return "audit writer"

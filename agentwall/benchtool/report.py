@@ -102,7 +102,7 @@ def render(report: BenchReport) -> str:
     return "\n".join(lines)
 
 
-_ROLE_ORDER = ("front-end", "wrap", "evaluators", "audit writer")
+_ROLE_ORDER = ("front-end", "evaluators", "audit writer")
 
 
 def cpu_by_process_line(concurrency: int, by_role_us: dict[str, float]) -> str:

@@ -49,6 +49,11 @@ def unwind_on_stop_signals() -> Iterator[None]:
             signal.signal(s, handler)
 
 
+def describe(exc: KeyboardInterrupt) -> str:
+    """What ended the command, for its last line on stderr."""
+    return f"stopped by {exc}" if isinstance(exc, Stopped) else "interrupted"
+
+
 def exit_code(exc: KeyboardInterrupt) -> int:
     """128 + the signal, as a shell reports a process a signal ended."""
     return 128 + (exc.signum if isinstance(exc, Stopped) else signal.SIGINT)

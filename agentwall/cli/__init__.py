@@ -72,9 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"agentwall {args.command}: error: {exc.diagnostics()}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:
-        from agentwall.benchtool.stopping import Stopped, exit_code
+        from agentwall.benchtool.stopping import describe, exit_code
 
-        what = "stopped by " + str(exc) if isinstance(exc, Stopped) else "interrupted"
-        print(f"agentwall {args.command}: {what}", file=sys.stderr)
+        print(f"agentwall {args.command}: {describe(exc)}", file=sys.stderr)
         return exit_code(exc)
     return code

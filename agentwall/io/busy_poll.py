@@ -44,7 +44,7 @@ class BusyPoll:
         self._yield_cpu = yield_cpu
         self._started = 0.0
         self.running = False
-        self.turns = 0  # loop turns spent polling, for tests and /metrics
+        self.turns = 0  # loop turns spent polling (for tests)
 
     def begin(self) -> None:
         """A call arrived: poll until none is in flight, within the budget."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -126,11 +125,6 @@ def _bench_start_help() -> str:
     ).stdout
 
 
-def _descendants(pid: int) -> dict[int, int]:
-    """pid -> start time of each live descendant (a PID can be reused)."""
-    return {p: st.start_ticks for p, st in procstat.tree([pid]).items() if p != pid}
-
-
 @pytest.mark.skipif(not has_module("agentwall.cli.start"), reason="needs `agentwall start`")
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_stopped_bench_stops_everything_it_started(tmp_path: Path, stop: signal.Signals) -> None:
@@ -153,7 +147,7 @@ def test_a_stopped_bench_stops_everything_it_started(tmp_path: Path, stop: signa
         deadline = time.monotonic() + 120
         # Measuring: the proxy, its workers and writer, and a load process.
         while time.monotonic() < deadline and bench.poll() is None:
-            seen.update(_descendants(bench.pid))
+            seen.update(procstat.descendants(bench.pid))
             names = {" ".join(procstat.cmdline(p)) for p in seen}
             if any("agentwall.benchtool.worker" in n for n in names) and any(
                 "agentwall start" in n for n in names
@@ -161,26 +155,21 @@ def test_a_stopped_bench_stops_everything_it_started(tmp_path: Path, stop: signa
                 break
             time.sleep(0.1)
         assert bench.poll() is None, bench.communicate()
-        seen.update(_descendants(bench.pid))
+        seen.update(procstat.descendants(bench.pid))
         assert len(seen) >= 5, seen  # upstream, supervisor, writer, zygote/workers, load
         bench.send_signal(stop)
         _out, err = bench.communicate(timeout=120)
         assert bench.returncode == 128 + stop, err
         assert ("interrupted" if stop == signal.SIGINT else f"stopped by {stop.name}") in err
         assert "Traceback" not in err
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and procstat.survivors(seen):
-            time.sleep(0.1)
-        left = {p: procstat.cmdline(p) for p in procstat.survivors(seen)}
+        left = {p: procstat.cmdline(p) for p in procstat.survivors_after(seen, 60)}
         assert not left, left
         assert not list(tmp_path.glob("agentwall-bench-*"))
     finally:
         if bench.poll() is None:
             bench.kill()
             bench.wait()
-        for pid in procstat.survivors(seen):  # whatever a failure left behind
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
+        procstat.kill_survivors(seen)  # whatever a failure left behind
 
 
 def test_an_unreachable_upstream_is_named_at_once() -> None:

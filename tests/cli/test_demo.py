@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -26,7 +25,7 @@ pytestmark = [
 
 
 def _our_children() -> set[int]:
-    return set(procstat.tree([os.getpid()])) - {os.getpid()}
+    return set(procstat.descendants(os.getpid()))
 
 
 def test_demo_runs_clean_and_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -115,9 +114,7 @@ def test_demo_stopped_by_sigterm_stops_its_processes(tmp_path: Path) -> None:
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and demo.poll() is None:
-            seen.update(
-                {p: s.start_ticks for p, s in procstat.tree([demo.pid]).items() if p != demo.pid}
-            )
+            seen.update(procstat.descendants(demo.pid))
             if any("agentwall start" in " ".join(procstat.cmdline(p)) for p in seen):
                 break
             time.sleep(0.05)
@@ -126,16 +123,11 @@ def test_demo_stopped_by_sigterm_stops_its_processes(tmp_path: Path) -> None:
         _out, err = demo.communicate(timeout=120)
         assert demo.returncode == 128 + signal.SIGTERM, err
         assert "stopped by SIGTERM" in err
-        deadline = time.monotonic() + 60
-        while procstat.survivors(seen) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        left = {p: procstat.cmdline(p) for p in procstat.survivors(seen)}
+        left = {p: procstat.cmdline(p) for p in procstat.survivors_after(seen, 60)}
         assert not left, left
         assert set(os.listdir(tmp_path)) - before <= {"home"}
     finally:
         if demo.poll() is None:
             demo.kill()
             demo.wait()
-        for pid in procstat.survivors(seen):  # whatever a failure left behind
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
+        procstat.kill_survivors(seen)  # whatever a failure left behind
