@@ -14,11 +14,24 @@ HMAC, no metrics.  What the skeleton adds over direct is therefore what the
 architecture itself costs here (process wake-ups, loopback hops, fdatasync),
 a lower bound no implementation of that architecture can beat on this machine.
 
+``--chain worker`` is the shortest chain the design card allows: the worker
+hands its verdict's record straight to the writer, and the writer's durable
+ack releases the call to the front-end, one front-end wake-up fewer::
+
+    client --> front-end --> worker --> writer (append + fdatasync) --> front-end
+           --> upstream --> front-end --> client
+
+``--busy-poll-us N`` makes the skeleton's front-end poll instead of sleeping
+while a call is in flight, with the same ``BusyPoll`` as ``agentwall start``
+(which does so by default).  With both, the skeleton is the best case of the
+design card on this machine.
+
 Run (takes ~1 minute; the log goes to the current directory's disk unless
 ``--log-dir`` says otherwise)::
 
     .venv/bin/python bench/floor_http.py [--log-dir /dev/shm] [--no-worker]
-        [--writer process|inline|none] [--agentwall]
+        [--writer process|inline|none] [--chain front|worker]
+        [--busy-poll-us N] [--agentwall]
 
 It alternates direct and skeleton runs of the same client (bench_http's) and
 prints medians, p99 and 64-client throughput.  Compare within a run only.
@@ -51,37 +64,45 @@ RECORD = b"r" * 255 + b"\n"
 _LEN = struct.Struct("!I")
 
 
-def _serve_worker(sock: socket.socket) -> None:
-    """Answer every framed call with a fixed verdict, in order."""
+def _serve_worker(sock: socket.socket, to_writer: socket.socket | None = None) -> None:
+    """Answer every framed call with a fixed verdict, in order: to the
+    front-end, or (``to_writer``) as a record for the writer to make durable."""
     buf = b""
     while True:
         data = sock.recv(65536)
         if not data:
             return
         buf += data
-        out = []
+        answered = 0
         while len(buf) >= 4:
             (n,) = _LEN.unpack_from(buf)
             if len(buf) < 4 + n:
                 break
             buf = buf[4 + n :]
-            out.append(b"A")
-        if out:
-            sock.sendall(b"".join(out))
+            answered += 1
+        if answered and to_writer is not None:
+            to_writer.sendall(RECORD * answered)
+        elif answered:
+            sock.sendall(b"A" * answered)
 
 
-def _serve_writer(sock: socket.socket, log_path: str) -> None:
+def _serve_writer(sock: socket.socket, log_path: str, acks: socket.socket | None = None) -> None:
     """Group commit: append every record that has arrived, one fdatasync,
-    then one ack byte per record."""
+    then one ack byte per record, on ``sock`` or on ``acks``."""
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    buf = b""
     while True:
         data = sock.recv(1 << 20)
         if not data:
             return
-        count = len(data) // len(RECORD)
-        os.write(fd, data)
+        buf += data
+        whole = len(buf) - len(buf) % len(RECORD)
+        if not whole:
+            continue
+        os.write(fd, buf[:whole])
         os.fdatasync(fd)
-        sock.sendall(b"K" * count)
+        buf = buf[whole:]
+        (acks or sock).sendall(b"K" * (whole // len(RECORD)))
 
 
 def _fork(target: Any, *args: Any, close: tuple[socket.socket | None, ...] = ()) -> int:
@@ -112,6 +133,7 @@ class _Upstream(asyncio.Protocol):
         total = bench_http.message_length(self.buf)
         if total:
             message, self.buf = self.buf[:total], self.buf[total:]
+            self.client.poller.inflight -= 1
             self.client.transport.write(message)
 
 
@@ -119,9 +141,13 @@ class _Hub:
     """The front-end's two IPC channels, each a FIFO of waiting callbacks."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, worker: socket.socket | None,
-                 writer: socket.socket | None, inline_log: int | None) -> None:  # fmt: skip
+                 writer: socket.socket | None, inline_log: int | None,
+                 chained: bool = False) -> None:  # fmt: skip
         self.worker, self.writer = worker, writer
         self.inline_log = inline_log
+        # Chained: the worker sends its record to the writer, and ``writer``
+        # is the writer's ack channel back to the front-end.
+        self.chained = chained
         self.worker_waiting: list[Any] = []
         self.writer_waiting: list[Any] = []
         self.worker_out: list[bytes] = []
@@ -147,6 +173,16 @@ class _Hub:
         if self.writer_out and self.writer is not None:
             self.writer.sendall(b"".join(self.writer_out))
             self.writer_out.clear()
+
+    def judge(self, body: bytes, then: Any) -> None:
+        """Evaluate, then make the verdict durable, then ``then()``."""
+        if not self.chained:
+            self.evaluate(body, lambda: self.audit(then))
+            return
+        assert self.worker is not None
+        self.worker_out.append(_LEN.pack(len(body)) + body)
+        self.writer_waiting.append(then)
+        self._schedule()
 
     def evaluate(self, body: bytes, then: Any) -> None:
         if self.worker is None:
@@ -193,9 +229,20 @@ class _Hub:
             waiting.pop(0)()
 
 
+class _Poller:
+    """The calls in flight, and the front-end's busy poll over them."""
+
+    def __init__(self, budget_us: int) -> None:
+        from agentwall.io.busy_poll import BusyPoll
+
+        self.inflight = 0
+        self.poll = BusyPoll(budget_us / 1e6, lambda: self.inflight > 0)
+
+
 class _Client(asyncio.Protocol):
-    def __init__(self, hub: _Hub, upstream_port: int) -> None:
+    def __init__(self, hub: _Hub, upstream_port: int, poller: _Poller) -> None:
         self.hub = hub
+        self.poller = poller
         self.upstream_port = upstream_port
         self.buf = b""
         self.transport: Any = None
@@ -222,33 +269,56 @@ class _Client(asyncio.Protocol):
         if total:
             request, self.buf = self.buf[:total], self.buf[total:]
             upstream = self.upstream
-            self.hub.evaluate(
+            self.poller.inflight += 1
+            self.poller.poll.begin()
+            self.hub.judge(
                 request[request.find(b"\r\n\r\n") + 4 :],
-                lambda: self.hub.audit(lambda: upstream.transport.write(request)),
+                lambda: upstream.transport.write(request),
             )
 
 
-def run_skeleton(port: int, upstream_port: int, log_path: str, worker: bool, writer: str) -> None:
+def run_skeleton(
+    port: int,
+    upstream_port: int,
+    log_path: str,
+    worker: bool,
+    writer: str,
+    chain: str = "front",
+    busy_poll_us: int = 0,
+) -> None:
     import uvloop
 
     worker_end = writer_end = None
     inline_log = None
+    chained = chain == "worker"
     if writer == "inline":
         inline_log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    if worker:
+    if chained:
+        # front-end -> worker -> writer -> front-end: three socketpairs.
+        worker_end, worker_child = socket.socketpair()
+        writer_end, acks_child = socket.socketpair()
+        records_in, records_out = socket.socketpair()
+        _fork(_serve_writer, records_in, log_path, acks_child,
+              close=(worker_end, writer_end, worker_child, records_out))  # fmt: skip
+        _fork(_serve_worker, worker_child, records_out,
+              close=(worker_end, writer_end, acks_child, records_in))  # fmt: skip
+        for sock in (worker_child, acks_child, records_in, records_out):
+            sock.close()
+    if worker and not chained:
         worker_end, child = socket.socketpair()
         _fork(_serve_worker, child, close=(worker_end,))
         child.close()
-    if writer == "process":
+    if writer == "process" and not chained:
         writer_end, child = socket.socketpair()
         _fork(_serve_writer, child, log_path, close=(worker_end, writer_end))
         child.close()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        hub = _Hub(loop, worker_end, writer_end, inline_log)
+        hub = _Hub(loop, worker_end, writer_end, inline_log, chained)
+        poller = _Poller(busy_poll_us)
         server = await loop.create_server(
-            lambda: _Client(hub, upstream_port), "127.0.0.1", port, backlog=1024
+            lambda: _Client(hub, upstream_port, poller), "127.0.0.1", port, backlog=1024
         )
         async with server:
             await server.serve_forever()
@@ -272,6 +342,8 @@ def _processes(args: argparse.Namespace) -> Any:
             str(tmp / "floor.log"),
             "1" if args.worker else "0",
             args.writer,
+            args.chain,
+            str(args.busy_poll_us),
         ]
     )
     try:
@@ -309,8 +381,8 @@ def _pct(seconds: list[float], q: float) -> float:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "skeleton":
-        port, up, log, w, a = sys.argv[2:7]
-        run_skeleton(int(port), int(up), log, w == "1", a)
+        port, up, log, w, a, chain, poll = sys.argv[2:9]
+        run_skeleton(int(port), int(up), log, w == "1", a, chain, int(poll))
         return
     import uvloop
 
@@ -323,6 +395,16 @@ def main() -> None:
         "appends and syncs itself; none: no log",
     )  # fmt: skip
     parser.add_argument(
+        "--chain", choices=("front", "worker"), default="front",
+        help="front: the front-end passes the verdict to the writer (as agentwall start "
+        "does); worker: the worker hands it to the writer, whose ack releases the call",
+    )  # fmt: skip
+    parser.add_argument(
+        "--busy-poll-us", type=int, default=0,
+        help="the skeleton front-end polls, not sleeps, for up to N µs while a call is "
+        "in flight (agentwall start's default is 1000)",
+    )  # fmt: skip
+    parser.add_argument(
         "--agentwall", action="store_true",
         help="also run the real `agentwall start --workers 2` (log in --log-dir), same rounds",
     )  # fmt: skip
@@ -330,6 +412,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=4.0)
     args = parser.parse_args()
+    if args.chain == "worker" and (not args.worker or args.writer != "process"):
+        parser.error("--chain worker needs the worker and --writer process")
     paths = ["direct", "skeleton"] + (["agentwall"] if args.agentwall else [])
     samples: dict[str, list[float]] = {name: [] for name in paths}
     added_p50: dict[str, list[float]] = {name: [] for name in paths[1:]}
@@ -353,6 +437,7 @@ def main() -> None:
                 rates[name].append(done / elapsed)
         machine.stop()
     hops = ("worker, " if args.worker else "no worker, ") + f"writer: {args.writer}"
+    hops += f", chain: {args.chain}, busy poll: {args.busy_poll_us} us"
     print(f"skeleton: {hops}; logs in {args.log_dir or 'a temp dir under $TMPDIR'}")
     direct = samples["direct"]
     print(f"1 client, {args.rounds} rounds x {args.calls} calls, alternated:")
