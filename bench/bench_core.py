@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from agentwall.core import mcp_http as mh
 from agentwall.core.jsonrpc import encode_message, parse
 from agentwall.core.mcp import make_call
 
@@ -93,3 +94,46 @@ def test_small_call_to_call_record(benchmark: Callable[..., Any]) -> None:
 def test_encode_small(benchmark: Callable[..., Any]) -> None:
     msg = parse(SMALL).message
     benchmark(encode_message, msg)
+
+
+# A front-end's typical exchange: an SDK client's request head (9 headers)
+# and an upstream's JSON answer head (5 headers), each parsed once per call.
+REQUEST_HEAD = (
+    b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nContent-Type: application/json\r\n"
+    b"Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-11-25\r\n"
+    b"Mcp-Session-Id: 3f2a9c1e5b7d4a8f9e0c1b2a3d4e5f60\r\nUser-Agent: python-httpx/0.28.1\r\n"
+    b"Accept-Encoding: gzip, deflate\r\nConnection: keep-alive\r\nContent-Length: 123\r\n\r\n"
+) + b"x" * 123
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\ndate: Sat, 21 Nov 2026 19:00:00 GMT\r\nserver: uvicorn\r\n"
+    b"content-type: application/json\r\nmcp-session-id: 3f2a9c1e5b7d4a8f9e0c1b2a3d4e5f60\r\n"
+    b"content-length: 120\r\n\r\n"
+) + b"y" * 120
+
+
+@pytest.fixture(params=["native", "python"])
+def head_scan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    name: str = request.param
+    if name == "python":
+        monkeypatch.setattr(mh, "scan_head", mh.scan_head_py)
+    else:
+        native = pytest.importorskip("agentwall.core._httphead")
+        monkeypatch.setattr(mh, "scan_head", mh._native_scan(native.scan_head))
+    return name
+
+
+def test_http_request_and_response_heads(benchmark: Callable[..., Any], head_scan: str) -> None:
+    """The front-end's two HTTP parsers on one exchange, over the C head
+    scan (native/httphead/) and over the Python reference."""
+
+    def run() -> object:
+        parser = mh.RequestParser()
+        parser.feed(REQUEST_HEAD)
+        head = parser.next_event()
+        return head, mh.ResponseParser().feed(RESPONSE)
+
+    head, events = benchmark(run)
+    assert isinstance(head, mh.RequestHead)
+    assert len(head.headers) == 9
+    assert isinstance(events[0], mh.ResponseHead)
+    assert events[-1] is mh.BODY_END

@@ -46,3 +46,25 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
     yield mount
     for where in mounts:
         subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.fixture(params=["native", "python"])
+def head_scan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test over each implementation of the HTTP head scan: the C
+    extension (native/httphead/httphead.c) and the Python reference.  The
+    native one must have been built unless AGENTWALL_NO_NATIVE says it was
+    skipped on purpose: a missing build is a failure, not a silent skip."""
+    from agentwall.core import mcp_http
+
+    name: str = request.param
+    if name == "python":
+        monkeypatch.setattr(mcp_http, "scan_head", mcp_http.scan_head_py)
+        return name
+    try:
+        from agentwall.core import _httphead
+    except ImportError:
+        if os.environ.get("AGENTWALL_NO_NATIVE", "") in ("1", "true", "yes"):
+            pytest.skip("native extension skipped on purpose (AGENTWALL_NO_NATIVE)")
+        pytest.fail("agentwall.core._httphead was not built: pip install -e . needs a C compiler")
+    monkeypatch.setattr(mcp_http, "scan_head", mcp_http._native_scan(_httphead.scan_head))
+    return name

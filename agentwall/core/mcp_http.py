@@ -15,7 +15,8 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -1058,6 +1059,64 @@ def _check_head_bytes(head: bytes) -> None:
         raise HttpFramingError("bare CR or LF in the head")
 
 
+# What a head scan found wrong with a header line: ("fold", line) for
+# obsolete line folding, ("line", line) for anything else that is not
+# ``token ":" value``.
+BadLine = tuple[str, bytes]
+HeadScan = tuple[bytes, Headers, BadLine | None, int]
+
+
+def scan_head_py(head: bytes) -> HeadScan:
+    """The byte-level half of parsing a request or response head: the
+    whole-head checks, the cut into lines, and each header line's name
+    (lower-cased) and value (stripped).
+
+    Returns ``(first_line, headers, bad, line_count)``.  Scanning stops at
+    the first line that is not a header line: ``bad`` names it and
+    ``headers`` holds the pairs before it.  The callers decide in which order
+    the request or status line, the headers before ``bad`` and ``bad`` itself
+    fail, so this function raises only for the whole-head checks.
+
+    This is the reference; ``native/httphead/httphead.c`` is the same
+    function in C, used when it was built (tests hold the two to the same
+    results)."""
+    _check_head_bytes(head)
+    lines = head.split(b"\r\n")
+    headers: Headers = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name.translate(None, _TOKEN_BYTES):
+            kind = "fold" if line[:1] in (b" ", b"\t") else "line"
+            return lines[0], headers, (kind, line), len(lines)
+        headers.append((name.lower(), value.strip(b" \t")))
+    return lines[0], headers, None, len(lines)
+
+
+def _native_scan(scan: Callable[[bytes], HeadScan]) -> Callable[[bytes], HeadScan]:
+    def scan_head_native(head: bytes) -> HeadScan:
+        try:
+            return scan(head)
+        except ValueError as exc:  # the C scan's whole-head checks
+            raise HttpFramingError(str(exc)) from None
+
+    return scan_head_native
+
+
+def _choose_scan() -> Callable[[bytes], HeadScan]:
+    if os.environ.get("AGENTWALL_HTTPHEAD", "") == "python":
+        return scan_head_py
+    try:
+        from agentwall.core import _httphead
+    except ImportError:
+        return scan_head_py
+    return _native_scan(_httphead.scan_head)
+
+
+# The parsers below call the module's ``scan_head`` at parse time, so tests
+# can run them over either implementation.
+scan_head: Callable[[bytes], HeadScan] = _choose_scan()
+
+
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _UNTIL_CLOSE, _DONE = range(8)
 
 
@@ -1196,29 +1255,18 @@ class ResponseParser:
         raise HttpFramingError("connection closed in the middle of a response")
 
     def _parse_head(self, head: bytes) -> ResponseHead | None:
-        _check_head_bytes(head)
-        lines = head.split(b"\r\n")
-        status_line = lines[0]
+        status_line, headers, bad, line_count = scan_head(head)
         version, _, rest = status_line.partition(b" ")
         code, _, reason = rest.partition(b" ")
         if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
             raise HttpFramingError(f"invalid status line {status_line[:80]!r}")
         status = int(code)
-        headers: Headers = []
         content_length: int | None = None
         chunked = False
         close = version == b"HTTP/1.0"
-        if len(lines) - 1 > self.MAX_HEADERS:
+        if line_count - 1 > self.MAX_HEADERS:
             raise HttpFramingError("too many response headers")
-        for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if not colon or not name or name.translate(None, _TOKEN_BYTES):
-                if line[:1] in (b" ", b"\t"):
-                    raise HttpFramingError("obsolete header line folding")
-                raise HttpFramingError(f"invalid header line {line[:80]!r}")
-            name = name.lower()
-            value = value.strip(b" \t")
-            headers.append((name, value))
+        for name, value in headers:
             if name not in _FRAMING_HEADERS:
                 continue
             if name == b"content-length":
@@ -1238,6 +1286,11 @@ class ResponseParser:
                     close = True
                 elif b"keep-alive" in tokens and version == b"HTTP/1.0":
                     close = False
+        if bad is not None:
+            kind, line = bad
+            if kind == "fold":
+                raise HttpFramingError("obsolete header line folding")
+            raise HttpFramingError(f"invalid header line {line[:80]!r}")
         if 100 <= status < 200:
             if status == 101:
                 raise HttpFramingError("the upstream tried to switch protocols")
@@ -1446,11 +1499,9 @@ class RequestParser:
         head = bytes(buf[:end])
         del buf[: end + 4]
         try:
-            _check_head_bytes(head)
+            request_line, headers, bad, _ = scan_head(head)
         except HttpFramingError as exc:
             raise HttpRequestError(400, str(exc)) from None
-        lines = head.split(b"\r\n")
-        request_line = lines[0]
         method, _, rest = request_line.partition(b" ")
         target, _, version = rest.partition(b" ")
         if (
@@ -1468,7 +1519,6 @@ class RequestParser:
             raise HttpRequestError(505, "only HTTP/1.1 and HTTP/1.0 are supported")
         else:
             raise HttpRequestError(400, "malformed request line")
-        headers: Headers = []
         content_length: int | None = None
         content_length_text = b""
         chunked = False
@@ -1476,15 +1526,9 @@ class RequestParser:
         close = http_version == b"1.0"
         expect_continue = False
         hosts = 0
-        for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if not colon or not name or name.translate(None, _TOKEN_BYTES):
-                if line[:1] in (b" ", b"\t"):
-                    raise HttpRequestError(400, "obsolete header line folding")
-                raise HttpRequestError(400, "malformed header line")
-            name = name.lower()
-            value = value.strip(b" \t")
-            headers.append((name, value))
+        # The headers before a bad line are judged first, as a line-by-line
+        # parser would: the error names the first thing wrong.
+        for name, value in headers:
             if name not in _REQUEST_SPECIAL_HEADERS:
                 continue
             if name == b"content-length":
@@ -1508,6 +1552,10 @@ class RequestParser:
                 hosts += 1
             elif name == b"expect" and value.lower() == b"100-continue":
                 expect_continue = http_version == b"1.1"
+        if bad is not None:
+            if bad[0] == "fold":
+                raise HttpRequestError(400, "obsolete header line folding")
+            raise HttpRequestError(400, "malformed header line")
         if hosts > 1 or (hosts == 0 and http_version == b"1.1"):
             raise HttpRequestError(400, "a request needs exactly one Host header")
         if chunked and content_length is not None:

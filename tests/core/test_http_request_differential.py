@@ -5,6 +5,8 @@ agentwall/core/mcp_http.py).  A hand-written parser in a security boundary is
 a request-smuggling risk, so this property pins it to h11: whatever we accept,
 h11 accepts too, with the same method, target, headers and body.  Rejecting
 more than h11 is allowed; accepting anything h11 refuses is not.
+
+Every test here runs over both head scans, the C one and the Python one.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import h11
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +24,8 @@ from agentwall.core.mcp_http import (
     RequestHead,
     RequestParser,
 )
+
+pytestmark = pytest.mark.usefixtures("head_scan")
 
 Parsed = tuple[bytes, bytes, list[tuple[bytes, bytes]], bytes]
 

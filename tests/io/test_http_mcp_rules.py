@@ -390,6 +390,7 @@ def test_base64_sentinel_value_from_sdk_is_accepted() -> None:
 
 
 # -- upstream responses (strict HTTP/1.1 framing) --------------------------------------
+# These and the request tests below run over both head scans (C and Python).
 
 CHUNKED = (
     b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -414,6 +415,7 @@ def body_and_head(events: list[object]) -> tuple[mh.ResponseHead, bytes, bool]:
     return head, body, events[-1] is mh.BODY_END
 
 
+@pytest.mark.usefixtures("head_scan")
 def test_chunked_response_with_informational_and_trailers() -> None:
     head, body, ended = body_and_head(events_of(CHUNKED))
     assert (head.status, head.keep_alive, body, ended) == (200, True, b"helloabc", True)
@@ -421,10 +423,12 @@ def test_chunked_response_with_informational_and_trailers() -> None:
 
 
 @given(st.lists(st.integers(min_value=0, max_value=len(CHUNKED)), max_size=10))
+@pytest.mark.usefixtures("head_scan")
 def test_response_split_anywhere_gives_the_same_result(cuts: list[int]) -> None:
     assert body_and_head(events_of(CHUNKED, cuts)) == body_and_head(events_of(CHUNKED))
 
 
+@pytest.mark.usefixtures("head_scan")
 def test_content_length_and_no_body_statuses() -> None:
     head, body, ended = body_and_head(events_of(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
     assert (body, ended, head.keep_alive) == (b"ok", True, True)
@@ -436,6 +440,7 @@ def test_content_length_and_no_body_statuses() -> None:
     assert (head.status, ended) == (204, True)
 
 
+@pytest.mark.usefixtures("head_scan")
 def test_close_delimited_body_ends_at_close() -> None:
     parser = mh.ResponseParser()
     events = parser.feed(b"HTTP/1.0 200 OK\r\n\r\nbody")
@@ -445,6 +450,7 @@ def test_close_delimited_body_ends_at_close() -> None:
     assert parser.close() == [mh.BODY_END]
 
 
+@pytest.mark.usefixtures("head_scan")
 def test_connection_close_header_means_no_reuse() -> None:
     head, _, _ = body_and_head(
         events_of(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
@@ -469,16 +475,19 @@ def test_connection_close_header_means_no_reuse() -> None:
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
     ],
 )
+@pytest.mark.usefixtures("head_scan")
 def test_malformed_responses_are_refused(raw: bytes) -> None:
     with pytest.raises(mh.HttpFramingError):
         mh.ResponseParser().feed(raw)
 
 
+@pytest.mark.usefixtures("head_scan")
 def test_oversize_head_is_refused() -> None:
     with pytest.raises(mh.HttpFramingError):
         mh.ResponseParser(max_head=1024).feed(b"HTTP/1.1 200 OK\r\nX: " + b"a" * 2000)
 
 
+@pytest.mark.usefixtures("head_scan")
 def test_close_mid_response_is_an_error() -> None:
     parser = mh.ResponseParser()
     parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
@@ -518,6 +527,7 @@ def summary(events: list[Any]) -> tuple[Any, ...]:
     return (head.method, head.target, head.headers, head.keep_alive, body, events[-1])
 
 
+@pytest.mark.usefixtures("head_scan")
 def test_request_head_and_body() -> None:
     events = request_events(mh.RequestParser(), REQ_POST)
     head = events[0]
@@ -535,6 +545,7 @@ def test_request_head_and_body() -> None:
     assert events[1:] == [b'{"a":1}', mh.REQUEST_END]
 
 
+@pytest.mark.usefixtures("head_scan")
 def test_chunked_request_body_and_trailers() -> None:
     events = request_events(mh.RequestParser(), REQ_CHUNKED)
     assert b"".join(e for e in events if isinstance(e, bytes)) == b'{"a":1}'
@@ -542,6 +553,7 @@ def test_chunked_request_body_and_trailers() -> None:
 
 
 @given(st.lists(st.integers(min_value=0, max_value=len(REQ_CHUNKED)), max_size=6))
+@pytest.mark.usefixtures("head_scan")
 def test_request_split_anywhere_gives_the_same_result(cuts: list[int]) -> None:
     for data in (REQ_POST, REQ_CHUNKED):
         points = sorted({c for c in cuts if c <= len(data)} | {0, len(data)})
@@ -550,6 +562,7 @@ def test_request_split_anywhere_gives_the_same_result(cuts: list[int]) -> None:
         assert summary(split) == summary(request_events(mh.RequestParser(), data))
 
 
+@pytest.mark.usefixtures("head_scan")
 def test_pipelined_requests_stay_buffered_for_the_next_cycle() -> None:
     parser = mh.RequestParser()
     get = b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n"
@@ -564,6 +577,7 @@ def test_pipelined_requests_stay_buffered_for_the_next_cycle() -> None:
     assert request_events(parser, b"", eof=True) == [mh.CONNECTION_END]
 
 
+@pytest.mark.usefixtures("head_scan")
 def test_connection_close_and_http10_are_not_kept_alive() -> None:
     close = b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Close\r\n\r\n"
     assert not request_events(mh.RequestParser(), close)[0].keep_alive
@@ -573,6 +587,7 @@ def test_connection_close_and_http10_are_not_kept_alive() -> None:
     assert not head.keep_alive
 
 
+@pytest.mark.usefixtures("head_scan")
 def test_expect_100_continue_is_reported() -> None:
     data = b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\nContent-Length: 2\r\n\r\n"
     assert request_events(mh.RequestParser(), data)[0].expect_continue
@@ -614,6 +629,7 @@ def drain_request(parser: mh.RequestParser) -> None:
         (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nabc", 400),
     ],
 )
+@pytest.mark.usefixtures("head_scan")
 def test_malformed_requests_are_refused(raw: bytes, status: int) -> None:
     parser = mh.RequestParser()
     parser.feed(raw)
@@ -622,6 +638,7 @@ def test_malformed_requests_are_refused(raw: bytes, status: int) -> None:
     assert caught.value.status == status
 
 
+@pytest.mark.usefixtures("head_scan")
 def test_request_head_size_is_bounded() -> None:
     parser = mh.RequestParser(max_head=1024)
     parser.feed(b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 2000)  # incomplete
@@ -635,6 +652,7 @@ def test_request_head_size_is_bounded() -> None:
     assert caught.value.status == 431
 
 
+@pytest.mark.usefixtures("head_scan")
 def test_close_in_the_middle_of_a_request_is_an_error() -> None:
     for partial in (
         b"GET / HTTP/1.1\r\nHo",
@@ -646,6 +664,7 @@ def test_close_in_the_middle_of_a_request_is_an_error() -> None:
 
 
 @given(st.binary(max_size=300))
+@pytest.mark.usefixtures("head_scan")
 def test_arbitrary_bytes_never_crash_the_request_parser(data: bytes) -> None:
     parser = mh.RequestParser(max_head=256)
     parser.feed(data)
