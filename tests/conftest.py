@@ -4,6 +4,7 @@ import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -48,23 +49,34 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
         subprocess.run(["umount", "-l", str(where)], check=False)
 
 
-@pytest.fixture(params=["native", "python"])
-def head_scan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Runs a test over each implementation of the HTTP head scan: the C
-    extension (native/httphead/httphead.c) and the Python reference.  The
-    native one must have been built unless AGENTWALL_NO_NATIVE says it was
-    skipped on purpose: a missing build is a failure, not a silent skip."""
-    from agentwall.core import mcp_http
-
-    name: str = request.param
-    if name == "python":
-        monkeypatch.setattr(mcp_http, "scan_head", mcp_http.scan_head_py)
-        return name
+def _native_httphead() -> ModuleType:
+    """The C head scan (native/httphead/httphead.c).  It must have been built
+    unless AGENTWALL_NO_NATIVE says it was skipped on purpose: a missing
+    build fails the test, it is not a silent skip."""
     try:
         from agentwall.core import _httphead
     except ImportError:
         if os.environ.get("AGENTWALL_NO_NATIVE", "") in ("1", "true", "yes"):
             pytest.skip("native extension skipped on purpose (AGENTWALL_NO_NATIVE)")
         pytest.fail("agentwall.core._httphead was not built: pip install -e . needs a C compiler")
-    monkeypatch.setattr(mcp_http, "scan_head", mcp_http._native_scan(_httphead.scan_head))
+    return _httphead
+
+
+@pytest.fixture(scope="session")
+def native_httphead() -> ModuleType:
+    return _native_httphead()
+
+
+@pytest.fixture(params=["native", "python"])
+def head_scan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test over each implementation of the HTTP head scan: the C
+    extension and the Python reference."""
+    from agentwall.core import mcp_http
+
+    name: str = request.param
+    if name == "python":
+        monkeypatch.setattr(mcp_http, "scan_head", mcp_http.scan_head_py)
+    else:
+        scan = _native_httphead().scan_head
+        monkeypatch.setattr(mcp_http, "scan_head", mcp_http._native_scan(scan))
     return name
