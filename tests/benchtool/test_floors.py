@@ -51,6 +51,30 @@ def test_floor_http_variants(variant: tuple[str, ...]) -> None:
     assert re.search(r"^  skeleton\s+p50 .* added p50 [+-]\d+ us", out, re.M), out
 
 
+def test_floor_http_best_case_of_the_design_card(tmp_path: Path) -> None:
+    # The worker hands each record to the writer and only the writer's ack
+    # releases a call, so calls answered here went through the whole chain.
+    out = _run(
+        str(BENCH / "floor_http.py"), "--chain", "worker", "--busy-poll-us", "1000",
+        "--rounds", "1", "--calls", "30", "--seconds", "0.3", "--log-dir", str(tmp_path),
+    )  # fmt: skip
+    assert "skeleton: worker, writer: process, chain: worker, busy poll: 1000 us" in out
+    assert re.search(r"^  skeleton\s+p50 .* added p50 [+-]\d+ us", out, re.M), out
+    rates = re.search(r"^  skeleton\s+([\d,]+), ([\d,]+)$", out, re.M)
+    assert rates is not None, out
+    assert all(int(r.replace(",", "")) > 0 for r in rates.groups()), out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_floor_http_chain_needs_a_worker_and_a_writer_process() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "floor_http.py"), "--chain", "worker", "--no-worker"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--chain worker needs the worker and --writer process" in done.stderr
+
+
 def test_floor_stdio_measures_direct_skeleton_and_wrap(tmp_path: Path) -> None:
     out = _run(
         str(BENCH / "floor_stdio.py"), "--blocks", "2", "--calls", "10",
