@@ -1117,6 +1117,11 @@ def _choose_scan() -> Callable[[bytes], HeadScan]:
 scan_head: Callable[[bytes], HeadScan] = _choose_scan()
 
 
+def scan_impl() -> str:
+    """Which head scan the parsers use now: ``native`` or ``python``."""
+    return "python" if scan_head is scan_head_py else "native"
+
+
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _UNTIL_CLOSE, _DONE = range(8)
 
 

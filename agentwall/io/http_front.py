@@ -1101,6 +1101,11 @@ class Proxy:
         lines.append(f"agentwall_connections_open {m.connections_open}")
         lines.append("# TYPE agentwall_inflight gauge")
         lines.append(f"agentwall_inflight {self.inflight}")
+        # A build without the C extension is slower, not less safe: say which
+        # one runs, so a figure can be read against it.
+        lines.append("# HELP agentwall_native_info Parts running as a C extension or fallback.")
+        lines.append("# TYPE agentwall_native_info gauge")
+        lines.append(f'agentwall_native_info{{part="http_head_scan",impl="{mh.scan_impl()}"}} 1')
         for name, hist, text in (
             (
                 "agentwall_decision_seconds",

@@ -256,3 +256,7 @@ def test_the_c_scan_under_address_and_undefined_behaviour_sanitizers(tmp_path: P
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr[-4000:]
     assert "sanitized scans agree" in done.stdout
+
+
+def test_scan_impl_names_the_scan_in_use(head_scan: str) -> None:
+    assert mh.scan_impl() == head_scan

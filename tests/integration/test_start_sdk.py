@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -351,6 +352,12 @@ def test_health_ready_and_metrics(tmp_path: Path) -> None:
     assert "agentwall_decision_seconds_bucket" in text
     assert "agentwall_audit_seconds_count" in text
     assert "agentwall_decision_cache_hits_total" in text
+    # A clean install builds the C head scan, and the sidecar runs it.
+    python_on_purpose = os.environ.get("AGENTWALL_NO_NATIVE", "") in ("1", "true", "yes") or (
+        os.environ.get("AGENTWALL_HTTPHEAD") == "python"
+    )
+    impl = "python" if python_on_purpose else "native"
+    assert f'agentwall_native_info{{part="http_head_scan",impl="{impl}"}} 1' in text
 
 
 async def _one_call(url: str) -> None:
