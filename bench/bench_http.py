@@ -44,22 +44,44 @@ tools:
         pattern: "[a-z0-9 ]{0,64}"
 """
 
-BODY = json.dumps(
-    {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "tools/call",
-        "params": {"name": "echo", "arguments": {"text": "hello bench"}},
-    }
-).encode()
+
+def body(text: str = "hello bench") -> bytes:
+    return json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": text}},
+        }
+    ).encode()
 
 
-def request_bytes(host_port: str) -> bytes:
+BODY = body()
+
+
+def request_bytes(host_port: str, payload: bytes = BODY) -> bytes:
     return (
         f"POST /mcp HTTP/1.1\r\nHost: {host_port}\r\nContent-Type: application/json\r\n"
         f"Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-11-25\r\n"
-        f"Mcp-Session-Id: bench-session\r\nContent-Length: {len(BODY)}\r\n\r\n"
-    ).encode() + BODY
+        f"Mcp-Session-Id: bench-session\r\nContent-Length: {len(payload)}\r\n\r\n"
+    ).encode() + payload
+
+
+class RequestSource:
+    """The request to send next.  The same bytes every time, or (``vary``)
+    a different argument per call, so that a proxy's decision cache misses
+    and every call takes the evaluator's hop, as a skeleton's always does."""
+
+    def __init__(self, host_port: str, vary: bool = False) -> None:
+        self.host_port = host_port
+        self.fixed = None if vary else request_bytes(host_port)
+        self.count = 0
+
+    def next(self) -> bytes:
+        if self.fixed is not None:
+            return self.fixed
+        self.count += 1
+        return request_bytes(self.host_port, body(f"hello bench {self.count}"))
 
 
 # -- the upstream ----------------------------------------------------------------------
@@ -190,14 +212,14 @@ def processes(workers: int, *extra: str, log_dir: str | None = None) -> Iterator
 class KeepAliveClient:
     """One keep-alive connection; ``call()`` sends the request, reads the answer."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, vary: bool = False) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.request = request_bytes(f"127.0.0.1:{port}")
+        self.requests = RequestSource(f"127.0.0.1:{port}", vary)
         self.buf = b""
 
     def call(self) -> bytes:
-        self.sock.sendall(self.request)
+        self.sock.sendall(self.requests.next())
         while True:
             end = self.buf.find(b"\r\n\r\n")
             if end >= 0:
@@ -228,8 +250,8 @@ class _LoadConnection(asyncio.Protocol):
     A Protocol on uvloop rather than asyncio streams: the generator shares
     the two cores with what it measures, so it must cost little."""
 
-    def __init__(self, request: bytes, stop_at: float, done: asyncio.Future[None]) -> None:
-        self.request = request
+    def __init__(self, requests: RequestSource, stop_at: float, done: asyncio.Future[None]) -> None:
+        self.requests = requests
         self.stop_at = stop_at
         self.done = done
         self.buf = b""
@@ -238,7 +260,7 @@ class _LoadConnection(asyncio.Protocol):
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        transport.write(self.request)
+        transport.write(self.requests.next())
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -260,7 +282,7 @@ class _LoadConnection(asyncio.Protocol):
             if time.perf_counter() >= self.stop_at:
                 self._finish(None)
                 return
-            self.transport.write(self.request)
+            self.transport.write(self.requests.next())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._finish(exc or ConnectionError("closed"))
@@ -274,18 +296,20 @@ class _LoadConnection(asyncio.Protocol):
         self.transport.close()
 
 
-async def throughput(port: int, clients: int, seconds: float) -> tuple[int, float]:
+async def throughput(
+    port: int, clients: int, seconds: float, vary: bool = False
+) -> tuple[int, float]:
     """``clients`` keep-alive connections calling in a loop for ``seconds``
     (run it on uvloop: ``uvloop.run(throughput(...))``)."""
     loop = asyncio.get_running_loop()
-    request = request_bytes(f"127.0.0.1:{port}")
+    requests = RequestSource(f"127.0.0.1:{port}", vary)
     stop_at = time.perf_counter() + seconds
     conns: list[_LoadConnection] = []
     t0 = time.perf_counter()
     for _ in range(clients):
         done: asyncio.Future[None] = loop.create_future()
         _transport, conn = await loop.create_connection(
-            lambda done=done: _LoadConnection(request, stop_at, done), "127.0.0.1", port
+            lambda done=done: _LoadConnection(requests, stop_at, done), "127.0.0.1", port
         )
         conns.append(conn)
     await asyncio.gather(*(c.done for c in conns))

@@ -26,12 +26,16 @@ while a call is in flight, with the same ``BusyPoll`` as ``agentwall start``
 (which does so by default).  With both, the skeleton is the best case of the
 design card on this machine.
 
+``--vary-args`` sends a different argument on every call.  Without it the
+real AgentWall (``--agentwall``) answers the repeated call from its decision
+cache and skips the evaluator's hop that the skeleton always takes.
+
 Run (takes ~1 minute; the log goes to the current directory's disk unless
 ``--log-dir`` says otherwise)::
 
     .venv/bin/python bench/floor_http.py [--log-dir /dev/shm] [--no-worker]
         [--writer process|inline|none] [--chain front|worker]
-        [--busy-poll-us N] [--agentwall]
+        [--busy-poll-us N] [--vary-args] [--agentwall]
 
 It alternates direct and skeleton runs of the same client (bench_http's) and
 prints medians, p99 and 64-client throughput.  Compare within a run only.
@@ -359,8 +363,8 @@ def _processes(args: argparse.Namespace) -> Any:
         tmp.rmdir()
 
 
-def _latencies(port: int, calls: int) -> list[float]:
-    client = bench_http.KeepAliveClient(port)
+def _latencies(port: int, calls: int, vary: bool = False) -> list[float]:
+    client = bench_http.KeepAliveClient(port, vary)
     try:
         for _ in range(200):
             client.call()
@@ -405,6 +409,12 @@ def main() -> None:
         "in flight (agentwall start's default is 1000)",
     )  # fmt: skip
     parser.add_argument(
+        "--vary-args", action="store_true",
+        help="a different argument on every call: AgentWall's decision cache misses and "
+        "each call takes the evaluator's hop, as the skeleton's always does (without it, "
+        "AgentWall serves the repeated call from its cache)",
+    )  # fmt: skip
+    parser.add_argument(
         "--agentwall", action="store_true",
         help="also run the real `agentwall start --workers 2` (log in --log-dir), same rounds",
     )  # fmt: skip
@@ -426,18 +436,23 @@ def main() -> None:
             ports["agentwall"] = stack.enter_context(_agentwall(up_port, args.log_dir))
         machine.start()
         for _ in range(args.rounds):
-            this_round = {name: _latencies(ports[name], args.calls) for name in paths}
+            this_round = {
+                name: _latencies(ports[name], args.calls, args.vary_args) for name in paths
+            }
             for name, values in this_round.items():
                 samples[name] += values
                 if name != "direct":
                     added_p50[name].append(_pct(values, 0.5) - _pct(this_round["direct"], 0.5))
         for _ in range(2):
             for name in paths:
-                done, elapsed = uvloop.run(bench_http.throughput(ports[name], 64, args.seconds))
+                done, elapsed = uvloop.run(
+                    bench_http.throughput(ports[name], 64, args.seconds, args.vary_args)
+                )
                 rates[name].append(done / elapsed)
         machine.stop()
     hops = ("worker, " if args.worker else "no worker, ") + f"writer: {args.writer}"
     hops += f", chain: {args.chain}, busy poll: {args.busy_poll_us} us"
+    hops += ", arguments: " + ("a new one per call" if args.vary_args else "the same every call")
     print(f"skeleton: {hops}; logs in {args.log_dir or 'a temp dir under $TMPDIR'}")
     direct = samples["direct"]
     print(f"1 client, {args.rounds} rounds x {args.calls} calls, alternated:")

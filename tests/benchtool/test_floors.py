@@ -6,6 +6,7 @@ floor quoted in docs/bench.md can be measured again."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -28,10 +29,11 @@ def _run(*argv: str) -> str:
 
 def test_floor_http_measures_direct_skeleton_and_agentwall(tmp_path: Path) -> None:
     out = _run(
-        str(BENCH / "floor_http.py"), "--agentwall", "--rounds", "1", "--calls", "30",
-        "--seconds", "0.5", "--log-dir", str(tmp_path),
+        str(BENCH / "floor_http.py"), "--agentwall", "--vary-args", "--rounds", "1",
+        "--calls", "30", "--seconds", "0.5", "--log-dir", str(tmp_path),
     )  # fmt: skip
     assert "skeleton: worker, writer: process" in out
+    assert "arguments: a new one per call" in out
     for path in ("direct", "skeleton", "agentwall"):
         assert re.search(rf"^  {path}\s+p50\s+\d+ us\s+p99\s+\d+ us", out, re.M), out
         rates = re.search(rf"^  {path}\s+([\d,]+), ([\d,]+)$", out, re.M)
@@ -84,3 +86,22 @@ def test_floor_stdio_measures_direct_skeleton_and_wrap(tmp_path: Path) -> None:
         assert re.search(rf"^  {path}\s+p50\s+\d+ us\s+p99\s+\d+ us", out, re.M), out
     assert re.search(r"^machine during the measured runs .* stolen by the host \d", out, re.M), out
     assert list(tmp_path.iterdir()) == []
+
+
+def test_varied_requests_miss_a_decision_cache_and_stay_allowed() -> None:
+    sys.path.insert(0, str(BENCH))
+    try:
+        import bench_http
+    finally:
+        sys.path.remove(str(BENCH))
+    varied = bench_http.RequestSource("127.0.0.1:1", vary=True)
+    first, second = varied.next(), varied.next()
+    assert first != second
+    fixed = bench_http.RequestSource("127.0.0.1:1")
+    assert fixed.next() == fixed.next()
+    # Still allowed by the floor's policy: a denial would be a fast path.
+    pattern = re.search(r'pattern: "([^"]+)"', bench_http.POLICY)
+    assert pattern is not None
+    for request in (first, second):
+        text = json.loads(request.split(b"\r\n\r\n", 1)[1])["params"]["arguments"]["text"]
+        assert re.fullmatch(pattern.group(1), text), text
