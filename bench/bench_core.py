@@ -114,11 +114,9 @@ RESPONSE = (
 @pytest.fixture(params=["native", "python"])
 def head_scan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     name: str = request.param
-    if name == "python":
-        monkeypatch.setattr(mh, "scan_head", mh.scan_head_py)
-    else:
-        native = pytest.importorskip("agentwall.core._httphead")
-        monkeypatch.setattr(mh, "scan_head", mh._native_scan(native.scan_head))
+    if name == "native":
+        pytest.importorskip("agentwall.core._httphead")
+    monkeypatch.setattr(mh, "scan_head", mh.scan_named(name))
     return name
 
 

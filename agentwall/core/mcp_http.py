@@ -1102,14 +1102,25 @@ def _native_scan(scan: Callable[[bytes], HeadScan]) -> Callable[[bytes], HeadSca
     return scan_head_native
 
 
+def scan_named(impl: str) -> Callable[[bytes], HeadScan]:
+    """The head scan called ``impl``: ``python`` (the reference) or
+    ``native`` (the C scan; ImportError when it was not built)."""
+    if impl == "python":
+        return scan_head_py
+    if impl != "native":
+        raise ValueError(f"no head scan named {impl!r}")
+    from agentwall.core import _httphead
+
+    return _native_scan(_httphead.scan_head)
+
+
 def _choose_scan() -> Callable[[bytes], HeadScan]:
     if os.environ.get("AGENTWALL_HTTPHEAD", "") == "python":
         return scan_head_py
     try:
-        from agentwall.core import _httphead
+        return scan_named("native")
     except ImportError:
         return scan_head_py
-    return _native_scan(_httphead.scan_head)
 
 
 # The parsers below call the module's ``scan_head`` at parse time, so tests
