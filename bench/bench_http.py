@@ -347,6 +347,10 @@ def _latency(benchmark: Any, port: int) -> None:
         benchmark.pedantic(client.call, rounds=3000, iterations=1, warmup_rounds=50)
     finally:
         client.close()
+    if benchmark.stats is None:
+        # --benchmark-disable: pedantic() ran the call once, as a smoke test,
+        # and kept no timings to summarise.
+        return
     data = sorted(benchmark.stats.stats.data)
     p50, p99 = data[len(data) // 2], data[int(len(data) * 0.99)]
     benchmark.extra_info["p50_us"] = round(p50 * 1e6, 1)
