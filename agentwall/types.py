@@ -101,6 +101,10 @@ class Decision(msgspec.Struct, frozen=True):
     # Set on rate-limit denials (category "rate_limit"): when a retry can
     # succeed.  The front-end puts it in the -32029 error's data.
     retry_after_ms: int | None = None
+    # True when the evaluator that decided also made the decision's audit
+    # entry durable (start's evaluator workers write their own entries), so
+    # the shell writes none.  Never stored in the decision cache.
+    durable: bool = False
 
 
 AuditEventKind = Literal[

@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import msgspec
 
 from agentwall.core.canonical import canonical_json, sha256_hex
+from agentwall.core.present import scrubbed
 from agentwall.errors import ConfigError
-from agentwall.types import AuditEvent, AuditOutcome, Call, Decision
+from agentwall.types import PASSING_VERDICTS, AuditEvent, AuditOutcome, Call, Decision
 
 FORMAT_VERSION: Final = 1
 GENESIS_MAC: Final = "0" * 64
@@ -179,12 +181,6 @@ def parse_head(body: bytes) -> EntryHead | None:
 # --- building events in the shells -------------------------------------------------
 
 
-def _outcome(decision: Decision, dry_run: bool) -> AuditOutcome:
-    if dry_run and decision.verdict == "deny":
-        return "dry_run_deny"
-    return decision.verdict
-
-
 def decision_event(
     call: Call,
     decision: Decision,
@@ -202,11 +198,43 @@ def decision_event(
     the JSON pointers that were masked.  Without masking available the call
     fails (never logs secrets in clear).
     """
+    verdict = decision.verdict
+    outcome = judged_outcome(verdict, verdict in PASSING_VERDICTS, dry_run)
+    return judged_event(call, decision, outcome, latency_us, mask_params if log_params else None)
+
+
+# The ``detail`` of an entry for a message the upstream sent (the HTTP
+# front-end and wrap both mark it).
+SERVER_ORIGIN_DETAIL: Final[dict[str, Any]] = {"origin": "server"}
+
+
+def judged_outcome(verdict: str, passes: bool, dry_run: bool) -> AuditOutcome:
+    """What a judged message's entry says happened: the verdict when it
+    passes, ``dry_run_deny`` for a denial that dry-run mode forwards anyway,
+    else ``deny``."""
+    if passes:
+        return cast(AuditOutcome, verdict)
+    return "dry_run_deny" if dry_run else "deny"
+
+
+def judged_event(
+    call: Call,
+    decision: Decision,
+    outcome: AuditOutcome,
+    latency_us: int,
+    mask: Callable[[Any], tuple[Any, tuple[str, ...]]] | None = None,
+) -> AuditEvent:
+    """The entry for one message the HTTP proxy judged, the same whether the
+    front-end or the evaluator worker that decided writes it.
+
+    The id, method and target are masked as wrap masks them: a call denied
+    for carrying a secret in its tool name, URI or id must not write it to the
+    log.  ``mask`` (``--log-params``) copies the params in after masking."""
+    identity = call.identity
     params: Any = None
     masked: tuple[str, ...] = ()
-    if log_params:
-        params, masked = mask_params(call.params)
-    identity = call.identity
+    if mask is not None:
+        params, masked = mask(call.params)
     return AuditEvent(
         event="decision",
         session=call.session,
@@ -214,20 +242,21 @@ def decision_event(
         subject=identity.subject if identity else None,
         issuer=identity.issuer if identity else None,
         call_id=call.call_id,
-        rpc_id=call.rpc_id,
-        method=call.method,
-        target=call.target or None,
-        decision=_outcome(decision, dry_run),
+        rpc_id=scrubbed(call.rpc_id),
+        method=scrubbed(call.method),
+        target=scrubbed(call.target) or None,
+        decision=outcome,
         rule_id=decision.rule_id,
         reason=decision.reason,
         pointer=decision.pointer,
-        category=decision.category,
         args_sha256=sha256_hex(call.params_json),
         latency_us=latency_us,
         policy_hash=decision.policy_hash,
         cached=decision.cached,
+        category=decision.category,
         params=params,
         masked=masked,
+        detail=SERVER_ORIGIN_DETAIL if call.origin == "server" else None,
     )
 
 
@@ -247,12 +276,15 @@ __all__ = [
     "HEAD_DECODER",
     "MAC_PREFIX",
     "MAC_SUFFIX_LEN",
+    "SERVER_ORIGIN_DETAIL",
     "EntryHead",
     "MacKey",
     "decision_event",
     "entry_body",
     "event_fields",
     "format_ts",
+    "judged_event",
+    "judged_outcome",
     "key_id_for",
     "mask_params",
     "parse_head",

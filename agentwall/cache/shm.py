@@ -164,7 +164,7 @@ class DecisionCache:
             self.misses += 1
             return None
         self.hits += 1
-        return msgspec.structs.replace(decision, call_id=call_id, cached=True)
+        return msgspec.structs.replace(decision, call_id=call_id, cached=True, durable=False)
 
     def put(self, key: bytes, decision: Decision, now_ns: int) -> bool:
         """Stores a cacheable decision; returns whether it was stored."""
@@ -173,7 +173,8 @@ class DecisionCache:
         if not decision.cacheable or decision.cached:
             self.uncacheable += 1
             return False
-        value = self._encoder.encode(msgspec.structs.replace(decision, call_id=""))
+        # A hit is a new call whose entry nobody has written yet: never durable.
+        value = self._encoder.encode(msgspec.structs.replace(decision, call_id="", durable=False))
         outcome = self._table.insert(key, value, now_ns)
         if outcome == 0:
             self.too_large += len(value) > self._table.value_capacity

@@ -145,6 +145,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="while calls are in flight, poll instead of sleeping for up to N µs after each "
         "request: lower latency at low load for up to a core of CPU (0: off; docs/http.md)",
     )
+    a(
+        "--audit-from",
+        choices=("workers", "front-end"),
+        default="workers",
+        help="who writes a decision's audit entry: the evaluator worker that made it, "
+        "before answering (default), or the front-end once the worker has answered "
+        "(docs/http.md)",
+    )
 
     a(
         "--upstream-header",
@@ -199,5 +207,6 @@ def run(args: argparse.Namespace) -> int:
         idle_timeout=args.idle_timeout,
         drain_timeout=args.drain_timeout,
         busy_poll_us=args.busy_poll_us,
+        entries_from_workers=args.audit_from == "workers",
     )
     return run_start(config, loader=SignedPolicyLoader(args))

@@ -588,6 +588,101 @@ class AuditWriterProcess:
                 )
 
 
+# --- an evaluator worker's client ------------------------------------------------------
+
+
+class SyncAuditClient:
+    """A blocking client for one process that does one thing at a time (an
+    evaluator worker writing the entries of the calls it just decided).
+
+    ``write`` returns only once the writer has made every event durable, or
+    says why it could not within ``deadline_s``.  After any failure the
+    connection is dropped (a late answer must never be read as the next
+    request's) and the next ``write`` connects again, so a restarted writer
+    is picked up."""
+
+    def __init__(self, socket_path: str | Path, *, deadline_s: float = 2.0) -> None:
+        self.socket_path = str(socket_path)
+        self.deadline_s = deadline_s
+        self._sock: socket.socket | None = None
+        self._frames = FrameDecoder()
+        self._encoder = msgspec.msgpack.Encoder()
+        self._next_id = 1
+
+    def write(self, events: Sequence[AuditEvent]) -> str | None:
+        """None once ``events`` are durable, else the reason they are not."""
+        deadline = time.monotonic() + self.deadline_s
+        try:
+            sock = self._sock
+            if sock is None:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self._sock = sock
+                self._frames = FrameDecoder()
+                sock.settimeout(self.deadline_s)
+                sock.connect(self.socket_path)
+            msg_id = self._next_id
+            self._next_id += 1
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            # MSG_NOSIGNAL: a dead writer is an EPIPE to report, not a SIGPIPE
+            # that kills the caller (workers keep SIGPIPE's default).
+            sock.sendall(encode_frame(self._encode(msg_id, events)), socket.MSG_NOSIGNAL)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                sock.settimeout(remaining)
+                data = sock.recv(1 << 16)
+                if not data:
+                    raise ConnectionError("the audit writer closed the connection")
+                for raw in self._frames.feed(data):
+                    reply = _REPLY_DECODER.decode(raw)
+                    if reply.id != msg_id:
+                        raise FrameError(f"answer {reply.id} to request {msg_id}")
+                    if type(reply) is Ack:
+                        return None
+                    if type(reply) is Failed:
+                        self.close()
+                        return f"audit entry not durable ({reply.reason})"
+                    raise FrameError(f"unexpected answer {type(reply).__name__}")
+        except TimeoutError:
+            self.close()
+            return (
+                f"audit entry not durable (the audit writer did not answer within "
+                f"{self.deadline_s:g} s)"
+            )
+        except (
+            OSError,
+            FrameError,
+            msgspec.DecodeError,
+            OverflowError,
+            TypeError,
+            ValueError,
+        ) as exc:
+            self.close()
+            return f"audit entry not durable (audit writer: {type(exc).__name__}: {exc})"
+
+    def _encode(self, msg_id: int, events: Sequence[AuditEvent]) -> bytes:
+        try:
+            return self._encoder.encode(Append(msg_id, list(events)))
+        except (OverflowError, TypeError, ValueError):
+            # An integer beyond 64 bits: that event travels as JSON, as the
+            # front-end's client sends it.
+            return self._encoder.encode(Append(msg_id, [self._as_item(e) for e in events]))
+
+    def _as_item(self, event: AuditEvent) -> AuditEvent | bytes:
+        try:
+            self._encoder.encode(event)
+            return event
+        except (OverflowError, TypeError, ValueError):
+            return msgspec.json.encode(event)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+            self._sock = None
+
+
 # --- the front-end's client ------------------------------------------------------------
 
 

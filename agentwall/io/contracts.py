@@ -8,15 +8,25 @@ for `start`).
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Final, Protocol
 
 from agentwall.types import AuditEvent, Call, Decision
+
+# The category of the deny an evaluator returns when it decided the call but
+# could not make the decision's audit entry durable: the shell refuses the
+# call as it would for its own failed write (503, AUDIT_UNAVAILABLE).
+AUDIT_FAILED_CATEGORY: Final = "audit_unavailable"
 
 
 class Evaluator(Protocol):
     async def evaluate(self, call: Call) -> Decision:
         """Never raises: a crash, timeout or internal error is a deny Decision
-        whose reason says so."""
+        whose reason says so.
+
+        A Decision with ``durable`` set already has its audit entry written
+        and fsynced by the evaluator (the pool's workers write their own); the
+        shell must not write a second one.  Any other Decision is the shell's
+        to record before it acts on it."""
         ...
 
 

@@ -30,8 +30,8 @@ from typing import Any, Literal, Protocol, cast
 import msgspec
 import orjson
 
+from agentwall.audit.record import judged_event, judged_outcome
 from agentwall.core import mcp_http as mh
-from agentwall.core.canonical import sha256_hex
 from agentwall.core.jsonrpc import (
     ErrorResponse,
     Message,
@@ -59,7 +59,7 @@ from agentwall.errors import (
     UpstreamError,
 )
 from agentwall.io.busy_poll import BusyPoll
-from agentwall.io.contracts import AuditSink, Evaluator
+from agentwall.io.contracts import AUDIT_FAILED_CATEGORY, AuditSink, Evaluator
 from agentwall.io.upstream import UpstreamPool, UpstreamResponse, UpstreamTimeout
 from agentwall.types import (
     PASSING_VERDICTS,
@@ -391,9 +391,6 @@ class Judgement(msgspec.Struct):
     forward: Message | None = None
 
 
-_SERVER_ORIGIN: dict[str, Any] = {"origin": "server"}
-
-
 def _kind(message: Message) -> Literal["request", "notification", "response"]:
     if isinstance(message, Request):
         return "request"
@@ -722,18 +719,19 @@ class Proxy:
             metrics.cached_decisions += 1
         verdict = decision.verdict
         passes = verdict in PASSING_VERDICTS
-        outcome: AuditOutcome
-        if passes:
-            outcome = verdict
-        elif self.config.dry_run:
-            outcome = "dry_run_deny"
-        else:
-            outcome = "deny"
-        latency_us = (time.time_ns() - received_ns) // 1000
-        event = self._decision_event(call, decision, outcome, latency_us)
+        outcome = judged_outcome(verdict, passes, self.config.dry_run)
         t1 = time.perf_counter()
         try:
-            await self.audit.record(event)
+            if decision.category == AUDIT_FAILED_CATEGORY:
+                # The worker that decided could not make its entry durable.
+                raise AuditError(decision.reason)
+            if not decision.durable:
+                # Decided here (a cache hit, a rate limit, a pool failure) or
+                # by an evaluator that does not write: the entry is ours.
+                latency_us = (time.time_ns() - received_ns) // 1000
+                event = self._decision_event(call, decision, outcome, latency_us)
+                await self.audit.record(event)
+                metrics.audit_latency.observe(time.perf_counter() - t1)
         except AuditError as exc:
             metrics.audit_failures += 1
             metrics.audit_latency.observe(time.perf_counter() - t1)
@@ -759,8 +757,6 @@ class Proxy:
                 ),
                 status=503,
             )
-        audit_done = time.perf_counter()
-        metrics.audit_latency.observe(audit_done - t1)
         metrics.decision_latency.observe(time.time_ns() / 1e9 - received_ns / 1e9)
         Metrics.bump(metrics.decisions, outcome)
         if passes or outcome == "dry_run_deny":
@@ -820,37 +816,8 @@ class Proxy:
     def _decision_event(
         self, call: Call, decision: Decision, outcome: AuditOutcome, latency_us: int
     ) -> AuditEvent:
-        identity = call.identity
-        params: Any = None
-        masked: tuple[str, ...] = ()
-        if self.config.log_params and self.mask_params is not None:
-            params, masked = self.mask_params(call.params)
-        return AuditEvent(
-            event="decision",
-            session=call.session,
-            transport="http",
-            subject=identity.subject if identity else None,
-            issuer=identity.issuer if identity else None,
-            call_id=call.call_id,
-            # Masked as wrap masks them: a call denied for carrying a secret
-            # in its tool name, URI or id must not write it to the log.
-            rpc_id=scrubbed(call.rpc_id),
-            method=scrubbed(call.method),
-            target=scrubbed(call.target) or None,
-            decision=outcome,
-            rule_id=decision.rule_id,
-            reason=decision.reason,
-            pointer=decision.pointer,
-            args_sha256=sha256_hex(call.params_json),
-            latency_us=latency_us,
-            policy_hash=decision.policy_hash,
-            cached=decision.cached,
-            category=decision.category,
-            params=params,
-            masked=masked,
-            # Same marker as the stdio shell: who sent the judged message.
-            detail=_SERVER_ORIGIN if call.origin == "server" else None,
-        )
+        mask = self.mask_params if self.config.log_params else None
+        return judged_event(call, decision, outcome, latency_us, mask)
 
     async def record_quietly(self, event: AuditEvent) -> None:
         try:

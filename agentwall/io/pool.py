@@ -79,7 +79,14 @@ from agentwall.cache.ratelimit import PolicyRates, RateLimiter
 from agentwall.cache.shm import DecisionCache
 from agentwall.errors import FrameError
 from agentwall.io import worker as wire
-from agentwall.io.worker import PolicyEngine, PolicyState, default_engine, describe_error
+from agentwall.io.contracts import AUDIT_FAILED_CATEGORY
+from agentwall.io.worker import (
+    PolicyEngine,
+    PolicyState,
+    WorkerAudit,
+    default_engine,
+    describe_error,
+)
 from agentwall.ipc.wire import FrameDecoder, encode_frame
 from agentwall.types import Call, Decision
 
@@ -279,8 +286,10 @@ class EvaluatorPool:
         hang_s: float,
         max_queue_per_worker: int,
         reload_timeout_s: float,
+        audit: WorkerAudit | None = None,
     ) -> None:
         self._engine = engine
+        self.audit = audit
         self._policy = policy
         self._hash: str = policy.hash
         self.policy_path = policy_path
@@ -288,13 +297,19 @@ class EvaluatorPool:
         self.cache = cache
         self.rate_limiter = rate_limiter
         self.deadline_s = deadline_s
+        # A worker that writes its own entries answers once they are durable:
+        # its deadline covers the evaluation and the entry's own deadline.
+        self.answer_s = deadline_s + (audit.deadline_s if audit is not None else 0.0)
         self.hang_s = hang_s
         self.max_queue_per_worker = max_queue_per_worker
         self.reload_timeout_s = reload_timeout_s
         self._timeout_failure = _Failure(
             "evaluator_timeout",
             "pool.timeout",
-            f"evaluator did not answer within {deadline_s * 1000:g} ms; denied",
+            f"evaluator did not answer within {deadline_s * 1000:g} ms; denied"
+            if audit is None
+            else f"evaluator did not answer within {self.answer_s * 1000:g} ms "
+            "(evaluation and its audit entry); denied",
         )
 
         self._encoder = msgspec.msgpack.Encoder()
@@ -355,6 +370,7 @@ class EvaluatorPool:
         reload_timeout_s: float = 30.0,
         engine: PolicyEngine | None = None,
         unsafe_allow_threads: bool = False,
+        audit: WorkerAudit | None = None,
     ) -> EvaluatorPool:
         """Loads the policy and forks the zygote and ``workers`` workers.
 
@@ -369,6 +385,7 @@ class EvaluatorPool:
             raise ValueError("deadline_s must be positive")
         _check_fork_is_safe(unsafe_allow_threads)
         engine = engine or default_engine()
+        answer_s = deadline_s + (audit.deadline_s if audit is not None else 0.0)
         path = None if policy_path is None else str(policy_path)
         policy = engine.load(path)
         pool = cls(
@@ -379,11 +396,12 @@ class EvaluatorPool:
             cache=cache,
             rate_limiter=rate_limiter,
             deadline_s=deadline_s,
-            hang_s=hang_s if hang_s is not None else max(2.0, 4 * deadline_s),
+            hang_s=hang_s if hang_s is not None else max(2.0, 4 * answer_s),
             max_queue_per_worker=max_queue_per_worker,
             reload_timeout_s=reload_timeout_s,
+            audit=audit,
         )
-        pool._fork_all(PolicyState(engine, policy))
+        pool._fork_all(PolicyState(engine, policy, audit))
         return pool
 
     def _fork_all(self, state: PolicyState) -> None:
@@ -492,6 +510,8 @@ class EvaluatorPool:
             return self._deny(call, reply)
         if isinstance(reply, wire.EvalFailed):
             return self._deny(call, _Failure("evaluator_error", "pool.error", reply.reason))
+        if isinstance(reply, wire.AuditFailed):
+            return self._deny(call, _Failure(AUDIT_FAILED_CATEGORY, "pool.audit", reply.reason))
         decision: Decision = reply.decision
         if decision.call_id != call.call_id or decision.policy_hash != policy_hash:
             return self._deny(
@@ -512,7 +532,7 @@ class EvaluatorPool:
             return _Failure(
                 "evaluator_unavailable", "pool.unavailable", "evaluator pool is not running"
             )
-        deadline = loop.time() + self.deadline_s
+        deadline = loop.time() + self.answer_s
         worker = self._pick()
         if worker is None:
             assert self._ready_event is not None
@@ -787,7 +807,9 @@ class EvaluatorPool:
                 return
             parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             try:
-                command = wire.zygote_command(child_end.fileno(), self.policy_path, self._engine)
+                command = wire.zygote_command(
+                    child_end.fileno(), self.policy_path, self._engine, self.audit
+                )
                 env = dict(os.environ)
                 env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
                 # A few ms of vfork+exec, on a rare recovery path only.

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
+from agentwall.audit.record import SERVER_ORIGIN_DETAIL
 from agentwall.core.framing import DEFAULT_MAX_LINE, LineTooLong, NdjsonFramer, TruncatedLine
 from agentwall.core.jsonrpc import (
     DEFAULT_MAX_DEPTH,
@@ -441,7 +442,6 @@ _sha256 = hashlib.sha256
 
 # ``detail`` of an entry judged on a server message (shared: entries are
 # encoded, never changed).
-_SERVER_ORIGIN: dict[str, Any] = {"origin": "server"}
 
 # Run after the chunk's audit batch, with whether it was made durable.
 Action = Callable[[bool], object]
@@ -1263,7 +1263,7 @@ class StdioWrap:
             category=decision.category,
         )
         if call.origin != "client":
-            event = msgspec.structs.replace(event, detail=_SERVER_ORIGIN)
+            event = msgspec.structs.replace(event, detail=SERVER_ORIGIN_DETAIL)
         identity = call.identity
         if identity is not None:
             event = msgspec.structs.replace(event, subject=identity.subject, issuer=identity.issuer)

@@ -53,13 +53,17 @@ from agentwall.io.oidc import (
 )
 from agentwall.io.pool import EvaluatorPool
 from agentwall.io.upstream import UpstreamPool
-from agentwall.io.worker import PolicyEngine
+from agentwall.io.worker import PolicyEngine, WorkerAudit
 from agentwall.policy import Policy, filter_tools_list, load_policy
 from agentwall.policy import evaluate as policy_evaluate
 from agentwall.policy.secrets import params_for_log
 from agentwall.types import AuditEvent, Call, Decision, KillMode
 
 log = logging.getLogger("agentwall.start")
+
+# How long an audit entry may take to become durable before its call is
+# refused (the front-end's writes and the evaluator workers' alike).
+AUDIT_DEADLINE_S = 2.0
 
 
 class StartConfig(msgspec.Struct, frozen=True):
@@ -92,6 +96,9 @@ class StartConfig(msgspec.Struct, frozen=True):
     idle_timeout: float = 75.0
     drain_timeout: float = 10.0
     busy_poll_us: int = 1000
+    # The evaluator workers write the entries of the calls they decide
+    # (--audit-from workers); False: the front-end writes every entry.
+    entries_from_workers: bool = True
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -220,6 +227,14 @@ class Sidecar:
             rate_limiter=self.limiter,
             deadline_s=cfg.eval_timeout,
             engine=PolicyEngine(self.load, policy_evaluate),
+            audit=WorkerAudit(
+                str(self.writer.socket_path),
+                dry_run=cfg.dry_run,
+                log_params=cfg.log_params,
+                deadline_s=AUDIT_DEADLINE_S,
+            )
+            if cfg.entries_from_workers
+            else None,
         )
         self.policy = self.pool.policy
 
@@ -237,7 +252,7 @@ class Sidecar:
         assert self.policy is not None
         assert self.writer is not None
         self.stop_event = asyncio.Event()
-        self.audit = AuditWriterClient(self.writer.socket_path)
+        self.audit = AuditWriterClient(self.writer.socket_path, deadline_s=AUDIT_DEADLINE_S)
         await self.audit.connect()
         if self.pool is not None:
             await self.pool.attach()

@@ -40,15 +40,17 @@ import select
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import msgspec
 
+from agentwall.audit.record import judged_event, judged_outcome
 from agentwall.errors import AgentwallError
 from agentwall.ipc.wire import FrameDecoder, encode_frame
-from agentwall.types import Call, Decision
+from agentwall.types import PASSING_VERDICTS, AuditEvent, Call, Decision
 
 # ---------------------------------------------------------------- messages
 
@@ -69,6 +71,13 @@ class EvalReply(msgspec.Struct, tag="ok", array_like=True, frozen=True):
 
 
 class EvalFailed(msgspec.Struct, tag="failed", array_like=True, frozen=True):
+    id: int
+    reason: str
+
+
+class AuditFailed(msgspec.Struct, tag="audit_failed", array_like=True, frozen=True):
+    """The call was decided, but its audit entry could not be made durable."""
+
     id: int
     reason: str
 
@@ -121,9 +130,22 @@ class SpawnFailed(msgspec.Struct, tag="spawn_failed", array_like=True, frozen=Tr
 
 
 ToWorker = EvalRequest | Ping | Prepare | Commit | Abort
-FromWorker = EvalReply | EvalFailed | Pong | Prepared
+FromWorker = EvalReply | EvalFailed | AuditFailed | Pong | Prepared
 ToZygote = Spawn | Ping | Prepare | Commit | Abort
 FromZygote = Spawned | SpawnFailed | Pong | Prepared
+
+
+class WorkerAudit(msgspec.Struct, frozen=True):
+    """How a worker writes the entries of the calls it decides (``agentwall
+    start``): the audit writer's socket, and the shell's settings an entry
+    reflects.  With it, a worker replies only once its entries are durable,
+    so the front-end neither builds nor waits for them."""
+
+    socket_path: str
+    dry_run: bool = False
+    log_params: bool = False
+    deadline_s: float = 2.0
+
 
 # ------------------------------------------------------------------ engine
 
@@ -154,8 +176,9 @@ class PolicyState:
     """The policies a process holds: the running one and, during a reload, the
     staged one.  Shared by the zygote and the workers (inherited by fork)."""
 
-    def __init__(self, engine: PolicyEngine, policy: Any) -> None:
+    def __init__(self, engine: PolicyEngine, policy: Any, audit: WorkerAudit | None = None) -> None:
         self.engine = engine
+        self.audit = audit
         self.policies: dict[str, Any] = {policy.hash: policy}
         self.current: str = policy.hash
         self.staged: str | None = None
@@ -185,19 +208,21 @@ class PolicyState:
     def pong(self, msg: Ping) -> Pong:
         return Pong(msg.id, os.getpid(), self.current, self.staged, self.evaluated)
 
-    def evaluate(self, msg: EvalRequest) -> EvalReply | EvalFailed:
+    def evaluate(self, msg: EvalRequest) -> tuple[EvalReply | EvalFailed, Call]:
+        """The reply, and the call as evaluated (its params rebuilt when they
+        travelled as JSON)."""
+        call = msg.call
         policy = self.policies.get(msg.policy_hash)
         if policy is None:
-            return EvalFailed(msg.id, f"worker does not hold policy {msg.policy_hash[:12]}")
-        call = msg.call
+            return EvalFailed(msg.id, f"worker does not hold policy {msg.policy_hash[:12]}"), call
         try:
             if msg.params_from_json:
                 call = msgspec.structs.replace(call, params=json.loads(call.params_json))
             decision = self.engine.evaluate(policy, call, msg.now_ns)
         except Exception as exc:  # noqa: BLE001 - the parent turns this into a deny
-            return EvalFailed(msg.id, f"evaluator raised {describe_error(exc)}")
+            return EvalFailed(msg.id, f"evaluator raised {describe_error(exc)}"), call
         self.evaluated += 1
-        return EvalReply(msg.id, decision)
+        return EvalReply(msg.id, decision), call
 
 
 # ------------------------------------------------------------------ worker
@@ -217,12 +242,60 @@ def _child_signals() -> None:
         signal.set_wakeup_fd(-1)
 
 
+class _EntryWriter:
+    """A worker's side of the audit chain: the entries of one batch of
+    decisions, written in one request and replied to only once durable."""
+
+    def __init__(self, config: WorkerAudit) -> None:
+        # Imported here: a worker without a writer never needs them.
+        from agentwall.io.audit_writer import SyncAuditClient
+        from agentwall.policy.secrets import params_for_log
+
+        self.config = config
+        self.client = SyncAuditClient(config.socket_path, deadline_s=config.deadline_s)
+        self.mask = params_for_log if config.log_params else None
+        self.events: list[AuditEvent] = []
+        self.slots: list[int] = []  # where each event's reply sits in the batch
+
+    def add(self, slot: int, call: Call, decision: Decision) -> str | None:
+        """Queues the entry for ``decision``; the reason when it cannot be built."""
+        verdict = decision.verdict
+        outcome = judged_outcome(verdict, verdict in PASSING_VERDICTS, self.config.dry_run)
+        try:
+            event = judged_event(
+                call, decision, outcome, (time.time_ns() - call.received_ns) // 1000, self.mask
+            )
+        except Exception as exc:  # noqa: BLE001 - refused by the parent, never forwarded
+            return f"audit entry could not be built: {describe_error(exc)}"
+        self.events.append(event)
+        self.slots.append(slot)
+        return None
+
+    def settle(self, replies: list[FromWorker]) -> None:
+        """Writes the queued entries; each queued reply becomes durable, or
+        an ``AuditFailed`` when the batch could not be made durable."""
+        if not self.events:
+            return
+        problem = self.client.write(self.events)
+        for slot in self.slots:
+            reply = replies[slot]
+            assert isinstance(reply, EvalReply)
+            replies[slot] = (
+                EvalReply(reply.id, msgspec.structs.replace(reply.decision, durable=True))
+                if problem is None
+                else AuditFailed(reply.id, problem)
+            )
+        self.events = []
+        self.slots = []
+
+
 def worker_main(sock: socket.socket, state: PolicyState) -> NoReturn:
     """Serve one parent over ``sock`` until it closes; never returns."""
     code = 0
     try:
         decoder = msgspec.msgpack.Decoder(ToWorker)
         frames = FrameDecoder()
+        entries = _EntryWriter(state.audit) if state.audit is not None else None
         # recv_into a reused buffer: sock.recv(n) allocates n bytes per call,
         # which at n = 1 MiB cost ~18 us per call here (an mmap/munmap pair).
         buffer = bytearray(1 << 16)
@@ -231,12 +304,16 @@ def worker_main(sock: socket.socket, state: PolicyState) -> NoReturn:
             received = sock.recv_into(buffer)
             if not received:
                 break
-            out: list[bytes] = []
+            replies: list[FromWorker] = []
             for payload in frames.feed(bytes(view[:received])):
                 msg = decoder.decode(payload)
                 reply: FromWorker
                 if isinstance(msg, EvalRequest):
-                    reply = state.evaluate(msg)
+                    reply, call = state.evaluate(msg)
+                    if entries is not None and type(reply) is EvalReply:
+                        problem = entries.add(len(replies), call, reply.decision)
+                        if problem is not None:
+                            reply = AuditFailed(msg.id, problem)
                 elif isinstance(msg, Ping):
                     reply = state.pong(msg)
                 elif isinstance(msg, Prepare):
@@ -247,8 +324,12 @@ def worker_main(sock: socket.socket, state: PolicyState) -> NoReturn:
                 else:
                     state.abort()
                     reply = state.pong(Ping(msg.id))
-                out.append(encode_frame(_encoder.encode(reply)))
-            sock.sendall(b"".join(out))
+                replies.append(reply)
+            if entries is not None:
+                # One durable write for the batch's decisions, before any of
+                # them is released (replies stay in request order).
+                entries.settle(replies)
+            sock.sendall(b"".join([encode_frame(_encoder.encode(r)) for r in replies]))
     except BaseException as exc:  # noqa: BLE001 - a worker must never unwind into its parent's stack
         code = 1
         _last_words(f"evaluator worker {os.getpid()} stopping: {describe_error(exc)}")
@@ -402,14 +483,22 @@ def _resolve(ref: str) -> Any:
     return target
 
 
-def zygote_command(control_fd: int, policy_path: str | None, engine: PolicyEngine) -> list[str]:
+def zygote_command(
+    control_fd: int,
+    policy_path: str | None,
+    engine: PolicyEngine,
+    audit: WorkerAudit | None = None,
+) -> list[str]:
     load, evaluate = engine_reference(engine)
-    return [
+    command = [
         sys.executable, "-m", "agentwall.io.worker", "--zygote",
         "--control-fd", str(control_fd),
         "--policy", "" if policy_path is None else policy_path,
         "--load", load, "--evaluate", evaluate,
     ]  # fmt: skip
+    if audit is not None:
+        command += ["--audit", msgspec.json.encode(audit).decode()]
+    return command
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
@@ -425,11 +514,13 @@ def main(argv: list[str] | None = None) -> NoReturn:
     parser.add_argument("--policy", default="")
     parser.add_argument("--load", required=True)
     parser.add_argument("--evaluate", required=True)
+    parser.add_argument("--audit", default=None, help="WorkerAudit as JSON")
     args = parser.parse_args(argv)
     control = socket.socket(fileno=args.control_fd)
     try:
         engine = PolicyEngine(_resolve(args.load), _resolve(args.evaluate))
-        state = PolicyState(engine, engine.load(args.policy or None))
+        audit = None if args.audit is None else msgspec.json.decode(args.audit, type=WorkerAudit)
+        state = PolicyState(engine, engine.load(args.policy or None), audit)
     except BaseException as exc:  # noqa: BLE001 - said on stderr; EOF tells the parent
         _last_words(f"replacement evaluator zygote cannot start: {describe_error(exc)}")
         os._exit(1)

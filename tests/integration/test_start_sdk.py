@@ -360,6 +360,53 @@ def test_health_ready_and_metrics(tmp_path: Path) -> None:
     assert f'agentwall_native_info{{part="http_head_scan",impl="{impl}"}} 1' in text
 
 
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+async def _calls_and_a_denial(url: str) -> int:
+    async with Client(url, mode="legacy") as client:
+        for i in range(5):
+            await client.call_tool("echo", {"text": f"x{i}"})
+        with pytest.raises(MCPError):
+            await client.call_tool("delete_everything", {})
+        return 6
+
+
+@pytest.mark.parametrize("audit_from", ["workers", "front-end"])
+def test_every_decision_is_logged_whoever_writes_it(tmp_path: Path, audit_from: str) -> None:
+    """By default the evaluator workers write the entries of the calls they
+    decide, so the front-end's own writes (its audit client's count) are only
+    its lifecycle entries; with ``--audit-from front-end`` it writes them all.
+    Either way every call has exactly one entry and the chain verifies."""
+    with (
+        upstream_server(tmp_path) as (upstream_url, _control),
+        agentwall_start(
+            tmp_path, upstream_url, "--audit-from", audit_from, "--no-cache", policy=POLICY
+        ) as (url, proc, log_path),
+    ):
+        tool_calls = asyncio.run(_calls_and_a_denial(url))
+        base = url.rsplit("/", 1)[0]
+        with urllib.request.urlopen(base + "/metrics", timeout=10) as resp:  # noqa: S310
+            text = resp.read().decode()
+        stop(proc)
+    decisions = [e for e in read_log(log_path) if e["event"] == "decision"]
+    calls = [e for e in decisions if e["method"] == "tools/call"]
+    assert [e["decision"] for e in calls] == ["allow"] * 5 + ["deny"]
+    assert len({e["call_id"] for e in decisions}) == len(decisions)  # one entry per call
+    assert len(calls) == tool_calls
+    front_end_writes = _metric(text, "agentwall_audit_records_total")
+    if audit_from == "workers":
+        assert front_end_writes < tool_calls
+    else:
+        assert front_end_writes >= len(decisions)
+    done = verify_log(log_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 async def _one_call(url: str) -> None:
     async with Client(url, mode="legacy") as client:
         await client.call_tool("echo", {"text": "x"})
