@@ -591,75 +591,71 @@ class AuditWriterProcess:
 # --- an evaluator worker's client ------------------------------------------------------
 
 
-class SyncAuditClient:
-    """A blocking client for one process that does one thing at a time (an
-    evaluator worker writing the entries of the calls it just decided).
+class AuditChannel:
+    """The writer's protocol for a process that runs its own select loop (an
+    evaluator worker): ``submit`` sends a request and returns its id at once,
+    the caller waits on ``sock`` and ``collect``s the answers, which come in
+    request order.  So the caller can go on working while its entries sync.
 
-    ``write`` returns only once the writer has made every event durable, or
-    says why it could not within ``deadline_s``.  After any failure the
-    connection is dropped (a late answer must never be read as the next
-    request's) and the next ``write`` connects again, so a restarted writer
+    Any failure (the writer gone or refusing to talk, a request it cannot
+    encode) raises ``AuditError``; the caller then drops every request in
+    flight with ``close``, since a late answer must never be read as a later
+    request's, and the next ``submit`` connects again, so a restarted writer
     is picked up."""
 
     def __init__(self, socket_path: str | Path, *, deadline_s: float = 2.0) -> None:
         self.socket_path = str(socket_path)
         self.deadline_s = deadline_s
-        self._sock: socket.socket | None = None
+        self.sock: socket.socket | None = None
         self._frames = FrameDecoder()
         self._encoder = msgspec.msgpack.Encoder()
         self._next_id = 1
 
-    def write(self, events: Sequence[AuditEvent]) -> str | None:
-        """None once ``events`` are durable, else the reason they are not."""
-        deadline = time.monotonic() + self.deadline_s
+    def submit(self, events: Sequence[AuditEvent]) -> int:
+        """Sends ``events`` as one request; its id."""
         try:
-            sock = self._sock
+            sock = self.sock
             if sock is None:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self._sock = sock
+                self.sock = sock
                 self._frames = FrameDecoder()
                 sock.settimeout(self.deadline_s)
                 sock.connect(self.socket_path)
             msg_id = self._next_id
             self._next_id += 1
-            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            sock.settimeout(self.deadline_s)
             # MSG_NOSIGNAL: a dead writer is an EPIPE to report, not a SIGPIPE
             # that kills the caller (workers keep SIGPIPE's default).
             sock.sendall(encode_frame(self._encode(msg_id, events)), socket.MSG_NOSIGNAL)
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError
-                sock.settimeout(remaining)
-                data = sock.recv(1 << 16)
-                if not data:
-                    raise ConnectionError("the audit writer closed the connection")
-                for raw in self._frames.feed(data):
-                    reply = _REPLY_DECODER.decode(raw)
-                    if reply.id != msg_id:
-                        raise FrameError(f"answer {reply.id} to request {msg_id}")
-                    if type(reply) is Ack:
-                        return None
-                    if type(reply) is Failed:
-                        self.close()
-                        return f"audit entry not durable ({reply.reason})"
+        except (OSError, FrameError, OverflowError, TypeError, ValueError) as exc:
+            self.close()
+            raise AuditError(f"audit writer: {type(exc).__name__}: {exc}") from exc
+        return msg_id
+
+    def collect(self) -> list[tuple[int, str | None]]:
+        """The answers waiting on ``sock`` (call when it is readable): each
+        request's id, and None when its events are durable or why not."""
+        assert self.sock is not None
+        try:
+            self.sock.settimeout(0)
+            data = self.sock.recv(1 << 16)
+            if not data:
+                raise ConnectionError("the audit writer closed the connection")
+            out: list[tuple[int, str | None]] = []
+            for raw in self._frames.feed(data):
+                reply = _REPLY_DECODER.decode(raw)
+                if type(reply) is Ack:
+                    out.append((reply.id, None))
+                elif type(reply) is Failed:
+                    out.append((reply.id, f"audit entry not durable ({reply.reason})"))
+                else:
                     raise FrameError(f"unexpected answer {type(reply).__name__}")
-        except TimeoutError:
+            return out
+        except (BlockingIOError, InterruptedError):
+            return []
+        except (OSError, FrameError, msgspec.DecodeError) as exc:
             self.close()
-            return (
-                f"audit entry not durable (the audit writer did not answer within "
-                f"{self.deadline_s:g} s)"
-            )
-        except (
-            OSError,
-            FrameError,
-            msgspec.DecodeError,
-            OverflowError,
-            TypeError,
-            ValueError,
-        ) as exc:
-            self.close()
-            return f"audit entry not durable (audit writer: {type(exc).__name__}: {exc})"
+            raise AuditError(f"audit writer: {type(exc).__name__}: {exc}") from exc
 
     def _encode(self, msg_id: int, events: Sequence[AuditEvent]) -> bytes:
         try:
@@ -677,10 +673,10 @@ class SyncAuditClient:
             return msgspec.json.encode(event)
 
     def close(self) -> None:
-        if self._sock is not None:
+        if self.sock is not None:
             with contextlib.suppress(OSError):
-                self._sock.close()
-            self._sock = None
+                self.sock.close()
+            self.sock = None
 
 
 # --- the front-end's client ------------------------------------------------------------

@@ -41,6 +41,7 @@ import signal
 import socket
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -48,7 +49,7 @@ from typing import Any, NoReturn
 import msgspec
 
 from agentwall.audit.record import judged_event, judged_outcome
-from agentwall.errors import AgentwallError
+from agentwall.errors import AgentwallError, AuditError
 from agentwall.ipc.wire import FrameDecoder, encode_frame
 from agentwall.types import PASSING_VERDICTS, AuditEvent, Call, Decision
 
@@ -242,23 +243,53 @@ def _child_signals() -> None:
         signal.set_wakeup_fd(-1)
 
 
+class _Batch:
+    """The replies to one read from the parent, held until every entry they
+    depend on is durable (replies leave in request order)."""
+
+    __slots__ = ("deadline", "events", "replies", "request", "slots")
+
+    def __init__(self) -> None:
+        self.replies: list[FromWorker] = []
+        self.events: list[AuditEvent] = []
+        self.slots: list[int] = []  # where each event's reply sits in ``replies``
+        self.request: int | None = None  # the writer request they await
+        self.deadline = 0.0
+
+    def settle(self, problem: str | None) -> None:
+        """Every entry is durable (None), or none may be taken as such."""
+        for slot in self.slots:
+            reply = self.replies[slot]
+            assert isinstance(reply, EvalReply)
+            self.replies[slot] = (
+                EvalReply(reply.id, msgspec.structs.replace(reply.decision, durable=True))
+                if problem is None
+                else AuditFailed(reply.id, problem)
+            )
+        self.events = []
+        self.slots = []
+        self.request = None
+
+
 class _EntryWriter:
-    """A worker's side of the audit chain: the entries of one batch of
-    decisions, written in one request and replied to only once durable."""
+    """A worker's side of the audit chain.  Each batch's entries go to the
+    writer as one request as soon as they are decided, and the worker goes on
+    reading and deciding while they sync; a batch's replies leave only once
+    its entries are durable, after every earlier batch's."""
 
     def __init__(self, config: WorkerAudit) -> None:
         # Imported here: a worker without a writer never needs them.
-        from agentwall.io.audit_writer import SyncAuditClient
+        from agentwall.io.audit_writer import AuditChannel
         from agentwall.policy.secrets import params_for_log
 
         self.config = config
-        self.client = SyncAuditClient(config.socket_path, deadline_s=config.deadline_s)
+        self.channel = AuditChannel(config.socket_path, deadline_s=config.deadline_s)
         self.mask = params_for_log if config.log_params else None
-        self.events: list[AuditEvent] = []
-        self.slots: list[int] = []  # where each event's reply sits in the batch
+        self.waiting: deque[_Batch] = deque()  # submitted, not yet answered
 
-    def add(self, slot: int, call: Call, decision: Decision) -> str | None:
-        """Queues the entry for ``decision``; the reason when it cannot be built."""
+    def add(self, batch: _Batch, call: Call, decision: Decision) -> str | None:
+        """Queues the entry for the batch's last reply; the reason when it
+        cannot be built."""
         verdict = decision.verdict
         outcome = judged_outcome(verdict, verdict in PASSING_VERDICTS, self.config.dry_run)
         try:
@@ -267,26 +298,68 @@ class _EntryWriter:
             )
         except Exception as exc:  # noqa: BLE001 - refused by the parent, never forwarded
             return f"audit entry could not be built: {describe_error(exc)}"
-        self.events.append(event)
-        self.slots.append(slot)
+        batch.events.append(event)
+        batch.slots.append(len(batch.replies))
         return None
 
-    def settle(self, replies: list[FromWorker]) -> None:
-        """Writes the queued entries; each queued reply becomes durable, or
-        an ``AuditFailed`` when the batch could not be made durable."""
-        if not self.events:
+    def submit(self, batch: _Batch) -> None:
+        if not batch.events:
             return
-        problem = self.client.write(self.events)
-        for slot in self.slots:
-            reply = replies[slot]
-            assert isinstance(reply, EvalReply)
-            replies[slot] = (
-                EvalReply(reply.id, msgspec.structs.replace(reply.decision, durable=True))
-                if problem is None
-                else AuditFailed(reply.id, problem)
+        try:
+            batch.request = self.channel.submit(batch.events)
+        except AuditError as exc:
+            self.fail_all(f"audit entry not durable ({exc})")
+            batch.settle(f"audit entry not durable ({exc})")
+            return
+        batch.deadline = time.monotonic() + self.config.deadline_s
+        self.waiting.append(batch)
+
+    def timeout(self) -> float:
+        """Seconds until the oldest request's deadline."""
+        return max(0.0, self.waiting[0].deadline - time.monotonic())
+
+    def collect(self) -> None:
+        """Settles the batches the writer answered, or fails every one when
+        it broke the protocol or went away."""
+        try:
+            answers = self.channel.collect()
+        except AuditError as exc:
+            self.fail_all(f"audit entry not durable ({exc})")
+            return
+        for request, problem in answers:
+            if not self.waiting or self.waiting[0].request != request:
+                self.fail_all("audit entry not durable (the writer answered out of order)")
+                return
+            self.waiting.popleft().settle(problem)
+
+    def expire(self) -> None:
+        """Fails every waiting batch once the oldest has waited too long."""
+        if self.waiting and self.waiting[0].deadline <= time.monotonic():
+            self.fail_all(
+                "audit entry not durable (the audit writer did not answer within "
+                f"{self.config.deadline_s:g} s)"
             )
-        self.events = []
-        self.slots = []
+
+    def fail_all(self, reason: str) -> None:
+        # Their requests are abandoned with the connection: an answer to one
+        # of them must never be read as a later request's.
+        self.channel.close()
+        while self.waiting:
+            self.waiting.popleft().settle(reason)
+
+
+def _answer(state: PolicyState, msg: ToWorker) -> tuple[FromWorker, Call | None]:
+    if isinstance(msg, EvalRequest):
+        return state.evaluate(msg)
+    if isinstance(msg, Ping):
+        return state.pong(msg), None
+    if isinstance(msg, Prepare):
+        return state.prepare(msg), None
+    if isinstance(msg, Commit):
+        state.commit(msg)
+        return state.pong(Ping(msg.id)), None
+    state.abort()
+    return state.pong(Ping(msg.id)), None
 
 
 def worker_main(sock: socket.socket, state: PolicyState) -> NoReturn:
@@ -296,40 +369,42 @@ def worker_main(sock: socket.socket, state: PolicyState) -> NoReturn:
         decoder = msgspec.msgpack.Decoder(ToWorker)
         frames = FrameDecoder()
         entries = _EntryWriter(state.audit) if state.audit is not None else None
+        held: deque[_Batch] = deque()  # in request order
         # recv_into a reused buffer: sock.recv(n) allocates n bytes per call,
         # which at n = 1 MiB cost ~18 us per call here (an mmap/munmap pair).
         buffer = bytearray(1 << 16)
         view = memoryview(buffer)
         while True:
-            received = sock.recv_into(buffer)
-            if not received:
-                break
-            replies: list[FromWorker] = []
-            for payload in frames.feed(bytes(view[:received])):
-                msg = decoder.decode(payload)
-                reply: FromWorker
-                if isinstance(msg, EvalRequest):
-                    reply, call = state.evaluate(msg)
+            parent_ready = True
+            if entries is not None and entries.waiting:
+                channel = entries.channel.sock
+                assert channel is not None
+                ready, _, _ = select.select([sock, channel], [], [], entries.timeout())
+                parent_ready = sock in ready
+                if channel in ready:
+                    entries.collect()
+                entries.expire()
+            if parent_ready:
+                received = sock.recv_into(buffer)
+                if not received:
+                    break
+                batch = _Batch()
+                for payload in frames.feed(bytes(view[:received])):
+                    reply, call = _answer(state, decoder.decode(payload))
                     if entries is not None and type(reply) is EvalReply:
-                        problem = entries.add(len(replies), call, reply.decision)
+                        assert call is not None
+                        problem = entries.add(batch, call, reply.decision)
                         if problem is not None:
-                            reply = AuditFailed(msg.id, problem)
-                elif isinstance(msg, Ping):
-                    reply = state.pong(msg)
-                elif isinstance(msg, Prepare):
-                    reply = state.prepare(msg)
-                elif isinstance(msg, Commit):
-                    state.commit(msg)
-                    reply = state.pong(Ping(msg.id))
-                else:
-                    state.abort()
-                    reply = state.pong(Ping(msg.id))
-                replies.append(reply)
-            if entries is not None:
-                # One durable write for the batch's decisions, before any of
-                # them is released (replies stay in request order).
-                entries.settle(replies)
-            sock.sendall(b"".join([encode_frame(_encoder.encode(r)) for r in replies]))
+                            reply = AuditFailed(reply.id, problem)
+                    batch.replies.append(reply)
+                if entries is not None:
+                    entries.submit(batch)
+                held.append(batch)
+            out: list[bytes] = []
+            while held and held[0].request is None:
+                out += [encode_frame(_encoder.encode(r)) for r in held.popleft().replies]
+            if out:
+                sock.sendall(b"".join(out))
     except BaseException as exc:  # noqa: BLE001 - a worker must never unwind into its parent's stack
         code = 1
         _last_words(f"evaluator worker {os.getpid()} stopping: {describe_error(exc)}")

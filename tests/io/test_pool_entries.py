@@ -9,6 +9,7 @@ answers with 503, never as a decision it could act on."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -28,6 +29,7 @@ from agentwall.io.audit_writer import AuditWriterProcess
 from agentwall.io.contracts import AUDIT_FAILED_CATEGORY
 from agentwall.io.pool import EvaluatorPool
 from agentwall.io.worker import WorkerAudit
+from agentwall.types import Decision
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -220,3 +222,44 @@ def test_an_integer_beyond_64_bits_reaches_the_workers_entry_exactly(
         if e.get("call_id") == c.call_id
     ]  # fmt: skip
     assert entry["params"]["arguments"]["n"] == big
+
+
+def test_a_worker_goes_on_deciding_while_its_entries_sync_and_answers_in_order(
+    policy_file: Path, make_pool: Callable[..., Harness], writer: AuditWriterProcess
+) -> None:
+    """While the writer holds a batch's entries the worker keeps reading and
+    deciding, and sends the next entries at once; every answer, a ping's too,
+    waits for the entries before it, and the pool (which kills a worker that
+    answers out of order) sees them in order."""
+    audit = WorkerAudit(str(writer.socket_path), deadline_s=10.0)
+    h = make_pool(policy_file, audit, workers=1, deadline_s=10.0)
+    pid = writer.pid
+    assert pid is not None
+    calls = [call("search") if i % 3 else call("drop_db") for i in range(20)]
+
+    async def scenario() -> tuple[list[Decision], bool]:
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            first = asyncio.ensure_future(h.pool.evaluate(calls[0]))
+            await asyncio.sleep(0.1)  # the worker has sent its entry and waits
+            rest = [asyncio.ensure_future(h.pool.evaluate(c)) for c in calls[1:]]
+            ping = asyncio.ensure_future(h.pool.ping(wait_s=10.0))
+            await asyncio.sleep(0.3)
+            held = not any(t.done() for t in [first, *rest, ping])
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        decisions = await asyncio.gather(first, *rest)
+        await ping
+        return decisions, held
+
+    decisions, held = h.run(scenario())
+    assert held  # nothing left the worker while its entries were not durable
+    assert [d.verdict for d in decisions] == ["deny" if i % 3 == 0 else "allow" for i in range(20)]
+    assert all(d.durable for d in decisions)
+    assert h.pool.metrics().worker_restarts == 0
+    logged = by_call(writer)
+    assert all(len(logged[c.call_id]) == 1 for c in calls)
+    # Every entry was already at the stopped writer when it resumed, so one
+    # commit sealed them all (a batch shares one ts): the worker did not wait
+    # for the first entry's ack before deciding the others.
+    assert len({logged[c.call_id][0]["ts"] for c in calls}) == 1
