@@ -98,7 +98,7 @@ class StartConfig(msgspec.Struct, frozen=True):
     busy_poll_us: int = 1000
     # The evaluator workers write the entries of the calls they decide
     # (--audit-from workers); False: the front-end writes every entry.
-    entries_from_workers: bool = True
+    entries_from_workers: bool = False
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

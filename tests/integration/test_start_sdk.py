@@ -378,10 +378,11 @@ async def _calls_and_a_denial(url: str) -> int:
 
 @pytest.mark.parametrize("audit_from", ["workers", "front-end"])
 def test_every_decision_is_logged_whoever_writes_it(tmp_path: Path, audit_from: str) -> None:
-    """By default the evaluator workers write the entries of the calls they
-    decide, so the front-end's own writes (its audit client's count) are only
-    its lifecycle entries; with ``--audit-from front-end`` it writes them all.
-    Either way every call has exactly one entry and the chain verifies."""
+    """With ``--audit-from workers`` the evaluator workers write the entries
+    of the calls they decide, so the front-end's own writes (its audit
+    client's count) are only its lifecycle entries; with ``front-end`` (the
+    default) it writes them all.  Either way every call has exactly one entry
+    and the chain verifies."""
     with (
         upstream_server(tmp_path) as (upstream_url, _control),
         agentwall_start(
