@@ -588,6 +588,29 @@ class AuditWriterProcess:
                 )
 
 
+# --- the clients ------------------------------------------------------------------------
+
+
+def _append_payload(
+    encoder: msgspec.msgpack.Encoder, msg_id: int, events: Sequence[AuditEvent]
+) -> bytes:
+    """One ``Append`` request.  An event msgpack cannot carry (an integer
+    beyond 64 bits, which the log keeps exactly) travels as msgspec JSON;
+    one JSON cannot carry either raises."""
+    try:
+        return encoder.encode(Append(msg_id, list(events)))
+    except (OverflowError, TypeError, ValueError):
+        return encoder.encode(Append(msg_id, [_wire_item(encoder, e) for e in events]))
+
+
+def _wire_item(encoder: msgspec.msgpack.Encoder, event: AuditEvent) -> AuditEvent | bytes:
+    try:
+        encoder.encode(event)
+    except (OverflowError, TypeError, ValueError):
+        return msgspec.json.encode(event)
+    return event
+
+
 # --- an evaluator worker's client ------------------------------------------------------
 
 
@@ -626,7 +649,8 @@ class AuditChannel:
             sock.settimeout(self.deadline_s)
             # MSG_NOSIGNAL: a dead writer is an EPIPE to report, not a SIGPIPE
             # that kills the caller (workers keep SIGPIPE's default).
-            sock.sendall(encode_frame(self._encode(msg_id, events)), socket.MSG_NOSIGNAL)
+            payload = _append_payload(self._encoder, msg_id, events)
+            sock.sendall(encode_frame(payload), socket.MSG_NOSIGNAL)
         except (OSError, FrameError, OverflowError, TypeError, ValueError) as exc:
             self.close()
             raise AuditError(f"audit writer: {type(exc).__name__}: {exc}") from exc
@@ -656,21 +680,6 @@ class AuditChannel:
         except (OSError, FrameError, msgspec.DecodeError) as exc:
             self.close()
             raise AuditError(f"audit writer: {type(exc).__name__}: {exc}") from exc
-
-    def _encode(self, msg_id: int, events: Sequence[AuditEvent]) -> bytes:
-        try:
-            return self._encoder.encode(Append(msg_id, list(events)))
-        except (OverflowError, TypeError, ValueError):
-            # An integer beyond 64 bits: that event travels as JSON, as the
-            # front-end's client sends it.
-            return self._encoder.encode(Append(msg_id, [self._as_item(e) for e in events]))
-
-    def _as_item(self, event: AuditEvent) -> AuditEvent | bytes:
-        try:
-            self._encoder.encode(event)
-            return event
-        except (OverflowError, TypeError, ValueError):
-            return msgspec.json.encode(event)
 
     def close(self) -> None:
         if self.sock is not None:
@@ -910,14 +919,8 @@ class AuditWriterClient:
         self._arm_deadline(now)
 
     def _send_one(self, event: AuditEvent, fut: asyncio.Future[int], now: float) -> None:
-        items: list[AuditEvent | bytes] = [event]
         try:
-            try:
-                payload = self._encoder.encode(Append(self._next_id, items))
-            except (OverflowError, TypeError, ValueError):
-                items = [msgspec.json.encode(event)]
-                payload = self._encoder.encode(Append(self._next_id, items))
-            frame = encode_frame(payload)
+            frame = encode_frame(_append_payload(self._encoder, self._next_id, [event]))
         except (OverflowError, TypeError, ValueError, FrameError) as exc:
             if not fut.done():
                 fut.set_exception(AuditEventError(f"audit event cannot be sent: {exc}"))
