@@ -283,7 +283,7 @@ class EvaluatorPool:
         cache: DecisionCache | None,
         rate_limiter: RateLimiter | None,
         deadline_s: float,
-        hang_s: float,
+        hang_s: float | None,
         max_queue_per_worker: int,
         reload_timeout_s: float,
         audit: WorkerAudit | None = None,
@@ -300,7 +300,7 @@ class EvaluatorPool:
         # A worker that writes its own entries answers once they are durable:
         # its deadline covers the evaluation and the entry's own deadline.
         self.answer_s = deadline_s + (audit.deadline_s if audit is not None else 0.0)
-        self.hang_s = hang_s
+        self.hang_s = hang_s if hang_s is not None else max(2.0, 4 * self.answer_s)
         self.max_queue_per_worker = max_queue_per_worker
         self.reload_timeout_s = reload_timeout_s
         self._timeout_failure = _Failure(
@@ -385,7 +385,6 @@ class EvaluatorPool:
             raise ValueError("deadline_s must be positive")
         _check_fork_is_safe(unsafe_allow_threads)
         engine = engine or default_engine()
-        answer_s = deadline_s + (audit.deadline_s if audit is not None else 0.0)
         path = None if policy_path is None else str(policy_path)
         policy = engine.load(path)
         pool = cls(
@@ -396,7 +395,7 @@ class EvaluatorPool:
             cache=cache,
             rate_limiter=rate_limiter,
             deadline_s=deadline_s,
-            hang_s=hang_s if hang_s is not None else max(2.0, 4 * answer_s),
+            hang_s=hang_s,
             max_queue_per_worker=max_queue_per_worker,
             reload_timeout_s=reload_timeout_s,
             audit=audit,

@@ -440,9 +440,6 @@ _ANSWERS = (Response, ErrorResponse)
 # per-call path.
 _sha256 = hashlib.sha256
 
-# ``detail`` of an entry judged on a server message (shared: entries are
-# encoded, never changed).
-
 # Run after the chunk's audit batch, with whether it was made durable.
 Action = Callable[[bool], object]
 Judged = tuple[Decision, AuditOutcome, Message]

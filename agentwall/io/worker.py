@@ -308,8 +308,9 @@ class _EntryWriter:
         try:
             batch.request = self.channel.submit(batch.events)
         except AuditError as exc:
-            self.fail_all(f"audit entry not durable ({exc})")
-            batch.settle(f"audit entry not durable ({exc})")
+            reason = f"audit entry not durable ({exc})"
+            self.fail_all(reason)
+            batch.settle(reason)
             return
         batch.deadline = time.monotonic() + self.config.deadline_s
         self.waiting.append(batch)
