@@ -75,6 +75,15 @@ def make_pool(writer: AuditWriterProcess) -> Iterator[Callable[..., Harness]]:
         harness.close()
 
 
+def sleeps(pid: int) -> int:
+    """How often the process has gone to sleep (voluntary context switches):
+    a worker sleeps only when it has nothing left to do."""
+    with open(f"/proc/{pid}/status") as f:
+        return int(
+            next(line for line in f if line.startswith("voluntary_ctxt_switches:")).split()[1]
+        )
+
+
 def entries(writer: AuditWriterProcess) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in writer.log_path.read_bytes().splitlines()]
 
@@ -235,14 +244,29 @@ def test_a_worker_goes_on_deciding_while_its_entries_sync_and_answers_in_order(
     assert pid is not None
     calls = [call("search") if i % 3 else call("drop_db") for i in range(20)]
 
+    (worker,) = h.pool.worker_pids()
+
+    async def done_with_it(after: int) -> int:
+        # The worker went back to sleep: it has read, decided and sent the
+        # entries of everything that reached it (the writer cannot answer).
+        for _ in range(1000):
+            now = sleeps(worker)
+            if now > after:
+                return now
+            await asyncio.sleep(0.01)
+        raise AssertionError("the worker never went back to waiting")
+
     async def scenario() -> tuple[list[Decision], bool]:
         os.kill(pid, signal.SIGSTOP)
         try:
+            before = sleeps(worker)
             first = asyncio.ensure_future(h.pool.evaluate(calls[0]))
-            await asyncio.sleep(0.1)  # the worker has sent its entry and waits
+            after_first = await done_with_it(before)
+            # The others reach the worker in one write and are decided while
+            # the first entry waits: their entries go out before it is durable.
             rest = [asyncio.ensure_future(h.pool.evaluate(c)) for c in calls[1:]]
             ping = asyncio.ensure_future(h.pool.ping(wait_s=10.0))
-            await asyncio.sleep(0.3)
+            await done_with_it(after_first)
             held = not any(t.done() for t in [first, *rest, ping])
         finally:
             os.kill(pid, signal.SIGCONT)
