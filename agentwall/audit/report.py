@@ -4,6 +4,15 @@
 does no I/O, so ``agentwall start --report-path`` and the CLI share it.
 ``report_for_log`` reads and (when a key is at hand) verifies a log first, so
 the report says whether its numbers can be trusted.
+
+A call is counted once, by its last ``decision`` entry.  Two entries can share
+a call id (docs/audit.md): a worker made its entry durable and then died, or
+answered after the pool's deadline, and the front-end then refused the call
+with a second entry.  The later entry is what the agent was told, so it
+replaces the earlier one in every count, and ``superseded`` says how often
+that happened.  Call ids are unique within one run of the proxy only (a
+random prefix and a counter), so the memory of them starts afresh at each
+``proxy_start``: two runs can never merge two calls.
 """
 
 from __future__ import annotations
@@ -31,18 +40,21 @@ class Counts(msgspec.Struct):
     error: int = 0
     other: int = 0
 
-    def add(self, outcome: str) -> None:
-        self.total += 1
+    def add(self, outcome: str, step: int = 1) -> None:
+        self.total += step
         if outcome == "allow":
-            self.allow += 1
+            self.allow += step
         elif outcome == "deny":
-            self.deny += 1
+            self.deny += step
         elif outcome == "dry_run_deny":
-            self.dry_run_deny += 1
+            self.dry_run_deny += step
         elif outcome == "error":
-            self.error += 1
+            self.error += step
         else:
-            self.other += 1
+            self.other += step
+
+    def remove(self, outcome: str) -> None:
+        self.add(outcome, -1)
 
 
 class Incident(msgspec.Struct, omit_defaults=True):
@@ -88,6 +100,19 @@ class Lifecycle(msgspec.Struct):
     errors: int = 0
 
 
+class _Counted(msgspec.Struct, frozen=True):
+    """Where one call's entry was counted, so a later entry for the same call
+    id can take it back."""
+
+    outcome: str
+    method: str
+    policy_hash: str | None
+    tool: str | None
+    session: str
+    latency_at: int | None
+    incident_at: int | None
+
+
 class Report(msgspec.Struct):
     files: list[str]
     chain: str  # "valid", "invalid: <kind> at seq N: ...", or "not checked: why"
@@ -104,6 +129,7 @@ class Report(msgspec.Struct):
     latency: Latency
     policy_hashes: list[PolicySeen]
     lifecycle: Lifecycle
+    superseded: int = 0  # decision entries replaced by a later one for the same call
 
 
 def _percentile(sorted_values: Sequence[int], pct: float) -> int | None:
@@ -138,8 +164,11 @@ def build_report(
     per_tool: dict[str, Counts] = {}
     per_session: dict[str, Counts] = {}
     per_method: dict[str, Counts] = {}
-    denied: list[Incident] = []
-    latencies: list[int] = []
+    # Slots, not appends: a superseded entry's slot becomes None.
+    denied: list[Incident | None] = []
+    latencies: list[int | None] = []
+    counted: dict[str, _Counted] = {}
+    superseded = 0
     policies: dict[str, PolicySeen] = {}
     lifecycle = Lifecycle()
     dry_run = False
@@ -156,6 +185,8 @@ def build_report(
         seq = entry.get("seq") if isinstance(entry.get("seq"), int) else None
         if event == "dry_run_active":
             dry_run = True
+        if event == "proxy_start":
+            counted.clear()
         if event in _LIFECYCLE:
             field = _LIFECYCLE[str(event)]
             setattr(lifecycle, field, getattr(lifecycle, field) + 1)
@@ -172,19 +203,40 @@ def build_report(
         outcome = str(entry.get("decision") or "error")
         if outcome == "dry_run_deny":
             dry_run = True
+        call_id = entry.get("call_id")
+        earlier = counted.get(call_id) if isinstance(call_id, str) else None
+        if earlier is not None:
+            superseded += 1
+            decisions.remove(earlier.outcome)
+            per_method[earlier.method].remove(earlier.outcome)
+            if earlier.tool is not None:
+                per_tool[earlier.tool].remove(earlier.outcome)
+            per_session[earlier.session].remove(earlier.outcome)
+            if earlier.policy_hash is not None:
+                policies[earlier.policy_hash].decisions -= 1
+            if earlier.latency_at is not None:
+                latencies[earlier.latency_at] = None
+            if earlier.incident_at is not None:
+                denied[earlier.incident_at] = None
         decisions.add(outcome)
         method = str(entry.get("method") or "")
         target = entry.get("target")
         per_method.setdefault(method, Counts()).add(outcome)
-        if method == "tools/call" and isinstance(target, str):
-            per_tool.setdefault(target, Counts()).add(outcome)
+        tool = target if method == "tools/call" and isinstance(target, str) else None
+        if tool is not None:
+            per_tool.setdefault(tool, Counts()).add(outcome)
         session = entry.get("session")
-        per_session.setdefault(str(session) if session is not None else "-", Counts()).add(outcome)
+        session_key = str(session) if session is not None else "-"
+        per_session.setdefault(session_key, Counts()).add(outcome)
         latency = entry.get("latency_us")
+        latency_at = None
         if isinstance(latency, int) and not isinstance(latency, bool):
+            latency_at = len(latencies)
             latencies.append(latency)
+        incident_at = None
         if outcome in DENIED:
             masked = entry.get("masked")
+            incident_at = len(denied)
             denied.append(
                 Incident(
                     seq=seq,
@@ -198,14 +250,24 @@ def build_report(
                     category=entry.get("category"),
                     session=session if isinstance(session, str) else None,
                     subject=entry.get("subject"),
-                    call_id=entry.get("call_id"),
+                    call_id=call_id if isinstance(call_id, str) else None,
                     params=entry.get("params") if include_params else None,
                     masked=list(masked)
                     if include_params and isinstance(masked, list) and masked
                     else None,
                 )
             )
-    latencies.sort()
+        if isinstance(call_id, str):
+            counted[call_id] = _Counted(
+                outcome,
+                method,
+                policy_hash if isinstance(policy_hash, str) else None,
+                tool,
+                session_key,
+                latency_at,
+                incident_at,
+            )
+    kept = sorted(v for v in latencies if v is not None)
     return Report(
         files=list(files),
         chain=chain,
@@ -215,20 +277,26 @@ def build_report(
         last_ts=last_ts,
         decisions=decisions,
         dry_run_active=dry_run,
-        per_tool=dict(sorted(per_tool.items())),
-        per_session=dict(sorted(per_session.items())),
-        per_method=dict(sorted(per_method.items())),
-        denied=denied,
+        per_tool=_nonempty(per_tool),
+        per_session=_nonempty(per_session),
+        per_method=_nonempty(per_method),
+        denied=[i for i in denied if i is not None],
         latency=Latency(
-            count=len(latencies),
-            p50_us=_percentile(latencies, 50),
-            p95_us=_percentile(latencies, 95),
-            p99_us=_percentile(latencies, 99),
-            max_us=latencies[-1] if latencies else None,
+            count=len(kept),
+            p50_us=_percentile(kept, 50),
+            p95_us=_percentile(kept, 95),
+            p99_us=_percentile(kept, 99),
+            max_us=kept[-1] if kept else None,
         ),
         policy_hashes=list(policies.values()),
         lifecycle=lifecycle,
+        superseded=superseded,
     )
+
+
+def _nonempty(table: dict[str, Counts]) -> dict[str, Counts]:
+    """Sorted, without the rows a superseding entry emptied."""
+    return {k: v for k, v in sorted(table.items()) if v.total}
 
 
 def report_for_log(
@@ -293,6 +361,11 @@ def render_text(report: Report, *, max_incidents: int = 200) -> str:
     lines.append(f"dry run   {dry}")
     lines.append("")
     lines.append(f"decisions {_counts_line(report.decisions)}")
+    if report.superseded:
+        lines.append(
+            f"          {report.superseded} calls had two entries; each is counted once, "
+            "by its later entry (what the agent was told)"
+        )
     lat = report.latency
     if lat.count:
         lines.append(
