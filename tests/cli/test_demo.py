@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,20 +26,70 @@ pytestmark = [
 ]
 
 
-def _our_children() -> set[int]:
-    return set(procstat.descendants(os.getpid()))
+# Runs a command as a child subreaper: whatever the command leaves running
+# when it exits is re-parented here, not to init, so it can be seen (from
+# the test process, a leftover would already belong to init and be
+# invisible).  It writes the leftovers' command lines to argv[1] as JSON,
+# then stops them.
+_SUBREAPER = r"""
+import ctypes, json, os, subprocess, sys, time
+from agentwall.benchtool import procstat
+if ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
+    sys.exit(97)
+rc = subprocess.call(sys.argv[2:])
+deadline = time.monotonic() + 5
+while True:
+    try:
+        reaped, _ = os.waitpid(-1, os.WNOHANG)  # orphans that already exited
+    except ChildProcessError:
+        break
+    if reaped == 0:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+left = procstat.descendants(os.getpid())
+with open(sys.argv[1], "w") as out:
+    json.dump({str(p): " ".join(procstat.cmdline(p)) for p in left}, out)
+procstat.kill_survivors(left)
+sys.exit(rc)
+"""
+
+
+def _run_leaving_nothing(
+    argv: list[str], report: Path, **kwargs: Any
+) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
+    """Run ``argv``; also return what it left running when it exited."""
+    done = subprocess.run(
+        [sys.executable, "-c", _SUBREAPER, str(report), *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        **kwargs,
+    )
+    left: dict[str, str] = json.loads(report.read_text()) if report.exists() else {"?": "no report"}
+    return done, left
+
+
+def test_the_subreaper_sees_what_a_command_leaves_behind(tmp_path: Path) -> None:
+    # The check below must be able to fail: a command that exits and leaves
+    # a sleeping grandchild is caught.
+    orphan = (
+        "import subprocess, sys; "
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])"
+    )
+    done, left = _run_leaving_nothing(
+        [sys.executable, "-c", orphan], tmp_path / "left.json", timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(left) == 1, left
+    assert "time.sleep(60)" in next(iter(left.values()))
 
 
 def test_demo_runs_clean_and_leaves_nothing_behind(tmp_path: Path) -> None:
     env = dict(os.environ, TMPDIR=str(tmp_path), HOME=str(tmp_path / "home"))
     before = set(os.listdir(tmp_path))
-    done = subprocess.run(
-        [sys.executable, "-m", "agentwall", "demo"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=env,
-        check=False,
+    done, left = _run_leaving_nothing(
+        [sys.executable, "-m", "agentwall", "demo"], tmp_path / "left.json", timeout=240, env=env
     )
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
@@ -55,8 +107,8 @@ def test_demo_runs_clean_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert "Demo finished" in out
     # Every process stopped, the temporary directory removed, and the user's
     # home untouched (the audit key lived in the temporary directory).
-    assert _our_children() == set()
-    assert set(os.listdir(tmp_path)) - before <= {"home"}
+    assert left == {}
+    assert set(os.listdir(tmp_path)) - before <= {"home", "left.json"}
     assert not (tmp_path / "home" / ".config" / "agentwall").exists()
 
 
