@@ -149,13 +149,6 @@ class Harness:
 
 
 @pytest.fixture
-def policy_file(tmp_path: Path) -> Path:
-    path = tmp_path / "policy.yaml"
-    path.write_text(POLICY)
-    return path
-
-
-@pytest.fixture
 def make_pool() -> Iterator[Callable[..., Harness]]:
     made: list[Harness] = []
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
-from test_pool import POLICY, Harness, alive, call, foreign_threads
+from test_pool import Harness, alive, call, foreign_threads
 
 from agentwall.audit.keys import AuditKey
 from agentwall.audit.verify import verify_files
@@ -50,13 +50,6 @@ def writer(tmp_path: Path, key: AuditKey) -> Iterator[AuditWriterProcess]:
         os.kill(proc.pid, signal.SIGCONT)
     proc.stop()
     proc.cleanup()
-
-
-@pytest.fixture
-def policy_file(tmp_path: Path) -> Path:
-    path = tmp_path / "policy.yaml"
-    path.write_text(POLICY)
-    return path
 
 
 @pytest.fixture
