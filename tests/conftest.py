@@ -8,6 +8,7 @@ from types import ModuleType
 
 import pytest
 from hypothesis import HealthCheck, settings
+from native_support import require_built
 
 # Hypothesis's default 200 ms deadline per example is a timed assertion: on a
 # loaded or throttled CI host a correct example can take longer and fail the
@@ -56,9 +57,7 @@ def _native_httphead() -> ModuleType:
     try:
         from agentwall.core import _httphead
     except ImportError:
-        if os.environ.get("AGENTWALL_NO_NATIVE", "") in ("1", "true", "yes"):
-            pytest.skip("native extension skipped on purpose (AGENTWALL_NO_NATIVE)")
-        pytest.fail("agentwall.core._httphead was not built: pip install -e . needs a C compiler")
+        require_built(False, "agentwall.core._httphead")
     return _httphead
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from native_support import require_built
 
 from agentwall.cache.backend import native_available
 
@@ -21,10 +22,8 @@ BACKENDS = ["python", "native"]
 
 
 def _require(name: str) -> None:
-    if name == "native" and not native_available():
-        if os.environ.get("AGENTWALL_NO_NATIVE", "") in ("1", "true", "yes"):
-            pytest.skip("native extension skipped on purpose (AGENTWALL_NO_NATIVE)")
-        pytest.fail("agentwall.cache._shmcache was not built: pip install -e . needs a C compiler")
+    if name == "native":
+        require_built(native_available(), "agentwall.cache._shmcache")
 
 
 @pytest.fixture(params=BACKENDS)

@@ -54,14 +54,9 @@ def rates(tmp_path: Path) -> PolicyRates:
     return PolicyRates(load_policy(path))
 
 
-@pytest.mark.parametrize("backend", ["python", "native"])
 def test_refusals_name_their_bucket_and_make_a_rate_limit_deny(
     rates: PolicyRates, backend: str
 ) -> None:
-    from agentwall.cache.backend import native_available
-
-    if backend == "native" and not native_available():
-        pytest.skip("native extension not built")
     limiter = RateLimiter.create(buckets=256, backend=backend)  # type: ignore[arg-type]
     try:
         assert rates.session == RateSpec(0.01, 3.0)

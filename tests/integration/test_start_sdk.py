@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
+from native_support import native_skipped_on_purpose
 from test_start_support import agentwall_start, stop, upstream_server, verify_log
 
 pytestmark = [pytest.mark.integration]
@@ -353,8 +354,8 @@ def test_health_ready_and_metrics(tmp_path: Path) -> None:
     assert "agentwall_audit_seconds_count" in text
     assert "agentwall_decision_cache_hits_total" in text
     # A clean install builds the C head scan, and the sidecar runs it.
-    python_on_purpose = os.environ.get("AGENTWALL_NO_NATIVE", "") in ("1", "true", "yes") or (
-        os.environ.get("AGENTWALL_HTTPHEAD") == "python"
+    python_on_purpose = (
+        native_skipped_on_purpose() or os.environ.get("AGENTWALL_HTTPHEAD") == "python"
     )
     impl = "python" if python_on_purpose else "native"
     assert f'agentwall_native_info{{part="http_head_scan",impl="{impl}"}} 1' in text
