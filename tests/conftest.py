@@ -10,6 +10,21 @@ import pytest
 from hypothesis import HealthCheck, settings
 from native_support import require_built
 
+from agentwall import compiled
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # A compiled module built from an older source would be tested in place
+    # of the source (Python loads the .so first): refuse, loudly.
+    stale = compiled.stale_modules()
+    if stale:
+        pytest.exit(
+            f"stale compiled modules {stale}: their source changed since the build; "
+            "run `pip install -e .` again (or AGENTWALL_NO_MYPYC=1 pip install -e .)",
+            returncode=3,
+        )
+
+
 # Hypothesis's default 200 ms deadline per example is a timed assertion: on a
 # loaded or throttled CI host a correct example can take longer and fail the
 # run as "flaky".  Speed is measured in bench/, never asserted here.

@@ -28,6 +28,9 @@ from typing import Any, Final, cast
 
 import msgspec
 
+from agentwall.audit.record_records import (  # re-exported: importers use record.<Name>
+    EntryHead as EntryHead,
+)
 from agentwall.core.canonical import canonical_json, sha256_hex
 from agentwall.core.present import scrubbed
 from agentwall.errors import ConfigError
@@ -152,17 +155,6 @@ def split_line(line: bytes) -> tuple[bytes, bytes] | None:
     if not _HEX_DIGITS.issuperset(mac_hex):
         return None
     return line[:cut] + b"}", mac_hex
-
-
-class EntryHead(msgspec.Struct, frozen=True):
-    """The fields verification looks at; every other field is skipped unparsed."""
-
-    v: int
-    seq: int
-    key_id: str
-    prev: str
-    event: str
-    ts: str = ""
 
 
 HEAD_DECODER: Final = msgspec.json.Decoder(EntryHead)

@@ -40,29 +40,13 @@ from agentwall.cache import layout
 from agentwall.cache.backend import BackendName, TableLike, get_backend
 from agentwall.cache.key import decision_key
 from agentwall.cache.layout import Region
+from agentwall.cache.shm_records import (  # re-exported: importers use shm.<Name>
+    CacheStats as CacheStats,
+)
 from agentwall.types import Call, Decision
 
 DEFAULT_SLOTS = 16384
 DEFAULT_SLOT_SIZE = 512
-
-
-class CacheStats(msgspec.Struct, frozen=True):
-    """This process's view; ``torn`` and ``busy`` are shared across processes."""
-
-    enabled: bool
-    backend: str
-    slots: int
-    slot_size: int
-    memory_bytes: int
-    hits: int
-    misses: int
-    stores: int
-    evictions: int
-    too_large: int
-    uncacheable: int
-    undecodable: int
-    torn: int
-    busy: int
 
 
 class SharedTable:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from agentwall import compiled
 from agentwall.errors import ConfigError
 from agentwall.types import KILL_MODES
 
@@ -178,6 +179,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--workers must be 0 or more")
     if not 0 <= args.busy_poll_us <= 1_000_000:
         raise ConfigError("--busy-poll-us must be between 0 and 1000000")
+    stale = compiled.stale_modules()
+    if stale:
+        # Python would run the compiled build, not the source beside it.
+        raise ConfigError(
+            f"the compiled modules {', '.join(stale)} were built from another source "
+            "than the one installed: reinstall AgentWall (pip install -e .)"
+        )
     config = StartConfig(
         policy_path=args.policy,
         listen=args.listen,

@@ -29,11 +29,32 @@ import json
 import operator
 import re
 from itertools import accumulate, count
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from agentwall.core.jsonrpc_records import (
+    ErrorObject as ErrorObject,
+)
+from agentwall.core.jsonrpc_records import (
+    ErrorResponse as ErrorResponse,
+)
+from agentwall.core.jsonrpc_records import (
+    Notification as Notification,
+)
+from agentwall.core.jsonrpc_records import (
+    Request as Request,
+)
+from agentwall.core.jsonrpc_records import (
+    Response as Response,
+)
+from agentwall.core.jsonrpc_records import (  # re-exported: importers use jsonrpc.<Name>
+    RpcId as RpcId,
+)
+from agentwall.core.jsonrpc_records import (
+    _Envelope as _Envelope,
+)
 from agentwall.errors import INVALID_REQUEST, PARSE_ERROR, FrameError
 
 DEFAULT_MAX_SIZE = 16 * 1024 * 1024
@@ -41,40 +62,6 @@ DEFAULT_MAX_SIZE = 16 * 1024 * 1024
 # MCP tool schemas in a tools/list result reach about 15; the policy evaluator
 # walks arguments recursively, so the cap also bounds its stack.
 DEFAULT_MAX_DEPTH = 128
-
-RpcId = int | str
-
-
-class ErrorObject(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    code: int
-    message: str
-    data: Any = UNSET
-
-
-class Request(msgspec.Struct, frozen=True, kw_only=True):
-    jsonrpc: Literal["2.0"] = "2.0"
-    id: RpcId
-    method: str
-    params: dict[str, Any] | list[Any] | UnsetType = UNSET
-
-
-class Notification(msgspec.Struct, frozen=True, kw_only=True):
-    jsonrpc: Literal["2.0"] = "2.0"
-    method: str
-    params: dict[str, Any] | list[Any] | UnsetType = UNSET
-
-
-class Response(msgspec.Struct, frozen=True, kw_only=True):
-    jsonrpc: Literal["2.0"] = "2.0"
-    id: RpcId
-    result: Any
-
-
-class ErrorResponse(msgspec.Struct, frozen=True, kw_only=True):
-    jsonrpc: Literal["2.0"] = "2.0"
-    # null only when the request's id could not be read (parse errors).
-    id: RpcId | None
-    error: ErrorObject
 
 
 Message = Request | Notification | Response | ErrorResponse
@@ -90,17 +77,6 @@ class Parsed(NamedTuple):
 
 
 _new_tuple = tuple.__new__
-
-
-class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
-    """Every member a JSON-RPC message may have; classified afterwards."""
-
-    jsonrpc: Literal["2.0"]
-    id: RpcId | UnsetType | None = UNSET
-    method: str | UnsetType = UNSET
-    params: dict[str, Any] | list[Any] | UnsetType = UNSET
-    result: Any = UNSET
-    error: ErrorObject | UnsetType = UNSET
 
 
 _CONTAINER_TYPES = frozenset({dict, list, _Envelope, ErrorObject})

@@ -19,9 +19,44 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import msgspec
 import orjson
 
+from agentwall.core.mcp_http_records import (
+    BodyEnd as BodyEnd,
+)
+from agentwall.core.mcp_http_records import (
+    ConnectionEnd as ConnectionEnd,
+)
+from agentwall.core.mcp_http_records import (  # re-exported: importers use mcp_http.<Name>
+    Headers as Headers,
+)
+from agentwall.core.mcp_http_records import (
+    HttpReply as HttpReply,
+)
+from agentwall.core.mcp_http_records import (
+    OriginPolicy as OriginPolicy,
+)
+from agentwall.core.mcp_http_records import (
+    ParamBinding as ParamBinding,
+)
+from agentwall.core.mcp_http_records import (
+    RequestEnd as RequestEnd,
+)
+from agentwall.core.mcp_http_records import (
+    RequestHead as RequestHead,
+)
+from agentwall.core.mcp_http_records import (
+    RequestMeta as RequestMeta,
+)
+from agentwall.core.mcp_http_records import (
+    ResponseHead as ResponseHead,
+)
+from agentwall.core.mcp_http_records import (
+    SseEvent as SseEvent,
+)
+from agentwall.core.mcp_http_records import (
+    ToolParamHeaders as ToolParamHeaders,
+)
 from agentwall.errors import (
     HEADER_MISMATCH,
     INVALID_PARAMS,
@@ -111,19 +146,6 @@ _NOT_FORWARDED_DOWN = frozenset(
         b"date",
     }
 )
-
-Headers = list[tuple[bytes, bytes]]
-
-
-class HttpReply(msgspec.Struct, frozen=True):
-    """A complete answer the proxy produces itself (errors, health, 202)."""
-
-    status: int
-    body: bytes = b""
-    content_type: bytes | None = b"application/json"
-    headers: tuple[tuple[bytes, bytes], ...] = ()
-    # Close the client connection after sending (kill mode, fatal framing).
-    close: bool = False
 
 
 def rpc_error_body(rpc_id: Any, code: int, message: str, data: Any = None) -> bytes:
@@ -228,28 +250,6 @@ def _visible_ascii(value: bytes) -> bool:
 
 # --------------------------------------------------------------------------
 # Request metadata
-
-
-class RequestMeta(msgspec.Struct):
-    """The MCP-relevant parts of one HTTP request's head."""
-
-    protocol_version: str | None = None
-    session_id: str | None = None
-    mcp_method: str | None = None
-    mcp_name: str | None = None
-    origin: str | None = None
-    host: str | None = None
-    content_type: str | None = None
-    accept: str | None = None
-    last_event_id: str | None = None
-    authorization: str | None = None
-    # A routing header given twice: first-copy and last-copy readers would
-    # disagree, so the request is refused.
-    duplicated: str | None = None
-    # Headers to send upstream, in order, already filtered.
-    forward: Headers = msgspec.field(default_factory=list)
-    # Some Mcp-Param-* header is present (check_param_headers has work).
-    param_headers: bool = False
 
 
 # Headers read into RequestMeta, by the field they fill.
@@ -364,20 +364,6 @@ def _is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(name.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-class OriginPolicy(msgspec.Struct, frozen=True):
-    """Which browser origins and Host authorities may reach the endpoint.
-
-    Loopback origins are always allowed.  ``check_host`` is on when the proxy
-    listens on a loopback address: a DNS-rebound page is same-origin with
-    itself, so a GET from it carries no Origin, but its Host is the
-    attacker's name.
-    """
-
-    allowed_origins: frozenset[str] = frozenset()
-    allowed_hosts: frozenset[str] = frozenset()
-    check_host: bool = True
 
 
 def check_origin_and_host(meta: RequestMeta, policy: OriginPolicy) -> HttpReply | None:
@@ -587,30 +573,6 @@ _SCHEMA_MAP = frozenset(
 )
 
 
-class ParamBinding(msgspec.Struct, frozen=True):
-    """One argument mirrored into one header."""
-
-    # As the tool declared it, for messages: "Mcp-Param-Region".
-    header: str
-    # Lower-cased, as the request parser gives header names.
-    key: bytes
-    # The chain of ``properties`` keys from the schema root to the argument.
-    path: tuple[str, ...]
-    # The property's declared type: "string", "integer" or "boolean".
-    type: str
-
-
-class ToolParamHeaders(msgspec.Struct, frozen=True):
-    """What a tool's inputSchema says about Mcp-Param-* headers.
-
-    ``invalid`` names the first broken annotation: conforming clients drop
-    such a tool from their list, and its annotations are not enforced (the
-    proxy remembers why, to log it)."""
-
-    bindings: tuple[ParamBinding, ...] = ()
-    invalid: str | None = None
-
-
 NO_PARAM_HEADERS = ToolParamHeaders()
 
 
@@ -791,11 +753,13 @@ def check_param_headers_against(
         return None
     wanted = {b.key: b for b in tool.bindings}
     given: dict[bytes, bytes] = {}
-    for name, value in headers:
+    # Not "value": the loop below binds that name to any JSON value, and
+    # compiled code (agentwall.compiled) holds a name to its first type.
+    for name, header in headers:
         if name in wanted:
             if name in given:
                 return mismatch(f"{wanted[name].header} header given more than once", rpc_id)
-            given[name] = value
+            given[name] = header
     for binding in tool.bindings:
         raw = given.get(binding.key)
         value = _argument_at(arguments, binding.path)
@@ -861,17 +825,6 @@ def rebuild_param_headers(
 
 # --------------------------------------------------------------------------
 # Server-sent events
-
-
-class SseEvent(msgspec.Struct):
-    """One dispatched SSE event.  ``raw`` is its exact bytes including the
-    terminating blank line, so an untouched event is relayed byte for byte."""
-
-    raw: bytes
-    data: bytes | None = None
-    event: str | None = None
-    id: str | None = None
-    retry: int | None = None
 
 
 class SseError(ValueError):
@@ -1019,18 +972,6 @@ def header_value(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes |
 
 
 class HttpFramingError(ValueError):
-    pass
-
-
-class ResponseHead(msgspec.Struct):
-    status: int
-    reason: bytes
-    headers: Headers
-    # The connection may carry another exchange after this one.
-    keep_alive: bool
-
-
-class BodyEnd(msgspec.Struct):
     pass
 
 
@@ -1349,26 +1290,6 @@ class HttpRequestError(ValueError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-
-
-class RequestHead(msgspec.Struct):
-    method: bytes
-    target: bytes
-    # Lower-cased names, values with surrounding whitespace removed, in order.
-    headers: Headers
-    http_version: bytes
-    keep_alive: bool
-    expect_continue: bool
-    content_length: int | None
-    head_size: int
-
-
-class RequestEnd(msgspec.Struct):
-    pass
-
-
-class ConnectionEnd(msgspec.Struct):
-    pass
 
 
 REQUEST_END = RequestEnd()

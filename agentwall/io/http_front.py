@@ -30,6 +30,7 @@ from typing import Any, Literal, Protocol, cast
 import msgspec
 import orjson
 
+from agentwall import compiled
 from agentwall.audit.record import judged_event, judged_outcome
 from agentwall.core import mcp_http as mh
 from agentwall.core.jsonrpc import (
@@ -60,6 +61,12 @@ from agentwall.errors import (
 )
 from agentwall.io.busy_poll import BusyPoll
 from agentwall.io.contracts import AUDIT_FAILED_CATEGORY, AuditSink, Evaluator
+from agentwall.io.http_front_records import (  # re-exported: importers use http_front.<Name>
+    FrontConfig as FrontConfig,
+)
+from agentwall.io.http_front_records import (
+    Judgement as Judgement,
+)
 from agentwall.io.upstream import UpstreamPool, UpstreamResponse, UpstreamTimeout
 from agentwall.types import (
     PASSING_VERDICTS,
@@ -68,9 +75,10 @@ from agentwall.types import (
     Call,
     Decision,
     Identity,
-    KillMode,
 )
 
+# "compiled" when mypyc built this module and its hot peers (agentwall.compiled).
+_HOT_IMPL = compiled.implementation()
 log = logging.getLogger("agentwall.http")
 
 
@@ -80,33 +88,6 @@ _SSE = b"text/event-stream"
 
 # --------------------------------------------------------------------------
 # Configuration and seams
-
-
-class FrontConfig(msgspec.Struct, frozen=True):
-    kill_mode: KillMode = "none"
-    dry_run: bool = False
-    filter_tools_list: bool = True
-    log_params: bool = False
-    origin_policy: mh.OriginPolicy = mh.OriginPolicy()
-    max_body_bytes: int = 4 * 1024 * 1024
-    max_header_bytes: int = 32 * 1024
-    max_response_bytes: int = 64 * 1024 * 1024
-    # A request must arrive completely within this many seconds of its first
-    # byte (slowloris); an idle keep-alive connection closes after idle_timeout.
-    request_timeout: float = 30.0
-    idle_timeout: float = 75.0
-    max_connections: int = 4096
-    # Messages being judged or forwarded at once; beyond it: 503 at once.
-    max_inflight: int = 2048
-    upstream_timeout: float = 60.0
-    # Longest quiet gap inside an upstream SSE stream (None: no limit; tools
-    # may run for a long time between progress events).
-    upstream_stream_idle: float | None = None
-    agent_pid: int | None = None
-    agent_pid_file: str | None = None
-    # While calls are in flight, poll instead of sleeping for up to this long
-    # after a request arrives (agentwall.io.busy_poll; 0: off).
-    busy_poll_us: int = 1000
 
 
 class Authenticator(Protocol):
@@ -374,21 +355,6 @@ def peer_socket_owner(peer: tuple[Any, ...], local: tuple[Any, ...]) -> int | No
 
 # --------------------------------------------------------------------------
 # Judging one message
-
-
-class Judgement(msgspec.Struct):
-    # None when the message was refused before it could be judged (params
-    # MCP does not allow): nothing to audit, a -32602 error instead.
-    call: Call | None
-    decision: Decision | None
-    outcome: AuditOutcome
-    passes: bool
-    # For a message that does not pass: the JSON-RPC error and HTTP status.
-    error: bytes | None = None
-    status: int = 200
-    headers: tuple[tuple[bytes, bytes], ...] = ()
-    # Set when the verdict was redact: the params to forward instead.
-    forward: Message | None = None
 
 
 def _kind(message: Message) -> Literal["request", "notification", "response"]:
@@ -1073,6 +1039,7 @@ class Proxy:
         lines.append("# HELP agentwall_native_info Parts running as a C extension or fallback.")
         lines.append("# TYPE agentwall_native_info gauge")
         lines.append(f'agentwall_native_info{{part="http_head_scan",impl="{mh.scan_impl()}"}} 1')
+        lines.append(f'agentwall_native_info{{part="hot_modules",impl="{_HOT_IMPL}"}} 1')
         for name, hist, text in (
             (
                 "agentwall_decision_seconds",
@@ -2056,9 +2023,13 @@ class HttpConnection(asyncio.Protocol):
                     return
                 finally:
                     self._inbox = None
-                if self._ready is None:
-                    continue
-            req, body = self._ready
+            # Re-read through a method: _process() (a callback) sets it
+            # behind this frame's back, and a narrowed attribute would be
+            # checked as still None by compiled code (agentwall.compiled).
+            ready = self._ready_now()
+            if ready is None:
+                continue
+            req, body = ready
             self._ready = None
             if proxy.inflight >= self.config.max_inflight:
                 proxy.metrics.overloaded += 1
@@ -2198,6 +2169,9 @@ class HttpConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
         self._mark_closed()
+
+    def _ready_now(self) -> tuple[mh.RequestHead, bytes] | None:
+        return self._ready
 
     def is_closed(self) -> bool:
         # A method, not the attribute: intake callbacks close the connection

@@ -71,7 +71,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import msgspec
 
@@ -80,6 +80,18 @@ from agentwall.cache.shm import DecisionCache
 from agentwall.errors import FrameError
 from agentwall.io import worker as wire
 from agentwall.io.contracts import AUDIT_FAILED_CATEGORY
+from agentwall.io.pool_records import (
+    PoolHealth as PoolHealth,
+)
+from agentwall.io.pool_records import (
+    PoolMetrics as PoolMetrics,
+)
+from agentwall.io.pool_records import (  # re-exported: importers use pool.<Name>
+    ReloadResult as ReloadResult,
+)
+from agentwall.io.pool_records import (
+    WorkerStatus as WorkerStatus,
+)
 from agentwall.io.worker import (
     PolicyEngine,
     PolicyState,
@@ -108,51 +120,6 @@ LATENCY_BUCKETS_US: Final = (
 )
 _MAX_BACKOFF_S: Final = 5.0
 _STABLE_S: Final = 10.0
-
-
-class ReloadResult(msgspec.Struct, frozen=True):
-    ok: bool
-    policy_hash: str
-    previous_hash: str
-    # Why a failed reload failed (the old policy keeps running).
-    error: str | None = None
-    changed: bool = False
-
-
-class WorkerStatus(msgspec.Struct, frozen=True):
-    slot: int
-    pid: int
-    ready: bool
-    policy_hash: str
-    queued: int
-    evaluated: int
-
-
-class PoolHealth(msgspec.Struct, frozen=True):
-    ready: bool
-    policy_hash: str
-    workers: tuple[WorkerStatus, ...]
-    workers_wanted: int
-    zygote_alive: bool
-    closing: bool
-
-
-class PoolMetrics(msgspec.Struct, frozen=True):
-    calls: int
-    cache_hits: int
-    cache_misses: int
-    # Final verdicts ("allow", "deny", ...), whatever produced them.
-    decisions: dict[str, int]
-    # Denials the pool made itself, by category (timeouts, crashes, rate limits...).
-    pool_denials: dict[str, int]
-    latency_buckets_us: tuple[int, ...]
-    latency_counts: tuple[int, ...]  # cumulative, one per bucket, then +Inf
-    latency_sum_us: float
-    workers_ready: int
-    workers_wanted: int
-    worker_restarts: int
-    reloads_ok: int
-    reloads_failed: int
 
 
 # Results a pending call can end with besides the worker's own reply.
@@ -268,6 +235,12 @@ def _with_id(msg: Any, new_id: int) -> Any:
 def _fail(future: asyncio.Future[Any], failure: _Failure) -> None:
     if not future.done():
         future.set_result(failure)
+
+
+def _remove_reader(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    # Through Any: typeshed says remove_reader returns bool, uvloop returns
+    # None, and compiled (mypyc) code checks the declared type at run time.
+    cast(Any, loop).remove_reader(fd)
 
 
 class EvaluatorPool:
@@ -750,7 +723,7 @@ class EvaluatorPool:
             return
         self._zygote_alive = self._zygote_verified = False
         if self._loop is not None and self._control is not None:
-            self._loop.remove_reader(self._control.fileno())
+            _remove_reader(self._loop, self._control.fileno())
         while self._control_waiters:
             waiter = self._control_waiters.popleft()
             if not waiter.done():
@@ -855,7 +828,7 @@ class EvaluatorPool:
         """Stops the current zygote without scheduling a replacement."""
         self._zygote_alive = self._zygote_verified = False
         if self._loop is not None and self._control is not None:
-            self._loop.remove_reader(self._control.fileno())
+            _remove_reader(self._loop, self._control.fileno())
         if self._control is not None:
             self._control.close()
             self._control = None
@@ -1077,7 +1050,7 @@ class EvaluatorPool:
         for w in workers:
             self._worker_lost(w)
         if self._loop is not None and self._control is not None and self._zygote_alive:
-            self._loop.remove_reader(self._control.fileno())
+            _remove_reader(self._loop, self._control.fileno())
         self._zygote_alive = False
         self.terminate()
 

@@ -21,6 +21,8 @@ import time
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+from mypy_extensions import mypyc_attr
+
 from agentwall.core import mcp_http as mh
 from agentwall.errors import UPSTREAM_TIMEOUT, ConfigError, UpstreamError
 
@@ -257,6 +259,8 @@ class UpstreamResponse:
             self._pool._discard(self._conn)
 
 
+# CredentialedUpstreamPool (agentwall.io.oidc, not compiled) extends it.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class UpstreamPool:
     def __init__(
         self,
