@@ -22,6 +22,8 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 _TRUE = ("1", "true", "yes")
+# AGENTWALL_NO_NATIVE=1 skips every compiled part: the C extensions and mypyc.
+_NATIVE = os.environ.get("AGENTWALL_NO_NATIVE", "") not in _TRUE
 _MYPYC_GROUP = "agentwall._hot"
 _COMPILED_FROM: dict[str, str] = {}  # hot module -> SHA-256 of the source compiled
 
@@ -91,7 +93,7 @@ class OptionalBuildExt(build_ext):
 _C_FLAGS = ["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"]
 
 extensions = []
-if os.environ.get("AGENTWALL_NO_NATIVE", "") not in ("1", "true", "yes"):
+if _NATIVE:
     extensions += [
         Extension(
             "agentwall.cache._shmcache",
@@ -150,7 +152,7 @@ def _mypyc_extensions() -> list[Extension]:
         return []
 
 
-if os.environ.get("AGENTWALL_NO_NATIVE", "") not in _TRUE:
+if _NATIVE:
     extensions += _mypyc_extensions()
 
 setup(ext_modules=extensions, cmdclass={"build_ext": OptionalBuildExt})

@@ -3,10 +3,11 @@ whether this install runs them compiled.
 
 At 64 clients the front-end process is the one at a full core, and its time is
 spread thin over Python glue (no function above 7%): compiling these modules
-took ~29% off its CPU per call and added ~33% throughput on this project's VM
-(docs/bench.md).  The pure-Python modules stay beside the compiled ones: they
-are the fallback (no C compiler, ``AGENTWALL_NO_NATIVE=1`` or
-``AGENTWALL_NO_MYPYC=1`` at install) and the source of truth.
+took 22-25% off its CPU per call and added 24-28% throughput at 64 clients on
+this project's VM (docs/bench.md, "Compiled hot modules").  The pure-Python
+modules stay beside the compiled ones: they are the fallback (no C compiler,
+``AGENTWALL_NO_NATIVE=1`` or ``AGENTWALL_NO_MYPYC=1`` at install) and the source
+of truth.
 ``AGENTWALL_NO_MYPYC=1`` at run time loads them even where a compiled build is
 installed (the test suite runs once each way).
 

@@ -1,6 +1,4 @@
-"""The records of ``agentwall.cache.shm``: msgspec Structs live here, outside the
-module mypyc compiles (a compiled module drops a Struct's class keywords,
-``frozen=True`` among them)."""
+"""The msgspec Structs of ``agentwall.cache.shm``, kept uncompiled (agentwall/compiled.py)."""
 
 from __future__ import annotations
 
