@@ -29,6 +29,7 @@ from urllib.parse import unquote
 
 from agentwall.policy.network import IGNORED_IN_HOSTS, classify_host
 from agentwall.policy.patterns import compile_re2
+from agentwall.policy.secrets import ANY_SOURCE as _SECRETS_ANY_SOURCE
 from agentwall.policy.secrets import SECRET_RULES, find_secret
 
 SENSITIVE_PATH = "sensitive_path"
@@ -437,6 +438,13 @@ _GLOB_NEIGHBOURS = (
 _GLOB_HOME = compile_re2(r"^(?:/home/[^/]+|/users/[^/]+|/root|~[a-z0-9_-]*|\$\{?home\}?)(?:/|$)")
 _GLOB_ROOTS = ("/etc/", "/proc/", "/run/", "/var/run/", "~/", "/home/", "/root/", "/users/")
 _GLOB_MAX_TOKEN = 160
+# A whitespace-separated word (as str.split() cuts them: the class is every
+# character str.isspace() accepts) with a glob character in it.
+_PY_SPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004"
+    "\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+_GLOB_WORD = compile_re2(f"[^{_PY_SPACE}]*[*?\\[][^{_PY_SPACE}]*")
 # Every literal prefix a glob reaching a sensitive path can start with.
 _GLOB_PREFIXES = frozenset(c[:i] for c in _GLOB_SENSITIVE for i in range(len(c) + 1))
 # Compiling a glob costs ~25 us; past this many distinct globs reaching into
@@ -450,9 +458,10 @@ _GLOB_MEMO: dict[str, tuple[str, ...]] = {}
 _GLOB_MEMO_MAX = 4096
 
 
-def _glob_regex(token: str) -> Any:
-    """The glob as an anchored RE2 pattern (``*`` and ``?`` also match "/", as
-    a sweep over several directories would), or None if it is not one."""
+def _glob_units(token: str) -> list[str]:
+    """The glob as RE2 pieces, one per unit: ``.*`` for ``*`` (which, like
+    ``?``, also matches "/", as a sweep over several directories would), and
+    one single-character piece for each ``?``, ``[...]`` class or character."""
     out: list[str] = []
     i, n = 0, len(token)
     while i < n:
@@ -475,8 +484,13 @@ def _glob_regex(token: str) -> Any:
         else:
             out.append("\\" + c if not c.isalnum() else c)
         i += 1
+    return out
+
+
+def _glob_regex(token: str) -> Any:
+    """The glob as an anchored RE2 pattern, or None if it is not one."""
     try:
-        return compile_re2("^(?:" + "".join(out) + ")$")
+        return compile_re2("^(?:" + "".join(_glob_units(token)) + ")$")
     except Exception:  # noqa: BLE001 -- not a glob we can read: judged as text
         return None
 
@@ -486,10 +500,10 @@ def _glob_targets(v: str) -> list[str]:
     found: list[str] = []
     seen: set[str] = set()
     compiled = 0
-    for raw in v.split():
-        if "*" not in raw and "?" not in raw and "[" not in raw:
-            continue
-        token = raw.strip("'\"<>;&|()`")
+    # A document repeats its words ("*" bullets, the same subscript): each
+    # distinct one is read once.
+    for word in dict.fromkeys(_GLOB_WORD.findall(v)):
+        token = word.strip("'\"<>;&|()`")
         if not token or len(token) > _GLOB_MAX_TOKEN or token in seen:
             continue
         seen.add(token)
@@ -516,7 +530,9 @@ def _glob_targets(v: str) -> list[str]:
             if known is not None:
                 found.extend(known)
                 continue
-            candidates = [c for c in _GLOB_SENSITIVE if c.startswith(prefix)]
+            candidates = _could_select(form, prefix)
+            if not candidates:
+                continue
             compiled += 1
             if compiled > _GLOB_MAX_COMPILED:
                 return candidates
@@ -526,6 +542,24 @@ def _glob_targets(v: str) -> list[str]:
             _GLOB_MEMO[form] = hits
             found.extend(hits)
     return found
+
+
+def _could_select(form: str, prefix: str) -> list[str]:
+    """The sensitive paths ``form`` might select, by what they must start and
+    end with and how long they must be (every unit but ``*`` matches exactly
+    one character).  Only these need the compiled glob, so ordinary code
+    ("[0]", "*args") never reaches the compile cap."""
+    tail = form[max(form.rfind("*"), form.rfind("?"), form.rfind("["), form.rfind("]")) + 1 :]
+    units = _glob_units(form)
+    width = len(units) - units.count(".*")
+    exact = width == len(units)
+    return [
+        c
+        for c in _GLOB_SENSITIVE
+        if c.startswith(prefix)
+        and c.endswith(tail)
+        and (len(c) == width if exact else len(c) >= width)
+    ]
 
 
 def _glob_hits(form: str, candidates: list[str]) -> tuple[str, ...]:
@@ -547,6 +581,7 @@ class SafeModeEngine:
         "_disabled",
         "_memo",
         "_metadata_on",
+        "_plain_gate",
         "_private_on",
         "_rules",
         "_scheme_on",
@@ -566,6 +601,10 @@ class SafeModeEngine:
         self._metadata_on = METADATA_RULE not in self.disabled
         self._private_on = PRIVATE_RULE not in self.disabled
         self._allow = tuple(_AllowEntry(s) for s in allow_private)
+        self._plain_gate = _plain_gate(
+            self._any.pattern if self._any is not None else None,
+            hosts=self._metadata_on or self._private_on,
+        )
         # Keys, tool names and short values repeat from call to call.  The
         # check is a pure function of the string, so remembering recent
         # answers changes no decision; the table is bounded and cleared whole.
@@ -586,10 +625,17 @@ class SafeModeEngine:
         return self._check(text, resource_uri)
 
     def _check(self, text: str, resource_uri: bool) -> SafeHit | None:
+        if text.isascii() and not self._plain_gate.contains(text):
+            # One pass instead of a dozen (see _plain_gate): nothing below
+            # can match a string the gate passes.
+            return None
+        return self._check_variants(text, resource_uri)
+
+    def _check_variants(self, text: str, resource_uri: bool) -> SafeHit | None:
         lows, texts = variants(text)
         if self._any is not None:
             for v in texts:
-                if self._any.search(v) is None:
+                if not self._any.contains(v):
                     continue
                 hit = self._which(v, resource_uri)
                 if hit is not None:
@@ -617,7 +663,7 @@ class SafeModeEngine:
             if resource_uri and rule.id == SCHEME_RULE:
                 continue
             for m in rx.finditer(v):
-                if exclude is not None and exclude.search(m.group(0)) is not None:
+                if exclude is not None and exclude.contains(m.group(0)):
                     continue
                 return _hit(rule.id)
         return None
@@ -625,12 +671,14 @@ class SafeModeEngine:
     def _check_hosts(self, low: str) -> SafeHit | None:
         hosts: list[str] = []
         if ":" in low:
-            text = low.replace("\\", "/")
-            for m in _URL.finditer(text):
-                authority = m.group(1) or m.group(2) or ""
-                hosts.append(_host_of(authority))
+            # A document names the same few hosts again and again: each
+            # distinct authority is classified once, in order of appearance.
+            authorities = dict.fromkeys(
+                special or other or "" for special, other in _URL.findall(low.replace("\\", "/"))
+            )
+            hosts = list(dict.fromkeys(_host_of(authority) for authority in authorities))
         scheme_less: list[tuple[str, bool]] = []
-        if _FETCH_CMD.search(low) is not None:
+        if _FETCH_CMD.contains(low):
             scheme_less = _scheme_less_hosts(low)
         bare: str | None = None
         if not hosts and not scheme_less and low[:1] in "0123456789[":
@@ -655,6 +703,36 @@ class SafeModeEngine:
                     continue
                 return _hit(PRIVATE_RULE)
         return None
+
+
+# Characters and pairs that make ``variants`` produce more than the lowered
+# string, or start a glob: percent, backslash, quotes, ``$``, ``//``, ``/.``, a
+# leading ``.``; ``*``, ``?`` and ``[``; and a leading digit or bracket (a bare
+# address).
+_PLAIN_BREAKERS = r"[%\\'\"$*?\[]|//|/\.|^[.0-9]"
+
+
+def _plain_gate(text_rules: str | None, *, hosts: bool) -> Any:
+    """One RE2 pattern that finds nothing in an ASCII string only if
+    ``SafeModeEngine._check`` would find nothing in it either.
+
+    For such a string ``variants`` gives just its lower-case form (every
+    character that would make another variant is in ``_PLAIN_BREAKERS``),
+    so the rules need only that form.  The text rules, the URL and fetch
+    patterns run on it case-insensitively on the string as written, which
+    matches wherever the case-sensitive pattern matches the lowered string:
+    the patterns are written in lower case and their negated classes name no
+    upper-case letter (tests/policy/test_safemode_gate.py checks both, and
+    compares the gated check with the full one).  The secret rules run as
+    they do in ``find_secret``, on the string as written.  A match of the gate
+    says only "look closer": the full check then runs."""
+    parts = [f"(?:{_SECRETS_ANY_SOURCE})", _PLAIN_BREAKERS]
+    if text_rules is not None:
+        parts.append(f"(?i:{text_rules})")
+    if hosts:
+        parts.append(f"(?i:{_URL.pattern})")
+        parts.append(f"(?i:{_FETCH_CMD.pattern})")
+    return compile_re2("|".join(parts))
 
 
 def _scheme_less_hosts(low: str) -> list[tuple[str, bool]]:

@@ -79,15 +79,16 @@ SECRET_RULES: tuple[SecretRule, ...] = (
 SECRET_RULE_IDS: tuple[str, ...] = tuple(r.id for r in SECRET_RULES)
 
 _COMPILED = tuple((rule, compile_re2(rule.source)) for rule in SECRET_RULES)
-_ANY = compile_re2("|".join(f"(?:{r.source})" for r in SECRET_RULES))
+ANY_SOURCE: Final = "|".join(f"(?:{r.source})" for r in SECRET_RULES)
+_ANY = compile_re2(ANY_SOURCE)
 
 
 def find_secret(text: str, disabled: frozenset[str] = frozenset()) -> SecretRule | None:
     """The first secret rule (in table order) that matches ``text``."""
-    if _ANY.search(text) is None:
+    if not _ANY.contains(text):
         return None
     for rule, rx in _COMPILED:
-        if rule.id not in disabled and rx.search(text) is not None:
+        if rule.id not in disabled and rx.contains(text):
             return rule
     return None
 
@@ -106,7 +107,7 @@ def shown(text: str) -> str:
 
 
 def _mask_text(text: str) -> str | None:
-    if _ANY.search(text) is None:
+    if not _ANY.contains(text):
         return None
     out = text
     for rule, rx in _COMPILED:

@@ -17,6 +17,7 @@ import pytest
 
 from agentwall.core.canonical import canonical_json
 from agentwall.policy import evaluate, load_policy
+from agentwall.policy.safemode import SafeModeEngine
 from agentwall.types import Call
 
 SAFE_ONLY = load_policy(None)
@@ -286,3 +287,12 @@ def test_denied(text: str, rule: str) -> None:
 @pytest.mark.parametrize("text", BENIGN)
 def test_benign_look_alikes_stay_allowed(text: str) -> None:
     assert _decide(text) == ("allow", None), ascii(text)
+
+
+@pytest.mark.parametrize("text", [t for t, _ in FOUND + HELD] + BENIGN, ids=lambda t: ascii(t)[:40])
+def test_the_plain_text_gate_agrees_with_the_full_check(text: str) -> None:
+    # tests/policy/test_safemode_gate.py explains the gate; here it meets the
+    # red-team corpora, as written and in other cases.
+    engine = SafeModeEngine(())
+    for spelling in (text, text.upper(), text.title(), f"see: {text} (ok)"):
+        assert engine._check(spelling, False) == engine._check_variants(spelling, False)
