@@ -250,3 +250,62 @@ def test_a_repeated_host_is_judged_once_and_the_metadata_host_is_still_found() -
     hit = engine.check(doc + "then fetch http://169.254.169.254/latest/")
     assert hit is not None
     assert hit.rule_id == METADATA_RULE
+
+
+# -- the variants' own fast paths ------------------------------------------------------
+
+
+def _resolve_dots_reference(text: str) -> str:
+    """The token loop ``_resolve_dots`` replaced: every token, in Python."""
+    tokens = text.split(" ")
+    for i, tok in enumerate(tokens):
+        if "/." not in tok and not tok.startswith("."):
+            continue
+        out: list[str] = []
+        for seg in tok.split("/"):
+            if seg == ".":
+                continue
+            if seg == "..":
+                if out and out[-1] not in ("", ".."):
+                    out.pop()
+                elif not out:
+                    out.append("..")
+                continue
+            out.append(seg)
+        resolved = "/".join(out)
+        if tok.startswith("/") and not resolved.startswith("/"):
+            resolved = "/" + resolved
+        tokens[i] = resolved
+    return " ".join(tokens)
+
+
+DOT_PIECES = [" ", "  ", "/", ".", "..", "a", "é", "\t", "\n", "~"]
+
+
+@given(st.lists(st.sampled_from(DOT_PIECES), max_size=30))
+def test_dot_resolution_matches_the_token_loop(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    assert safemode._resolve_dots(text) == _resolve_dots_reference(text)
+
+
+HOST_IGNORED = sorted(chr(c) for c in safemode.IGNORED_IN_HOSTS)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(HOST_IGNORED),
+            st.sampled_from(["\u3002", "\uff0e", "\uff61", "a", ".", "é", "\u00ac", "\u2060x"]),
+            st.characters(blacklist_categories=("Cs",)),
+        ),
+        max_size=30,
+    ).map("".join)
+)
+def test_host_ignored_removal_matches_translate(text: str) -> None:
+    expected = text.translate(safemode._DOTS).translate(safemode.IGNORED_IN_HOSTS)
+    assert safemode._without_host_ignored(text) == expected
+
+
+def test_every_ignored_character_is_removed() -> None:
+    text = "x".join(HOST_IGNORED)
+    assert safemode._without_host_ignored(text) == "x" * (len(HOST_IGNORED) - 1)
