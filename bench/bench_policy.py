@@ -108,6 +108,30 @@ def test_large_single_string(benchmark: Any, policy: Policy) -> None:
     _check(benchmark(evaluate, policy, call, 0), "allow")
 
 
+# A source file as a coding agent writes it: quotes, brackets, subscripts,
+# comments with paths and URLs, and a few non-ASCII characters.  Safe Mode
+# reads every variant of such text (docs/policy.md "Cost").
+_SOURCE_LINES = (
+    "def load(path: str, *args: object, **kw: object) -> dict[str, list[int]]:\n",
+    '    """Read ./data/../cache/{name}.json (see https://example.com/docs?x=1)."""\n',
+    "    items = [row[0] for row in rows if row[1] > 0]  # café — naïve résumé\n",
+    "    return {'a': items[1:], \"b\": items[::2], 'c': f'{kw!r}'}\n",
+    "    # TODO: //comment, 100% done, $HOME unset, glob *.py and [abc]?.txt\n",
+)
+
+
+def test_large_source_file(benchmark: Any, policy: Policy) -> None:
+    """write_file with 64 KiB of Python-like source holding non-ASCII text."""
+    content = "".join(
+        line.replace("load", f"load{i}") for i in range(400) for line in _SOURCE_LINES
+    )[:65536]
+    call = _call(
+        "tools/call",
+        {"name": "write_file", "arguments": {"path": "/workspace/out/a.py", "content": content}},
+    )
+    _check(benchmark(evaluate, policy, call, 0), "allow")
+
+
 def test_large_many_strings(benchmark: Any, policy: Policy) -> None:
     """edit_file with 100 edits (200 distinct strings, ~60 KB)."""
     edits = [
