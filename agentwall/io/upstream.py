@@ -74,6 +74,9 @@ class _Conn(asyncio.Protocol):
     __slots__ = (
         "_events",
         "_paused",
+        "_timer",
+        "_timer_at",
+        "_wait_deadline",
         "_waiter",
         "closed",
         "idle_since",
@@ -92,6 +95,9 @@ class _Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._events: collections.deque[Any] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
+        self._wait_deadline = 0.0  # the waiter's deadline (loop time); 0: none
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._paused = False
         self.closed = False
         self.received_any = False
@@ -124,6 +130,9 @@ class _Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._finish()
 
     def _finish(self) -> None:
@@ -151,20 +160,18 @@ class _Conn(asyncio.Protocol):
         while not events:
             if self.closed:
                 return _CLOSED
+            if deadline is not None:
+                if deadline <= self.loop.time():
+                    raise UpstreamTimeout("upstream did not answer in time")
+                self._wait_deadline = deadline
+                self._wake_by(deadline)
             waiter = self.loop.create_future()
             self._waiter = waiter
-            handle = None
-            if deadline is not None:
-                delay = deadline - self.loop.time()
-                if delay <= 0:
-                    raise UpstreamTimeout("upstream did not answer in time")
-                handle = self.loop.call_later(delay, _expire, waiter)
             try:
                 await waiter
             finally:
                 self._waiter = None
-                if handle is not None:
-                    handle.cancel()
+                self._wait_deadline = 0.0
         event = events.popleft()
         if self._paused and len(events) < self.HIGH_WATER // 2 and self.transport:
             self._paused = False
@@ -179,8 +186,34 @@ class _Conn(asyncio.Protocol):
         self.in_exchange = True
         self.transport.write(data)
 
+    def _wake_by(self, deadline: float) -> None:
+        """Have the deadline timer fire by ``deadline``.  One timer per
+        connection, kept across waits and re-armed lazily when it fires,
+        serves every wait: a ``call_later`` and ``cancel`` per wait cost
+        ~2.6 us of the front-end's ~170-200 us per call here."""
+        if self._timer is not None:
+            if self._timer_at <= deadline:
+                return
+            self._timer.cancel()
+        self._timer = self.loop.call_at(deadline, self._deadline_due)
+        self._timer_at = deadline
+
+    def _deadline_due(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        deadline = self._wait_deadline
+        if waiter is None or waiter.done() or not deadline:
+            return  # nothing waits now; the next wait arms the timer again
+        if self.loop.time() >= deadline:
+            _expire(waiter)
+        else:
+            self._wake_by(deadline)
+
     def close(self) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.transport is not None:
             self.transport.close()
 

@@ -270,3 +270,36 @@ def test_request_head_is_ours_and_refuses_line_breaks_in_headers() -> None:
     ]:
         with pytest.raises(UpstreamError):
             pool._request_head(b"POST", [(name, value)], b"")
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("first_timeout", "second_timeout"), [(5.0, 0.3), (0.3, 0.6)])
+def test_a_kept_connection_times_out_at_each_requests_own_deadline(
+    first_timeout: float, second_timeout: float
+) -> None:
+    # One deadline timer per connection is kept across requests and re-armed
+    # lazily: a later request must time out at its own deadline, neither at
+    # the earlier request's (5 s: too late) nor before its own (0.3 s: too early).
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(JSON_OK)
+        await writer.drain()
+        await read_request(reader)
+        await asyncio.sleep(10)
+
+    async def main() -> None:
+        async with Scripted(handler) as url:
+            pool = UpstreamPool(url)
+            loop = asyncio.get_running_loop()
+            resp = await pool.request(b"POST", [], b"{}", head_timeout=first_timeout)
+            assert await resp.read(1 << 20, first_timeout) == b'{"ok":true}'
+            started = loop.time()
+            with pytest.raises(UpstreamTimeout):
+                await pool.request(b"POST", [], b"{}", head_timeout=second_timeout)
+            waited = loop.time() - started
+            assert pool.reused == 1
+            assert waited >= second_timeout - 0.01
+            assert waited < 3.0  # well before the first request's 5 s
+            await pool.close()
+
+    run(main())

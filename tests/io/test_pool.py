@@ -623,3 +623,34 @@ def test_misbehaving_evaluator_is_denied_never_trusted(
     assert garbage.category in ("evaluator_crash", "evaluator_error")
     h.wait_for(lambda: h.pool.ready and h.pool.worker_pids() not in ([], [pid]))
     assert h.evaluate(call("search")).verdict == "allow"
+
+
+def test_queued_calls_each_time_out_at_their_own_deadline(
+    policy_file: Path, make_pool: Callable[..., Harness]
+) -> None:
+    # One deadline timer per worker serves its whole queue, re-armed as it
+    # fires: each call is denied at its own deadline, and a call queued after
+    # the timer last fired still gets one.
+    h = make_pool(policy_file, workers=1, deadline_s=0.4, hang_s=30.0)
+    (pid,) = h.pool.worker_pids()
+    os.kill(pid, signal.SIGSTOP)
+
+    async def staggered() -> list[tuple[float, float, Decision]]:
+        loop = asyncio.get_running_loop()
+
+        async def timed(delay: float) -> tuple[float, float, Decision]:
+            await asyncio.sleep(delay)
+            start = loop.time()
+            decision = await h.pool.evaluate(call("search"))
+            return start, loop.time(), decision
+
+        return list(await asyncio.gather(timed(0.0), timed(0.25), timed(1.0)))
+
+    try:
+        results = h.run(staggered())
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    for start, end, decision in results:
+        assert decision.category == "evaluator_timeout"
+        assert end - start >= 0.39, (start, end)
+    assert results[0][1] < results[1][1] < results[2][1]
