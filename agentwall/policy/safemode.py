@@ -292,7 +292,11 @@ _DOTTED_TOKEN = compile_re2(r"(^| )(\.[^ ]*|[^ ]*/\.[^ ]*)")
 
 
 def _resolved_token(m: Any) -> str:
-    tok: str = m.group(2)
+    return str(m.group(1)) + _resolve_token(m.group(2))
+
+
+def _resolve_token(tok: str) -> str:
+    """One path-like token with its . and .. resolved."""
     out: list[str] = []
     for seg in tok.split("/"):
         if seg == ".":
@@ -307,7 +311,7 @@ def _resolved_token(m: Any) -> str:
     resolved = "/".join(out)
     if tok.startswith("/") and not resolved.startswith("/"):
         resolved = "/" + resolved  # "/.." is "/"
-    return str(m.group(1)) + resolved
+    return resolved
 
 
 # str.translate with a table costs ~80 ns a character on non-ASCII text (5 ms

@@ -256,27 +256,20 @@ def test_a_repeated_host_is_judged_once_and_the_metadata_host_is_still_found() -
 
 
 def _resolve_dots_reference(text: str) -> str:
-    """The token loop ``_resolve_dots`` replaced: every token, in Python."""
+    """The token loop ``_resolve_dots`` replaced: every space-separated token
+    read in Python, the path-like ones resolved."""
     tokens = text.split(" ")
     for i, tok in enumerate(tokens):
-        if "/." not in tok and not tok.startswith("."):
-            continue
-        out: list[str] = []
-        for seg in tok.split("/"):
-            if seg == ".":
-                continue
-            if seg == "..":
-                if out and out[-1] not in ("", ".."):
-                    out.pop()
-                elif not out:
-                    out.append("..")
-                continue
-            out.append(seg)
-        resolved = "/".join(out)
-        if tok.startswith("/") and not resolved.startswith("/"):
-            resolved = "/" + resolved
-        tokens[i] = resolved
+        if "/." in tok or tok.startswith("."):
+            tokens[i] = safemode._resolve_token(tok)
     return " ".join(tokens)
+
+
+def test_token_resolution() -> None:
+    assert safemode._resolve_token("/workspace/./../../etc/sudoers") == "/etc/sudoers"
+    assert safemode._resolve_token("/..") == "/"
+    assert safemode._resolve_token("../a/./b/..") == "../a"
+    assert safemode._resolve_token(".env") == ".env"
 
 
 DOT_PIECES = [" ", "  ", "/", ".", "..", "a", "é", "\t", "\n", "~"]
