@@ -461,9 +461,9 @@ def main() -> None:
         line = f"  {name:9} p50 {_pct(values, 0.5):6.0f} us  p99 {_pct(values, 0.99):6.0f} us"
         if name != "direct":
             line += (
-                f"  added p50 +{_pct(values, 0.5) - _pct(direct, 0.5):.0f} us"
+                f"  added p50 {_pct(values, 0.5) - _pct(direct, 0.5):+.0f} us"
                 f" (per round: {', '.join(f'{x:.0f}' for x in added_p50[name])})"
-                f", added p99 +{_pct(values, 0.99) - _pct(direct, 0.99):.0f} us"
+                f", added p99 {_pct(values, 0.99) - _pct(direct, 0.99):+.0f} us"
             )
         print(line)
     print(machine.describe())

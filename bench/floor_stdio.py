@@ -138,9 +138,9 @@ def main() -> None:
         line = f"  {name:9} p50 {pct(values, 0.5):6.0f} us  p99 {pct(values, 0.99):6.0f} us"
         if name != "direct":
             line += (
-                f"  added p50 +{pct(values, 0.5) - pct(direct, 0.5):.0f} us"
-                f" (median of blocks +{statistics.median(deltas[name]):.0f})"
-                f", added p99 +{pct(values, 0.99) - pct(direct, 0.99):.0f} us"
+                f"  added p50 {pct(values, 0.5) - pct(direct, 0.5):+.0f} us"
+                f" (median of blocks {statistics.median(deltas[name]):+.0f})"
+                f", added p99 {pct(values, 0.99) - pct(direct, 0.99):+.0f} us"
             )
         print(line)
     print(machine.describe())
