@@ -80,6 +80,7 @@ from agentwall.cache.shm import DecisionCache
 from agentwall.errors import FrameError
 from agentwall.io import worker as wire
 from agentwall.io.contracts import AUDIT_FAILED_CATEGORY
+from agentwall.io.deadline import DeadlineTimer
 from agentwall.io.pool_records import (
     PoolHealth as PoolHealth,
 )
@@ -157,7 +158,7 @@ class _Worker(asyncio.Protocol):
         self.evaluated = 0
         self.born = time.monotonic()
         self._out: list[bytes] = []
-        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._deadlines: DeadlineTimer | None = None  # made on first use, on the pool's loop
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses; duck-typed.
@@ -219,21 +220,19 @@ class _Worker(asyncio.Protocol):
 
     def fail_at(self, entry: _Pending, deadline: float) -> None:
         """Denies ``entry``'s call at ``deadline`` (loop time) unless answered.
-
-        One timer per worker serves every call in its queue: it fires at the
-        earliest deadline, fails what is due and re-arms for the next.  A
-        timer per call (``call_at`` and ``cancel``) cost ~4.5 us of the
-        front-end's ~170-200 us per call here."""
+        One timer serves the worker's whole queue (agentwall/io/deadline.py)."""
         entry.deadline = deadline
-        if self._deadline_timer is None:
+        timers = self._deadlines
+        if timers is None:
             loop = self.pool._loop
             assert loop is not None
-            self._deadline_timer = loop.call_at(deadline, self._deadlines_due)
+            timers = self._deadlines = DeadlineTimer(loop, self._deadlines_due)
+        timers.fire_by(deadline)
 
     def _deadlines_due(self) -> None:
-        self._deadline_timer = None
         loop = self.pool._loop
-        if loop is None or not self.alive:
+        timers = self._deadlines
+        if loop is None or timers is None or not self.alive:
             return
         now = loop.time()
         # Deadlines are set before a call waits for a ready worker, so the
@@ -250,12 +249,11 @@ class _Worker(asyncio.Protocol):
             elif not earliest or deadline < earliest:
                 earliest = deadline
         if earliest:
-            self._deadline_timer = loop.call_at(earliest, self._deadlines_due)
+            timers.fire_by(earliest)
 
     def stop_deadlines(self) -> None:
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-            self._deadline_timer = None
+        if self._deadlines is not None:
+            self._deadlines.cancel()
 
     def _flush(self) -> None:
         out = self._out

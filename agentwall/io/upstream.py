@@ -25,6 +25,7 @@ from mypy_extensions import mypyc_attr
 
 from agentwall.core import mcp_http as mh
 from agentwall.errors import UPSTREAM_TIMEOUT, ConfigError, UpstreamError
+from agentwall.io.deadline import DeadlineTimer
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -72,10 +73,9 @@ class _Conn(asyncio.Protocol):
     consumer falls behind, which pushes back on the upstream through TCP."""
 
     __slots__ = (
+        "_deadline",
         "_events",
         "_paused",
-        "_timer",
-        "_timer_at",
         "_wait_deadline",
         "_waiter",
         "closed",
@@ -96,8 +96,8 @@ class _Conn(asyncio.Protocol):
         self._events: collections.deque[Any] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self._wait_deadline = 0.0  # the waiter's deadline (loop time); 0: none
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        # One timer for every wait on this connection (agentwall/io/deadline.py).
+        self._deadline = DeadlineTimer(loop, self._deadline_due)
         self._paused = False
         self.closed = False
         self.received_any = False
@@ -130,9 +130,7 @@ class _Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline.cancel()
         self._finish()
 
     def _finish(self) -> None:
@@ -164,7 +162,7 @@ class _Conn(asyncio.Protocol):
                 if deadline <= self.loop.time():
                     raise UpstreamTimeout("upstream did not answer in time")
                 self._wait_deadline = deadline
-                self._wake_by(deadline)
+                self._deadline.fire_by(deadline)
             waiter = self.loop.create_future()
             self._waiter = waiter
             try:
@@ -186,20 +184,7 @@ class _Conn(asyncio.Protocol):
         self.in_exchange = True
         self.transport.write(data)
 
-    def _wake_by(self, deadline: float) -> None:
-        """Have the deadline timer fire by ``deadline``.  One timer per
-        connection, kept across waits and re-armed lazily when it fires,
-        serves every wait: a ``call_later`` and ``cancel`` per wait cost
-        ~2.6 us of the front-end's ~170-200 us per call here."""
-        if self._timer is not None:
-            if self._timer_at <= deadline:
-                return
-            self._timer.cancel()
-        self._timer = self.loop.call_at(deadline, self._deadline_due)
-        self._timer_at = deadline
-
     def _deadline_due(self) -> None:
-        self._timer = None
         waiter = self._waiter
         deadline = self._wait_deadline
         if waiter is None or waiter.done() or not deadline:
@@ -207,13 +192,11 @@ class _Conn(asyncio.Protocol):
         if self.loop.time() >= deadline:
             _expire(waiter)
         else:
-            self._wake_by(deadline)
+            self._deadline.fire_by(deadline)
 
     def close(self) -> None:
         self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline.cancel()
         if self.transport is not None:
             self.transport.close()
 
