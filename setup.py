@@ -3,10 +3,12 @@
 ``agentwall.cache._shmcache`` (native/shmcache/shmcache.c) is the lock-free
 shared-memory decision table and token buckets.  ``agentwall.core._httphead``
 (native/httphead/httphead.c) is the byte-level half of the front-end's HTTP/1.1
-head parser.  Both are optional: without a C compiler, Python headers, or on a
-platform it does not support (the table needs a little-endian 64-bit target with
-GCC/Clang atomics), the install still succeeds and AgentWall uses the
-pure-Python fallbacks, which have the same API and semantics.  Set
+head parser, and ``agentwall.core._jsonscan`` (native/jsonscan/jsonscan.c) the
+one-pass byte counts behind the JSON-RPC parser's checks.  All are optional:
+without a C compiler, Python headers, or on a platform it does not support
+(the table needs a little-endian 64-bit target with GCC/Clang atomics), the
+install still succeeds and AgentWall uses the pure-Python fallbacks, which have
+the same API and semantics.  Set
 ``AGENTWALL_NO_NATIVE=1`` to skip the build on purpose.
 """
 
@@ -104,6 +106,12 @@ if _NATIVE:
         Extension(
             "agentwall.core._httphead",
             sources=["native/httphead/httphead.c"],
+            extra_compile_args=_C_FLAGS,
+            optional=True,
+        ),
+        Extension(
+            "agentwall.core._jsonscan",
+            sources=["native/jsonscan/jsonscan.c"],
             extra_compile_args=_C_FLAGS,
             optional=True,
         ),

@@ -81,6 +81,34 @@ def native_httphead() -> ModuleType:
     return _native_httphead()
 
 
+def _native_jsonscan() -> ModuleType:
+    """The one-pass JSON byte counts (native/jsonscan/jsonscan.c), under the
+    same rule as the head scan: a missing build fails, it is not skipped."""
+    try:
+        from agentwall.core import _jsonscan
+    except ImportError:
+        require_built(False, "agentwall.core._jsonscan")
+    return _jsonscan
+
+
+@pytest.fixture(scope="session")
+def native_jsonscan() -> ModuleType:
+    return _native_jsonscan()
+
+
+@pytest.fixture(params=["native", "python"])
+def json_counts(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test over each implementation of jsonrpc.parse's byte counts:
+    the C extension and the Python reference."""
+    from agentwall.core import jsonrpc
+
+    name: str = request.param
+    if name == "native":
+        _native_jsonscan()
+    monkeypatch.setattr(jsonrpc, "syntax_counts", jsonrpc.counts_named(name))
+    return name
+
+
 @pytest.fixture(params=["native", "python"])
 def head_scan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Runs a test over each implementation of the HTTP head scan: the C

@@ -43,6 +43,7 @@ from agentwall.core.jsonrpc import (
     error_response,
     parse,
 )
+from agentwall.core.jsonrpc import counts_impl as jsonrpc_counts_impl
 from agentwall.core.mcp import make_call
 from agentwall.core.present import apply_redactions, denial_data, denial_message, scrubbed
 from agentwall.errors import (
@@ -1039,6 +1040,9 @@ class Proxy:
         lines.append("# HELP agentwall_native_info Parts running as a C extension or fallback.")
         lines.append("# TYPE agentwall_native_info gauge")
         lines.append(f'agentwall_native_info{{part="http_head_scan",impl="{mh.scan_impl()}"}} 1')
+        lines.append(
+            f'agentwall_native_info{{part="json_syntax_counts",impl="{jsonrpc_counts_impl()}"}} 1'
+        )
         lines.append(f'agentwall_native_info{{part="hot_modules",impl="{_HOT_IMPL}"}} 1')
         for name, hist, text in (
             (

@@ -28,6 +28,7 @@ def _corpus(prefix: str) -> list[Path]:
 
 
 @pytest.mark.parametrize("path", _corpus("accept_"), ids=lambda p: p.stem)
+@pytest.mark.usefixtures("json_counts")
 def test_corpus_accepted_and_reencoding_is_stable(path: Path) -> None:
     data = path.read_bytes()
     parsed = parse(data)
@@ -40,6 +41,7 @@ def test_corpus_accepted_and_reencoding_is_stable(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", _corpus("reject_"), ids=lambda p: p.stem)
+@pytest.mark.usefixtures("json_counts")
 def test_corpus_rejected_with_its_code(path: Path) -> None:
     expected = -int(path.stem.split("_")[1])
     with pytest.raises(FrameError) as info:
@@ -116,6 +118,7 @@ def test_size_limit() -> None:
 
 @pytest.mark.parametrize("pad", [0, 20_000], ids=["scan-bytes", "walk-decoded"])
 @pytest.mark.parametrize("depth", [1, 2, 3, 7, 8, 9, 10, 15, 16, 17, 40])
+@pytest.mark.usefixtures("json_counts")
 def test_depth_limit_is_exact(depth: int, pad: int) -> None:
     # depth counts containers: the envelope is 1, params 2, then the arrays.
     if depth == 1:
@@ -135,6 +138,7 @@ def test_depth_limit_is_exact(depth: int, pad: int) -> None:
             parse_message(data, max_depth=depth - 1)
 
 
+@pytest.mark.usefixtures("json_counts")
 def test_depth_limit_counts_brackets_outside_strings_only() -> None:
     text = '"]]]]\\\\" [[[[ \\" {{{{'
     data = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "a", "params": {"t": text * 50}})
@@ -157,6 +161,7 @@ def test_very_deep_nesting_is_a_clean_error(n: int) -> None:
         assert info.value.rpc_code == INVALID_REQUEST
 
 
+@pytest.mark.usefixtures("json_counts")
 def test_very_deep_nesting_in_a_text_heavy_document() -> None:
     n = 100_000
     data = b'{"jsonrpc":"2.0","id":1,"method":"a","params":{"t":"' + b"t" * (40 * n)

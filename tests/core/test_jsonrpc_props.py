@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -95,7 +96,8 @@ def test_round_trip(msg: dict[str, Any]) -> None:
     assert again.wire == parsed.wire
 
 
-@settings(max_examples=300)
+@pytest.mark.usefixtures("json_counts")
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(json_values)
 def test_duplicate_detection_agrees_with_exact_scan(value: Any) -> None:
     """The fast colon count and the exact object_pairs_hook scan agree, on
@@ -119,7 +121,8 @@ def test_duplicate_detection_agrees_with_exact_scan(value: Any) -> None:
         assert exact == ("duplicate" in refused), refused
 
 
-@settings(max_examples=200)
+@pytest.mark.usefixtures("json_counts")
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.dictionaries(st.text(alphabet=':ab\\"', max_size=4), st.integers(), max_size=4))
 def test_colons_in_keys_and_escaped_colons(params: dict[str, int]) -> None:
     raw = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "m", "params": params}).encode()

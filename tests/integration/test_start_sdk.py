@@ -359,6 +359,12 @@ def test_health_ready_and_metrics(tmp_path: Path) -> None:
     )
     impl = "python" if python_on_purpose else "native"
     assert f'agentwall_native_info{{part="http_head_scan",impl="{impl}"}} 1' in text
+    json_impl = (
+        "python"
+        if native_skipped_on_purpose() or os.environ.get("AGENTWALL_JSONSCAN") == "python"
+        else "native"
+    )
+    assert f'agentwall_native_info{{part="json_syntax_counts",impl="{json_impl}"}} 1' in text
 
 
 def _metric(text: str, name: str) -> float:

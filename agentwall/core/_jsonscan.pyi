@@ -1,0 +1,3 @@
+# Type stub for the optional C extension built from native/jsonscan/jsonscan.c.
+
+def syntax_counts(data: bytes, /) -> tuple[int, int, bool]: ...
