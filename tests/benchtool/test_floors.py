@@ -1,4 +1,4 @@
-"""The floor benchmarks (bench/floor_http.py, bench/floor_stdio.py) still run
+"""The floor benchmarks (bench/floor_http.py, floor_stdio.py, floor_disk.py) still run
 end to end on real processes and report every path they measured.  Their
 figures are not checked (speed lives in bench/, never in assertions); what is
 checked is that each path answered calls and that the report names it, so a
@@ -105,3 +105,25 @@ def test_varied_requests_miss_a_decision_cache_and_stay_allowed() -> None:
     for request in (first, second):
         text = json.loads(request.split(b"\r\n\r\n", 1)[1])["params"]["arguments"]["text"]
         assert re.fullmatch(pattern.group(1), text), text
+
+
+def test_floor_disk_measures_each_way_and_leaves_nothing(tmp_path: Path) -> None:
+    out = _run(
+        str(BENCH / "floor_disk.py"), "--dir", str(tmp_path), "--writes", "20",
+        "--gap-ms", "0",
+    )  # fmt: skip
+    assert "20 writes of 600 bytes" in out
+    assert re.search(r"^  append\s+p50\s+\d+ us\s+p90\s+\d+ us\s+p99\s+\d+ us", out, re.M), out
+    assert re.search(r"^  dsync\s+p50\s+\d+ us", out, re.M), out
+    # O_DIRECT is the file system's choice; either way the report says so.
+    assert re.search(r"^  direct\s+(p50\s+\d+ us|not supported here)", out, re.M), out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_floor_disk_refuses_a_write_larger_than_a_block() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "floor_disk.py"), "--size", "5000"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--size between 1 and 4096" in done.stderr
