@@ -1,5 +1,6 @@
 """Suite-wide settings."""
 
+import importlib
 import os
 import subprocess
 from collections.abc import Callable, Iterator
@@ -65,35 +66,25 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
         subprocess.run(["umount", "-l", str(where)], check=False)
 
 
-def _native_httphead() -> ModuleType:
-    """The C head scan (native/httphead/httphead.c).  It must have been built
-    unless AGENTWALL_NO_NATIVE says it was skipped on purpose: a missing
-    build fails the test, it is not a silent skip."""
+def _native(module: str) -> ModuleType:
+    """A C extension of native/ (``agentwall.core._httphead``, ``._jsonscan``).
+    It must have been built unless AGENTWALL_NO_NATIVE says it was skipped on
+    purpose: a missing build fails the test, it is not a silent skip."""
     try:
-        from agentwall.core import _httphead
+        return importlib.import_module(module)
     except ImportError:
-        require_built(False, "agentwall.core._httphead")
-    return _httphead
+        require_built(False, module)
+        raise
 
 
 @pytest.fixture(scope="session")
 def native_httphead() -> ModuleType:
-    return _native_httphead()
-
-
-def _native_jsonscan() -> ModuleType:
-    """The one-pass JSON byte counts (native/jsonscan/jsonscan.c), under the
-    same rule as the head scan: a missing build fails, it is not skipped."""
-    try:
-        from agentwall.core import _jsonscan
-    except ImportError:
-        require_built(False, "agentwall.core._jsonscan")
-    return _jsonscan
+    return _native("agentwall.core._httphead")
 
 
 @pytest.fixture(scope="session")
 def native_jsonscan() -> ModuleType:
-    return _native_jsonscan()
+    return _native("agentwall.core._jsonscan")
 
 
 @pytest.fixture(params=["native", "python"])
@@ -104,7 +95,7 @@ def json_counts(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
 
     name: str = request.param
     if name == "native":
-        _native_jsonscan()
+        _native("agentwall.core._jsonscan")
     monkeypatch.setattr(jsonrpc, "syntax_counts", jsonrpc.counts_named(name))
     return name
 
@@ -117,6 +108,6 @@ def head_scan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
 
     name: str = request.param
     if name == "native":
-        _native_httphead()  # a missing build fails here, it is not skipped
+        _native("agentwall.core._httphead")  # a missing build fails, it is not skipped
     monkeypatch.setattr(mcp_http, "scan_head", mcp_http.scan_named(name))
     return name

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import operator
-import os
 import re
 from collections.abc import Callable
 from itertools import accumulate, count
@@ -57,6 +56,7 @@ from agentwall.core.jsonrpc_records import (  # re-exported: importers use jsonr
 from agentwall.core.jsonrpc_records import (
     _Envelope as _Envelope,
 )
+from agentwall.core.native import choose
 from agentwall.errors import INVALID_REQUEST, PARSE_ERROR, FrameError
 
 DEFAULT_MAX_SIZE = 16 * 1024 * 1024
@@ -181,18 +181,11 @@ def counts_impl() -> str:
     return "python" if syntax_counts is syntax_counts_py else "native"
 
 
-def _choose_counts() -> Callable[[bytes], tuple[int, int, bool]]:
-    if os.environ.get("AGENTWALL_JSONSCAN", "") == "python":
-        return syntax_counts_py
-    try:
-        return counts_named("native")
-    except ImportError:
-        return syntax_counts_py
-
-
 # One pass over the bytes where the reference takes four: 13 against 90 us
 # on 64 KiB here (bench/bench_core.py).
-syntax_counts: Callable[[bytes], tuple[int, int, bool]] = _choose_counts()
+syntax_counts: Callable[[bytes], tuple[int, int, bool]] = choose(
+    "AGENTWALL_JSONSCAN", lambda: counts_named("native"), counts_named("python")
+)
 
 
 def encode_message(message: Message | Batch) -> bytes:

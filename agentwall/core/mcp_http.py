@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -57,6 +56,7 @@ from agentwall.core.mcp_http_records import (
 from agentwall.core.mcp_http_records import (
     ToolParamHeaders as ToolParamHeaders,
 )
+from agentwall.core.native import choose
 from agentwall.errors import (
     HEADER_MISMATCH,
     INVALID_PARAMS,
@@ -1055,18 +1055,11 @@ def scan_named(impl: str) -> Callable[[bytes], HeadScan]:
     return _native_scan(_httphead.scan_head)
 
 
-def _choose_scan() -> Callable[[bytes], HeadScan]:
-    if os.environ.get("AGENTWALL_HTTPHEAD", "") == "python":
-        return scan_head_py
-    try:
-        return scan_named("native")
-    except ImportError:
-        return scan_head_py
-
-
 # The parsers below call the module's ``scan_head`` at parse time, so tests
 # can run them over either implementation.
-scan_head: Callable[[bytes], HeadScan] = _choose_scan()
+scan_head: Callable[[bytes], HeadScan] = choose(
+    "AGENTWALL_HTTPHEAD", lambda: scan_named("native"), scan_named("python")
+)
 
 
 def scan_impl() -> str:

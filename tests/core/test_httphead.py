@@ -154,7 +154,7 @@ def test_the_parsers_use_the_native_scan_when_it_is_built(native: ModuleType) ->
     if os.environ.get("AGENTWALL_HTTPHEAD") == "python":
         pytest.skip("AGENTWALL_HTTPHEAD=python chooses the Python scan on purpose")
     assert mh.scan_head is not mh.scan_head_py
-    assert mh._choose_scan() is not mh.scan_head_py
+    assert mh.scan_impl() == "native"
 
 
 def test_no_memory_is_kept_per_scan(native: ModuleType) -> None:
