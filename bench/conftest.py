@@ -26,12 +26,13 @@ from typing import Any
 
 import pytest
 
-from agentwall.benchtool.calibration import calibration_samples
+from agentwall.benchtool.calibration import calibration_samples, syscall_calibration_samples
 from agentwall.benchtool.procs import FastUpstream, Proxy, has_module
 from agentwall.benchtool.runner import bundled_policy
 from agentwall.benchtool.sync_client import SyncHttpSession
 
 _CALIBRATION = pytest.StashKey[list[float]]()
+_SYSCALL_CALIBRATION = pytest.StashKey[list[float]]()
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Module | None:
@@ -46,9 +47,12 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Mod
 @pytest.fixture(scope="session", autouse=True)
 def _calibrate(request: pytest.FixtureRequest) -> Iterator[None]:
     samples = request.config.stash.setdefault(_CALIBRATION, [])
+    syscalls = request.config.stash.setdefault(_SYSCALL_CALIBRATION, [])
     samples.extend(calibration_samples())
+    syscalls.extend(syscall_calibration_samples())
     yield
     samples.extend(calibration_samples())
+    syscalls.extend(syscall_calibration_samples())
 
 
 @pytest.fixture(autouse=True)
@@ -63,13 +67,17 @@ def _local_calibration(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     before = calibration_samples(samples=5, per_sample=10)
+    syscalls_before = syscall_calibration_samples(samples=5, per_sample=20)
     yield
     after = calibration_samples(samples=5, per_sample=10)
+    syscalls = syscalls_before + syscall_calibration_samples(samples=5, per_sample=20)
     bench = request.node.funcargs.get("benchmark")
     if bench is not None:
         bench.extra_info["calibration_ns"] = {
             "median": statistics.median(before + after),
             "min": min(before + after),
+            "syscall_median": statistics.median(syscalls),
+            "syscall_min": min(syscalls),
         }
 
 
@@ -82,6 +90,10 @@ def pytest_benchmark_update_json(
             "median_ns": statistics.median(samples),
             "samples_ns": samples,
         }
+        syscalls = config.stash.get(_SYSCALL_CALIBRATION, [])
+        if syscalls:
+            output_json["calibration"]["syscall_median_ns"] = statistics.median(syscalls)
+            output_json["calibration"]["syscall_samples_ns"] = syscalls
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,9 @@ so that it responds to the same kind of slowdown.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import tempfile
 import time
 
 import orjson
@@ -50,3 +52,30 @@ def calibration_samples(samples: int = 15, per_sample: int = 40) -> list[float]:
             calibration_work()
         out.append((time.perf_counter_ns() - t0) / per_sample)
     return out
+
+
+def syscall_calibration_samples(samples: int = 15, per_sample: int = 100) -> list[float]:
+    """ns per take-and-release of a POSIX byte-range lock (two ``fcntl.lockf``
+    system calls), ``samples`` times (after one warm-up).
+
+    The pure-Python shared-memory backend pays exactly this per operation.
+    Hosts weigh a system call against Python differently, by more than the
+    gate's 2x, and the CPU loop cannot see it; so the gate also holds that
+    backend's figures to their median over this loop (docs/bench.md,
+    "Syscall-bound figures").
+    """
+    with tempfile.TemporaryFile() as handle:
+        fd = handle.fileno()
+
+        def pairs(n: int) -> None:
+            for _ in range(n):
+                fcntl.lockf(fd, fcntl.LOCK_EX, 1, 0)
+                fcntl.lockf(fd, fcntl.LOCK_UN, 1, 0)
+
+        pairs(per_sample)
+        out: list[float] = []
+        for _ in range(samples):
+            t0 = time.perf_counter_ns()
+            pairs(per_sample)
+            out.append((time.perf_counter_ns() - t0) / per_sample)
+        return out

@@ -161,6 +161,12 @@ def test_committed_baseline_is_well_formed() -> None:
     assert data["metrics"]
     for entry in data["metrics"].values():
         assert entry["value"] > 0
+    # Every syscall-bound figure has its second view, and only those do.
+    for name, entry in data["metrics"].items():
+        assert ("per_syscall" in entry) == (name in data.get("syscall_bound", {})), name
+        if "per_syscall" in entry:
+            assert entry["per_syscall"]["value"] > 0
+            assert entry["per_syscall"]["passes"]
 
 
 def _many(scale: dict[str, float], base: float = 1.0) -> dict[str, gate.Figure]:
@@ -203,3 +209,85 @@ def test_machine_factor_does_not_loosen_e2e_ratios() -> None:
     now["e2e_overhead_c1"] = gate.Figure("e2e_overhead_c1", 2.5, "x", "extra")
     failed = {v.name for v in gate.compare(baseline, now, 2.0) if v.failed}
     assert failed == {"e2e_overhead_c1"}
+
+
+def _syscall_results(cpu_ns: float, sys_ns: float, median_s: float) -> dict[str, Any]:
+    return {
+        "benchmarks": [
+            {
+                "fullname": "b::take",
+                "stats": {"median": median_s, "min": median_s},
+                "extra_info": {
+                    "calibration_ns": {
+                        "median": cpu_ns,
+                        "min": cpu_ns,
+                        "syscall_median": sys_ns,
+                        "syscall_min": sys_ns,
+                    }
+                },
+            }
+        ],
+        "calibration": {"median_ns": cpu_ns, "syscall_median_ns": sys_ns},
+    }
+
+
+def _syscall_baseline() -> dict[str, Any]:
+    # Recorded on a host where a lock pair costs 1,000 ns and the CPU loop 1,000 ns.
+    fig = gate.figures(_syscall_results(1000.0, 1000.0, 2.5e-6))["b::take"]
+    assert (fig.value, fig.per_syscall) == (pytest.approx(2.5), pytest.approx(2.5))
+    return {
+        "metrics": {
+            "b::take": {
+                "value": fig.value,
+                "value_min": fig.value_min,
+                "per_syscall": {"value": 2.5, "passes": [2.5], "value_min": 2.5},
+            }
+        },
+        "syscall_bound": {"b::take": "two lockf calls per operation"},
+    }
+
+
+def test_a_host_with_dearer_system_calls_passes_a_syscall_bound_figure() -> None:
+    """The new host of the tenth session: system calls ~4x dearer against the
+    CPU loop.  The CPU view is over its limit; the per-syscall view is not."""
+    now = gate.figures(_syscall_results(1000.0, 4000.0, 9.0e-6))
+    [verdict] = gate.compare(_syscall_baseline(), now, 2.0)
+    assert verdict.over
+    assert not verdict.failed
+    assert "per system call: 0.90x" in gate.render([verdict], now, _syscall_baseline())
+
+
+def test_a_host_with_cheaper_system_calls_passes_it_too() -> None:
+    # The per-syscall view is over (syscalls 4x cheaper), the CPU view is fine.
+    now = gate.figures(_syscall_results(1000.0, 250.0, 2.6e-6))
+    [verdict] = gate.compare(_syscall_baseline(), now, 2.0)
+    assert verdict.per_syscall is not None
+    assert verdict.per_syscall.over
+    assert not verdict.failed
+
+
+def test_a_real_regression_of_a_syscall_bound_figure_fails_in_both_views() -> None:
+    now = gate.figures(_syscall_results(1000.0, 1000.0, 6.0e-6))
+    [verdict] = gate.compare(_syscall_baseline(), now, 2.0)
+    assert verdict.failed
+    # And on the host with dearer system calls, a regression still shows.
+    slow_host = gate.figures(_syscall_results(1000.0, 4000.0, 21.0e-6))
+    assert gate.compare(_syscall_baseline(), slow_host, 2.0)[0].failed
+
+
+def test_a_retry_keeps_the_better_measurement_of_each_view() -> None:
+    first = gate.figures(_syscall_results(1000.0, 1000.0, 6.0e-6))
+    [verdict] = gate.compare(_syscall_baseline(), first, 2.0)
+    assert verdict.failed
+    retry = gate.figures(_syscall_results(1000.0, 1000.0, 2.6e-6))["b::take"]
+    assert verdict.take(retry)
+    assert not verdict.failed
+    assert verdict.per_syscall is not None
+    assert verdict.per_syscall.current == pytest.approx(2.6)
+
+
+def test_figures_without_a_syscall_calibration_have_no_second_view() -> None:
+    fig = gate.figures(BASE)["b::parse"]
+    assert fig.per_syscall is None
+    verdicts = gate.compare(_baseline(), gate.figures(BASE), 2.0)
+    assert all(v.per_syscall is None for v in verdicts)
