@@ -16,11 +16,13 @@ removed unless ``--keep`` is given.
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import tempfile
 import textwrap
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -168,6 +170,25 @@ async def drive(url: str, out: TextIO) -> tuple[list[str], list[Outcome]]:
     return listed, outcomes
 
 
+_NATIVE_INFO = re.compile(r'^agentwall_native_info\{part="([a-z_]+)",impl="([a-z]+)"\} 1$', re.M)
+
+
+def built_parts(mcp_url: str) -> str:
+    """What the running proxy says of its compiled parts (its /metrics), so a
+    user sees a build that fell back to pure Python: ``pip install -q`` hides
+    the build's own warning."""
+    base = mcp_url.rsplit("/mcp", 1)[0]
+    try:
+        with urllib.request.urlopen(base + "/metrics", timeout=5) as resp:  # noqa: S310 - loopback
+            text = resp.read().decode()
+    except OSError as exc:
+        return f"unknown (/metrics did not answer: {exc})"
+    parts = _NATIVE_INFO.findall(text)
+    if not parts:
+        return "unknown (/metrics has no agentwall_native_info)"
+    return ", ".join(f"{part} {impl}" for part, impl in parts)
+
+
 def run_demo(*, keep: bool = False, out: TextIO = sys.stdout) -> int:
     import anyio
 
@@ -195,6 +216,7 @@ def run_demo(*, keep: bool = False, out: TextIO = sys.stdout) -> int:
                 )
                 print(f"  proxy     {proxy.url}  (policy {policy})", file=out)
                 print(f"  audit log {proxy.log_path}", file=out)
+                print(f"  built     {built_parts(proxy.url)}", file=out)
                 listed, outcomes = anyio.run(drive, proxy.url, out)
                 print(
                     f"\nThe agent saw these tools (tools/list, filtered by the policy): "

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from native_support import native_skipped_on_purpose
 
+from agentwall import compiled
 from agentwall.benchtool import procstat
 from agentwall.benchtool.procs import has_module
 
@@ -105,6 +107,18 @@ def test_demo_runs_clean_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert "$ agentwall verify-log" in out
     assert "$ agentwall report" in out
     assert "Demo finished" in out
+    # The proxy says which parts run compiled; the suite's two passes know which to expect.
+    hot = "compiled" if compiled.implementation() == "compiled" else "python"
+
+    def native(env_var: str) -> str:
+        python = native_skipped_on_purpose() or os.environ.get(env_var) == "python"
+        return "python" if python else "native"
+
+    built = (
+        f"  built     http_head_scan {native('AGENTWALL_HTTPHEAD')}, "
+        f"json_syntax_counts {native('AGENTWALL_JSONSCAN')}, hot_modules {hot}"
+    )
+    assert built in out.splitlines(), out
     # Every process stopped, the temporary directory removed, and the user's
     # home untouched (the audit key lived in the temporary directory).
     assert left == {}
