@@ -190,19 +190,17 @@ class Verdict:
     def take(self, fig: Figure) -> bool:
         """A retry's measurement: keep the better of each view; True when the
         median improved."""
-        improved = self.current is not None and fig.value < self.current
+        improved = self._keep_better(fig.value, fig.value_min)
+        if self.per_syscall is not None:
+            self.per_syscall._keep_better(fig.per_syscall, fig.per_syscall_min)
+        return improved
+
+    def _keep_better(self, value: float | None, value_min: float | None) -> bool:
+        improved = value is not None and self.current is not None and value < self.current
         if improved:
-            self.current = fig.value
-        low = fig.value_min
-        if low is not None and (self.current_min is None or low < self.current_min):
-            self.current_min = low
-        second = self.per_syscall
-        if second is not None and fig.per_syscall is not None:
-            if second.current is None or fig.per_syscall < second.current:
-                second.current = fig.per_syscall
-            low_sys = fig.per_syscall_min
-            if low_sys is not None and (second.current_min is None or low_sys < second.current_min):
-                second.current_min = low_sys
+            self.current = value
+        if value_min is not None and (self.current_min is None or value_min < self.current_min):
+            self.current_min = value_min
         return improved
 
 
@@ -249,44 +247,46 @@ def compare(
             fastest.append(fig.value_min / float(entry["value_min"]))
     factor, factor_min = machine_factor(medians), machine_factor(fastest)
     for name, entry in sorted(baseline["metrics"].items()):
-        base = float(entry["value"])
-        floor = float(entry.get("floor", 0.0))
-        # The limit is threshold x the slowest pass recorded for the baseline:
-        # a figure whose own passes already differ by ~2x on this machine
-        # cannot show a 2x regression in one median, while a stable figure
-        # (passes within a few percent) is still held to ~2x.
-        worst = max([base, *(float(p) for p in entry.get("passes") or ())])
         fig = current.get(name)
         micro = fig is not None and fig.kind == "median/calibration"
         scale, scale_min = (factor, factor_min) if micro else (1.0, 1.0)
-        verdict = Verdict(
-            name, base, fig.value if fig else None, threshold * max(worst, floor) * scale, 1
-        )
-        verdict.machine_factor = scale
-        if entry.get("value_min") is not None:
-            verdict.baseline_min = float(entry["value_min"])
-            verdict.limit_min = threshold * max(verdict.baseline_min, floor) * scale_min
-            verdict.current_min = fig.value_min if fig else None
+        value, value_min = (fig.value, fig.value_min) if fig else (None, None)
+        verdict = _verdict(name, entry, threshold, value, value_min, scale, scale_min)
         second = entry.get("per_syscall")
-        if second is not None and micro:
-            verdict.per_syscall = _syscall_verdict(name, second, fig, threshold)
+        if second is not None and fig is not None and micro:
+            # Held to its own baseline (recorded on a host where it is the
+            # right view), with no machine factor: the calibration itself
+            # measures this host's system calls.
+            verdict.per_syscall = _verdict(
+                name, second, threshold, fig.per_syscall, fig.per_syscall_min
+            )
         out.append(verdict)
     return out
 
 
-def _syscall_verdict(
-    name: str, entry: dict[str, Any], fig: Figure | None, threshold: float
+def _verdict(
+    name: str,
+    entry: dict[str, Any],
+    threshold: float,
+    value: float | None,
+    value_min: float | None,
+    scale: float = 1.0,
+    scale_min: float = 1.0,
 ) -> Verdict:
-    """The view over the system-call calibration, held to its own baseline
-    (recorded on a host where it is the right view), with no machine factor:
-    the calibration itself measures this host's system calls."""
+    """One view of a figure against its baseline ``entry``."""
     base = float(entry["value"])
+    floor = float(entry.get("floor", 0.0))
+    # The limit is threshold x the slowest pass recorded for the baseline:
+    # a figure whose own passes already differ by ~2x on this machine
+    # cannot show a 2x regression in one median, while a stable figure
+    # (passes within a few percent) is still held to ~2x.
     worst = max([base, *(float(p) for p in entry.get("passes") or ())])
-    verdict = Verdict(name, base, fig.per_syscall if fig else None, threshold * worst, 1)
+    verdict = Verdict(name, base, value, threshold * max(worst, floor) * scale, 1)
+    verdict.machine_factor = scale
     if entry.get("value_min") is not None:
         verdict.baseline_min = float(entry["value_min"])
-        verdict.limit_min = threshold * verdict.baseline_min
-        verdict.current_min = fig.per_syscall_min if fig else None
+        verdict.limit_min = threshold * max(verdict.baseline_min, floor) * scale_min
+        verdict.current_min = value_min
     return verdict
 
 
@@ -396,32 +396,17 @@ def update(args: argparse.Namespace) -> int:
     names = sorted(set().union(*runs) - set(not_gated))
     metrics: dict[str, dict[str, Any]] = {}
     for name in names:
-        values = [r[name].value for r in runs if name in r]
-        any_fig = next(r[name] for r in runs if name in r)
-        # The typical pass sets the median's reference and the quietest pass
-        # the fastest view's: a real regression has to show against both.
-        entry: dict[str, Any] = {
-            "value": statistics.median(values),
-            "kind": any_fig.kind,
-            "source": any_fig.source,
-            "passes": values,
-        }
-        mins = [r[name].value_min for r in runs if name in r]
-        known = [m for m in mins if m is not None]
-        if known:
-            entry["value_min"] = min(known)
+        measured = [r[name] for r in runs if name in r]
+        entry = _baseline_entry([f.value for f in measured], [f.value_min for f in measured])
+        entry.update(kind=measured[0].kind, source=measured[0].source)
         floor = old.get("metrics", {}).get(name, {}).get("floor", DEFAULT_FLOORS.get(name))
         if floor is not None:
             entry["floor"] = floor
-        per_sys = [r[name].per_syscall for r in runs if name in r]
+        per_sys = [f.per_syscall for f in measured]
         if name in syscall_bound and all(v is not None for v in per_sys):
-            sys_values = [float(v) for v in per_sys if v is not None]
-            sys_mins = [r[name].per_syscall_min for r in runs if name in r]
-            entry["per_syscall"] = {
-                "value": statistics.median(sys_values),
-                "passes": sys_values,
-                "value_min": min(m for m in sys_mins if m is not None),
-            }
+            entry["per_syscall"] = _baseline_entry(
+                [v for v in per_sys if v is not None], [f.per_syscall_min for f in measured]
+            )
         metrics[name] = entry
     data = {
         "about": "Benchmark baseline for scripts/bench-gate; see docs/bench.md. Values are "
@@ -437,6 +422,17 @@ def update(args: argparse.Namespace) -> int:
     args.baseline.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     print(f"bench-gate --update: wrote {len(metrics)} figures to {args.baseline}")
     return 0
+
+
+def _baseline_entry(values: list[float], mins: list[float | None]) -> dict[str, Any]:
+    """One view's baseline from its passes.  The typical pass sets the
+    median's reference and the quietest pass the fastest view's: a real
+    regression has to show against both."""
+    entry: dict[str, Any] = {"value": statistics.median(values), "passes": values}
+    known = [m for m in mins if m is not None]
+    if known:
+        entry["value_min"] = min(known)
+    return entry
 
 
 def main(argv: list[str] | None = None) -> int:

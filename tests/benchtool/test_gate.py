@@ -291,3 +291,49 @@ def test_figures_without_a_syscall_calibration_have_no_second_view() -> None:
     assert fig.per_syscall is None
     verdicts = gate.compare(_baseline(), gate.figures(BASE), 2.0)
     assert all(v.per_syscall is None for v in verdicts)
+
+
+def test_update_records_each_view_from_its_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--update: the median pass and every pass, the quietest fastest round,
+    the second view only for the listed syscall-bound figures, and the old
+    file's floors, lists and threshold kept."""
+    medians = iter([2.0e-6, 3.0e-6, 2.5e-6])
+
+    def one_pass(nodes: Any, **_: Any) -> dict[str, Any]:
+        data = _syscall_results(1000.0, 500.0, next(medians))
+        data["benchmarks"].append(
+            {"fullname": "b::plain", "stats": {"median": 1e-6}, "extra_info": {}}
+        )
+        return data
+
+    monkeypatch.setattr(gate, "run_pass", one_pass)
+    path = tmp_path / "baseline.json"
+    path.write_text(
+        json.dumps(
+            {
+                "threshold": 2.0,
+                "metrics": {"b::plain": {"value": 1.0, "floor": 0.5}},
+                "not_gated": {"b::other": "reason"},
+                "syscall_bound": {"b::take": "two lockf calls per operation"},
+            }
+        )
+    )
+    assert gate.main(["--update", "--baseline", str(path)]) == 0
+    data = json.loads(path.read_text())
+    take = data["metrics"]["b::take"]
+    assert take["passes"] == pytest.approx([2.0, 3.0, 2.5])
+    assert take["value"] == pytest.approx(2.5)
+    assert take["value_min"] == pytest.approx(2.0)
+    assert take["kind"] == "median/calibration"
+    assert take["source"] == "b::take"
+    assert take["per_syscall"]["passes"] == pytest.approx([4.0, 6.0, 5.0])
+    assert take["per_syscall"]["value"] == pytest.approx(5.0)
+    assert take["per_syscall"]["value_min"] == pytest.approx(4.0)
+    plain = data["metrics"]["b::plain"]
+    assert "per_syscall" not in plain
+    assert "value_min" not in plain  # its stats had no fastest round
+    assert plain["floor"] == 0.5
+    assert data["not_gated"] == {"b::other": "reason"}
+    assert data["syscall_bound"] == {"b::take": "two lockf calls per operation"}
