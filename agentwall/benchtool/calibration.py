@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import tempfile
 import time
+from collections.abc import Callable
 
 import orjson
 
@@ -41,17 +42,26 @@ def calibration_work() -> int:
     return acc
 
 
-def calibration_samples(samples: int = 15, per_sample: int = 40) -> list[float]:
-    """ns per ``calibration_work()`` call, ``samples`` times (after one warm-up)."""
-    for _ in range(per_sample):
-        calibration_work()
+def _timed(run: Callable[[int], object], samples: int, per_sample: int) -> list[float]:
+    """ns per unit of ``run(n)`` (n units of work), ``samples`` times, after
+    one warm-up sample."""
+    run(per_sample)
     out: list[float] = []
     for _ in range(samples):
         t0 = time.perf_counter_ns()
-        for _ in range(per_sample):
-            calibration_work()
+        run(per_sample)
         out.append((time.perf_counter_ns() - t0) / per_sample)
     return out
+
+
+def _calibration_runs(n: int) -> None:
+    for _ in range(n):
+        calibration_work()
+
+
+def calibration_samples(samples: int = 15, per_sample: int = 40) -> list[float]:
+    """ns per ``calibration_work()`` call, ``samples`` times (after one warm-up)."""
+    return _timed(_calibration_runs, samples, per_sample)
 
 
 def syscall_calibration_samples(samples: int = 15, per_sample: int = 100) -> list[float]:
@@ -72,10 +82,4 @@ def syscall_calibration_samples(samples: int = 15, per_sample: int = 100) -> lis
                 fcntl.lockf(fd, fcntl.LOCK_EX, 1, 0)
                 fcntl.lockf(fd, fcntl.LOCK_UN, 1, 0)
 
-        pairs(per_sample)
-        out: list[float] = []
-        for _ in range(samples):
-            t0 = time.perf_counter_ns()
-            pairs(per_sample)
-            out.append((time.perf_counter_ns() - t0) / per_sample)
-        return out
+        return _timed(pairs, samples, per_sample)
