@@ -30,11 +30,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from agentwall.benchtool.stats import percentile
+
 _BLOCK = 4096
-
-
-def _quantile(ordered: list[float], q: float) -> float:
-    return ordered[round(q * (len(ordered) - 1))]
 
 
 def _timed(writes: int, gap_s: float, write: Callable[[int], None]) -> list[float]:
@@ -124,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {name:7} not supported here")
                 continue
             print(
-                f"  {name:7} p50 {_quantile(lat, 0.5):7.0f} us  p90 {_quantile(lat, 0.9):7.0f} us"
-                f"  p99 {_quantile(lat, 0.99):7.0f} us  max {lat[-1]:7.0f} us"
+                f"  {name:7} p50 {percentile(lat, 50):7.0f} us  p90 {percentile(lat, 90):7.0f} us"
+                f"  p99 {percentile(lat, 99):7.0f} us  max {lat[-1]:7.0f} us"
             )
     finally:
         for leftover in folder.iterdir():
